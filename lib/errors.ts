@@ -1,0 +1,155 @@
+/**
+ * Errors farpipe raises. Every one is a {@link FarpipeError} with a string
+ * `code` (codes survive serialization and logs better than classes do) and,
+ * where there is one, a real `cause`.
+ *
+ * @module
+ */
+
+/** The string codes of farpipe's errors, one per subclass. */
+export type FarpipeErrorCode =
+  | 'ERR_FARPIPE'
+  | 'ERR_REMOTE'
+  | 'ERR_TRANSPORT'
+  | 'ERR_PROTOCOL'
+  | 'ERR_SERIALIZE'
+  | 'ERR_TIMEOUT'
+  | 'ERR_CANCEL'
+  | 'ERR_HOST_KEY'
+
+/** Options every farpipe error accepts. */
+export interface FarpipeErrorOptions {
+  /** The error that led to this one. */
+  cause?: unknown
+}
+
+/** The base class of every error farpipe raises. */
+export class FarpipeError extends Error {
+  /** A stable string code, one per subclass (`ERR_REMOTE`, `ERR_TIMEOUT`, ...). */
+  readonly code: FarpipeErrorCode = 'ERR_FARPIPE'
+
+  constructor(message: string, options?: FarpipeErrorOptions) {
+    super(message, options)
+  }
+
+  override get name(): string {
+    return this.constructor.name
+  }
+
+  /**
+   * Turns anything thrown into a FarpipeError: farpipe errors are returned
+   * as they are, anything else becomes the `cause` of a new one.
+   */
+  static from(reason: unknown): FarpipeError {
+    if (reason instanceof FarpipeError) return reason
+    const message = reason instanceof Error ? reason.message : String(reason)
+    return new FarpipeError(message, { cause: reason })
+  }
+}
+
+/** Where a remote error happened, as much as the caller knows. */
+export interface RemoteErrorOrigin {
+  /** The name of the error class on the remote side (`TypeError`, `MyError`, ...). */
+  remoteName: string
+  /** The stack trace as the remote printed it. */
+  remoteStack: string
+  /** How many items the call had yielded before it failed. */
+  index: number
+  /** The host the call ran on (`local` for the embedded pool). */
+  host: string
+  /** The index of the worker process on that host. */
+  worker: number
+}
+
+/**
+ * The remote function threw. `cause` is the remote error rebuilt on this
+ * side (with its own `cause` chain); `remoteName`, `remoteStack` and `index`
+ * say what it was and how far the call had got.
+ */
+export class RemoteError extends FarpipeError implements RemoteErrorOrigin {
+  override readonly code = 'ERR_REMOTE'
+  readonly remoteName: string
+  readonly remoteStack: string
+  readonly index: number
+  readonly host: string
+  readonly worker: number
+
+  constructor(message: string, origin: RemoteErrorOrigin, options?: FarpipeErrorOptions) {
+    super(message, options)
+    this.remoteName = origin.remoteName
+    this.remoteStack = origin.remoteStack
+    this.index = origin.index
+    this.host = origin.host
+    this.worker = origin.worker
+    if (origin.remoteStack) this.stack = `${this.stack}\n    --- on ${origin.host}/${origin.worker} ---\n${origin.remoteStack}`
+  }
+}
+
+/** The connection to a worker failed: the process died, the channel closed, the host went silent. */
+export class TransportError extends FarpipeError {
+  override readonly code = 'ERR_TRANSPORT'
+}
+
+/** The two sides disagreed about the wire format (a bad frame, a frame too large, a truncated stream). */
+export class ProtocolError extends FarpipeError {
+  override readonly code = 'ERR_PROTOCOL'
+}
+
+/** A value could not be sent. The message names the path to it (`args[0].bad: function`). */
+export class SerializeError extends FarpipeError {
+  override readonly code = 'ERR_SERIALIZE'
+  /** The path to the value that could not be sent, e.g. `args[1].user.save`. */
+  readonly path: string
+
+  constructor(message: string, path: string, options?: FarpipeErrorOptions) {
+    super(message, options)
+    this.path = path
+  }
+}
+
+/** A call ran longer than its `timeout`, or saw no item for `idleTimeout`. */
+export class TimeoutError extends FarpipeError {
+  override readonly code = 'ERR_TIMEOUT'
+}
+
+/** A call was cancelled (`cancel()`, `break` out of `for await`, or the pool closed). */
+export class CancelError extends FarpipeError {
+  override readonly code = 'ERR_CANCEL'
+}
+
+/** A host presented a key that is unknown or differs from the one in known_hosts. */
+export class HostKeyError extends FarpipeError {
+  override readonly code = 'ERR_HOST_KEY'
+  /** The SHA256 fingerprint of the key the host presented, as OpenSSH prints it. */
+  readonly fingerprint: string
+
+  constructor(message: string, fingerprint: string, options?: FarpipeErrorOptions) {
+    super(message, options)
+    this.fingerprint = fingerprint
+  }
+}
+
+/**
+ * Error classes that are rebuilt as themselves when they cross the wire. Any
+ * other name arrives as a plain `Error` whose `name` says what it was: the
+ * receiver never constructs a class just because the sender named it.
+ */
+export const wireErrorClasses: Readonly<Record<string, new (message: string) => Error>> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+}
+
+/** farpipe's own error classes that can cross the wire (a remote timeout, a remote serialize failure). */
+export const wireFarpipeErrors = {
+  FarpipeError,
+  TransportError,
+  ProtocolError,
+  SerializeError,
+  TimeoutError,
+  CancelError,
+} as const

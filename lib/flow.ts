@@ -1,0 +1,162 @@
+/**
+ * Flow control: credit windows, in items and in bytes, and when to flush a
+ * batch. No I/O and no timers here; the clock is passed in, so the policy
+ * can be tested step by step.
+ *
+ * The receiver of a stream owns a queue with a high-water mark. It grants
+ * the sender credit for what fits (high-water mark minus what is queued
+ * minus what is already granted) and grants more as its consumer takes
+ * items. The sender sends only while it holds credit for at least one item
+ * and one byte; byte credit may go negative by the last item sent (an item
+ * larger than the whole window must still be able to pass), item credit
+ * never. So the receiver holds at most `highWaterMark` items and
+ * `highWaterBytes` plus one item's bytes.
+ *
+ * @module
+ */
+import { ProtocolError } from './errors.ts'
+
+/** A credit grant: room for this many more items and bytes. */
+export interface Credit {
+  items: number
+  bytes: number
+}
+
+/** High-water marks of a stream's receiving queue. */
+export interface Watermarks {
+  /** Items the receiver queues at most. */
+  items: number
+  /** Bytes the receiver queues at most (plus one item). */
+  bytes: number
+}
+
+/**
+ * The receiving side's book: what it queued, what it granted, and when
+ * granting more is worth a frame.
+ */
+export class CreditLedger {
+  readonly marks: Watermarks
+  /** Items received and not yet taken by the consumer. */
+  queuedItems = 0
+  /** Bytes of those items. */
+  queuedBytes = 0
+  /** Granted and not yet received. */
+  private owedItems: number
+  private owedBytes: number
+
+  /** Starts with the whole window granted: both sides agree on it when the stream opens. */
+  constructor(marks: Watermarks) {
+    if (!(marks.items >= 1) || !(marks.bytes >= 1)) {
+      throw new RangeError(`high-water marks must be at least 1 (items ${marks.items}, bytes ${marks.bytes})`)
+    }
+    this.marks = marks
+    this.owedItems = marks.items
+    this.owedBytes = marks.bytes
+  }
+
+  /** The credit the sender starts with. */
+  get initial(): Credit {
+    return { items: this.marks.items, bytes: this.marks.bytes }
+  }
+
+  /**
+   * Records items that arrived. More items than granted is a protocol
+   * violation: the sender ignored flow control.
+   */
+  received(items: number, bytes: number): void {
+    if (items > this.owedItems) {
+      throw new ProtocolError(`sender sent ${items} items with credit for ${this.owedItems}`)
+    }
+    this.owedItems -= items
+    this.owedBytes -= bytes
+    this.queuedItems += items
+    this.queuedBytes += bytes
+  }
+
+  /**
+   * Records items the consumer took. Returns the credit to grant now, or
+   * undefined when the room is too small to be worth a frame yet (less
+   * than half the window, unless the sender has run dry).
+   */
+  consumed(items: number, bytes: number): Credit | undefined {
+    this.queuedItems -= items
+    this.queuedBytes -= bytes
+    return this.grant()
+  }
+
+  /** The credit to grant now, if any is worth a frame. */
+  grant(): Credit | undefined {
+    const roomItems = this.marks.items - this.queuedItems - this.owedItems
+    const roomBytes = Math.floor(this.marks.bytes - this.queuedBytes - this.owedBytes)
+    if (roomItems < 1 || roomBytes < 1) return undefined
+    const dry = this.owedItems === 0 || this.owedBytes <= 0
+    const worth = roomItems * 2 >= this.marks.items || roomBytes * 2 >= this.marks.bytes
+    if (!dry && !worth) return undefined
+    this.owedItems += roomItems
+    this.owedBytes += roomBytes
+    return { items: roomItems, bytes: roomBytes }
+  }
+}
+
+/** The sending side's credit: what it may still send. */
+export class CreditWindow {
+  items: number
+  bytes: number
+
+  constructor(initial: Credit) {
+    this.items = initial.items
+    this.bytes = initial.bytes
+  }
+
+  /** True while at least one more item may be sent. */
+  get open(): boolean {
+    return this.items > 0 && this.bytes > 0
+  }
+
+  /** Adds a grant from the receiver. */
+  add(credit: Credit): void {
+    this.items += credit.items
+    this.bytes += credit.bytes
+  }
+
+  /** Spends credit for one item of `bytes`. */
+  spend(bytes: number): void {
+    this.items -= 1
+    this.bytes -= bytes
+  }
+}
+
+/** When to write out a batch of frames. */
+export interface FlushLimits {
+  /** Write at once when this many bytes are waiting. @default 262144 */
+  maxBytes: number
+  /** Write at once when the oldest waiting byte is this old (ms), even if the producer never yields to the event loop. @default 2 */
+  maxDelayMs: number
+}
+
+/**
+ * Decides when a batch leaves. Frames wait for the end of the current turn
+ * of the event loop, so everything produced in one turn goes out in one
+ * write; a batch that grows large, or a producer that computes for a long
+ * time without yielding to the event loop, is written at once.
+ */
+export class FlushPolicy {
+  private firstAt = -1
+  constructor(private readonly limits: FlushLimits, private readonly now: () => number) {}
+
+  /** Called after frames were added; true when the batch should be written now. */
+  added(pendingBytes: number): boolean {
+    if (pendingBytes >= this.limits.maxBytes) return true
+    const t = this.now()
+    if (this.firstAt < 0) {
+      this.firstAt = t
+      return false
+    }
+    return t - this.firstAt >= this.limits.maxDelayMs
+  }
+
+  /** Called when the batch was written. */
+  flushed(): void {
+    this.firstAt = -1
+  }
+}

@@ -1,0 +1,44 @@
+/**
+ * farpipe: run TypeScript functions on other machines and stream their
+ * results back as WHATWG streams.
+ *
+ * @module
+ */
+
+// What users write.
+export { remote, type Remote } from './remote.ts'
+export { pool, Pool, type PoolOptions, type Runner, type MapOptions, type MapItem } from './pool.ts'
+export { input, type Input, type StreamSource } from './input.ts'
+export { context, type CallContext } from './context.ts'
+export {
+  RemoteCall,
+  type ThenableCall,
+  type CallOf,
+  type CallArgs,
+  type CallArg,
+  type InputOf,
+  type YieldOf,
+  type ResultOf,
+  type AnyFunction,
+} from './call.ts'
+export type { CallOptions, Limits } from './options.ts'
+export type { LogEntry } from './session.ts'
+export {
+  FarpipeError,
+  RemoteError,
+  TransportError,
+  ProtocolError,
+  SerializeError,
+  TimeoutError,
+  CancelError,
+  HostKeyError,
+  type FarpipeErrorCode,
+  type FarpipeErrorOptions,
+  type RemoteErrorOrigin,
+} from './errors.ts'
+
+// For transport authors.
+export type { Transport, TransportEvents } from './transports/transport.ts'
+export type { Channel, ChannelEvents } from './link.ts'
+export { LocalTransport, type LocalOptions } from './transports/local.ts'
+export { MemoryTransport, type MemoryOptions } from './transports/memory.ts'

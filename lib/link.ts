@@ -1,0 +1,179 @@
+/**
+ * A link: one end of a byte channel that speaks frames. The caller's
+ * {@link Session} and the worker's runtime are both links; this holds what
+ * they share: decoding what arrives, and batching what leaves so that the
+ * frames of many calls made in one turn of the event loop go out in one
+ * write.
+ *
+ * @module
+ */
+import { ProtocolError, type FarpipeError } from './errors.ts'
+import { FlushPolicy } from './flow.ts'
+import { writeItem, type ItemLimits } from './codec.ts'
+import { FrameDecoder, FrameWriter, Kind, type Frame } from './wire.ts'
+import { limitDefaults, type Limits } from './options.ts'
+
+/**
+ * A byte channel to the other side: a child's stdio, an SSH exec channel,
+ * or an in-memory pair. Transports implement it; links use it.
+ */
+export interface Channel {
+  /** Sends bytes, in order. The channel keeps the buffer; the caller does not touch it again. */
+  write(chunk: Uint8Array): void
+  /** Closes the sending direction: the other side sees the end of its input. */
+  end(): void
+  /** Tears the channel down at once. */
+  destroy(): void
+}
+
+/** What a channel reports to the link that reads it. */
+export interface ChannelEvents {
+  /** Bytes arrived. The link may keep a view of them until it returns. */
+  data(chunk: Uint8Array): void
+  /** The channel closed: cleanly (no error) or not. Called once. */
+  close(error?: Error): void
+}
+
+/** A frame the link could not take, and the error to close with. */
+export abstract class Link implements ChannelEvents {
+  protected channel: Channel | undefined
+  protected readonly limits: Limits
+  private readonly decoder: FrameDecoder
+  private readonly out = new FrameWriter()
+  private readonly policy: FlushPolicy
+  private flushScheduled = false
+  /** The data frame open in the batch: its call and stream (-1 when none). */
+  private openCall = -1
+  private openStream = -1
+  private readonly itemLimits: ItemLimits
+  /** Set once the channel is gone; nothing is sent after. */
+  protected closedWith: FarpipeError | undefined
+
+  constructor(limits: Partial<Limits> = {}) {
+    this.limits = { ...limitDefaults, ...limits }
+    this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
+    this.itemLimits = { softFrameBytes: this.limits.softFrameBytes, maxFrameBytes: this.limits.maxFrameBytes }
+    this.policy = new FlushPolicy({ maxBytes: this.limits.softFrameBytes, maxDelayMs: 2 }, performance.now.bind(performance))
+  }
+
+  /** Attaches the channel frames are written to. */
+  protected attach(channel: Channel): void {
+    this.channel = channel
+  }
+
+  // -- receiving --------------------------------------------------------------
+
+  /** Bytes from the channel: decoded and dispatched frame by frame. */
+  data(chunk: Uint8Array): void {
+    if (this.closedWith) return
+    let frames: Frame[]
+    try {
+      frames = this.decoder.decode(chunk)
+    } catch (err) {
+      this.protocolFailure(err as ProtocolError)
+      return
+    }
+    for (const f of frames) {
+      if (this.closedWith) return
+      try {
+        this.frame(f)
+      } catch (err) {
+        const e = err instanceof ProtocolError ? err : new ProtocolError(`bad ${f.kind} frame: ${(err as Error).message}`, { cause: err })
+        this.protocolFailure(e)
+        return
+      }
+    }
+  }
+
+  /** The channel closed. A clean close with bytes of a frame left over is a truncation. */
+  close(error?: Error): void {
+    if (this.closedWith) return
+    let cause = error
+    if (!cause) {
+      try {
+        this.decoder.end()
+      } catch (err) {
+        cause = err as Error
+      }
+    }
+    this.closed(cause)
+  }
+
+  /** Handles one frame. Throwing here is a protocol error that closes the link. */
+  protected abstract frame(f: Frame): void
+
+  /** The link is gone (channel closed, or a protocol error); `cause` says why, if not a clean end. */
+  protected abstract closed(cause?: Error): void
+
+  /** A frame could not be decoded or handled: the link cannot be trusted any more. */
+  protected protocolFailure(err: ProtocolError): void {
+    this.closed(err)
+    this.channel?.destroy()
+  }
+
+  // -- sending ------------------------------------------------------------------
+
+  /**
+   * Appends one item to the data frame of (`call`, `stream`), opening it if
+   * needed. Returns the bytes the item counts for. Throws SerializeError with
+   * nothing written when the item cannot be sent.
+   */
+  sendItem(call: number, stream: number, value: unknown, path: () => string): number {
+    if (this.openCall !== call || this.openStream !== stream) {
+      this.closeOpenFrame()
+      this.out.begin(Kind.data, call, stream)
+      this.openCall = call
+      this.openStream = stream
+    }
+    let bytes: number
+    try {
+      bytes = writeItem(this.out, value, this.itemLimits, path)
+    } catch (err) {
+      if (this.out.frameBytes <= 11) {
+        this.out.abandon()
+        this.openCall = this.openStream = -1
+      }
+      throw err
+    }
+    this.wrote()
+    return bytes
+  }
+
+  /** Appends a whole frame to the batch. */
+  send(kind: number, call: number, stream: number, payload?: Uint8Array): void {
+    this.closeOpenFrame()
+    this.out.frame(kind, call, stream, payload)
+    this.wrote()
+  }
+
+  /** Writes the batch out now. */
+  flush(): void {
+    this.closeOpenFrame()
+    const batch = this.out.take()
+    this.policy.flushed()
+    if (!batch) return
+    if (this.closedWith || !this.channel) return
+    this.channel.write(batch)
+  }
+
+  private wrote(): void {
+    if (this.policy.added(this.out.pending)) {
+      this.flush()
+      return
+    }
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      setImmediate(() => {
+        this.flushScheduled = false
+        this.flush()
+      })
+    }
+  }
+
+  private closeOpenFrame(): void {
+    if (this.openCall < 0) return
+    if (this.out.frameBytes <= 11) this.out.abandon()
+    else this.out.end()
+    this.openCall = this.openStream = -1
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * Options and limits: typed objects with documented defaults, validated
+ * where they enter (a bad value is refused with what was expected and what
+ * arrived).
+ *
+ * @module
+ */
+
+/** Options of one call, given by `remote(fn, options)` and `Pool.with(options)`. */
+export interface CallOptions {
+  /** Aborting this signal cancels the call; `result` rejects with the signal's reason. */
+  signal?: AbortSignal
+  /** Milliseconds for the whole call; then it is cancelled and fails with `TimeoutError`. @default undefined (none) */
+  timeout?: number
+  /** Milliseconds without an item in either direction; then it is cancelled and fails with `TimeoutError`. @default undefined (none) */
+  idleTimeout?: number
+  /**
+   * Items queued at most by the receiving side of each stream of the call:
+   * the output (here) and each streamed argument (on the worker). The
+   * remote producer runs at most this far ahead of the consumer.
+   * @default 1024
+   */
+  highWaterMark?: number
+  /** Bytes queued at most by the receiving side of each stream (plus one item). @default 16777216 (16 MiB) */
+  highWaterBytes?: number
+}
+
+/** Call options with every default filled in. */
+export interface ResolvedCallOptions {
+  signal: AbortSignal | undefined
+  timeout: number | undefined
+  idleTimeout: number | undefined
+  highWaterMark: number
+  highWaterBytes: number
+}
+
+/** The defaults of {@link CallOptions}. */
+export const callDefaults = {
+  highWaterMark: 1024,
+  highWaterBytes: 16 * 1024 * 1024,
+} as const
+
+/** Wire limits, the same for every call of a pool. */
+export interface Limits {
+  /** The largest frame either side accepts; a larger item fails with `SerializeError`. @default 67108864 (64 MiB) */
+  maxFrameBytes: number
+  /** A batch of items is cut into frames of about this size. @default 262144 (256 KiB) */
+  softFrameBytes: number
+}
+
+/** The defaults of {@link Limits}. */
+export const limitDefaults: Limits = {
+  maxFrameBytes: 64 * 1024 * 1024,
+  softFrameBytes: 256 * 1024,
+}
+
+/** Merges call options, later ones winning, and checks them. */
+export function resolveCallOptions(...layers: (CallOptions | undefined)[]): ResolvedCallOptions {
+  const o: CallOptions = {}
+  for (const layer of layers) {
+    if (!layer) continue
+    for (const [k, v] of Object.entries(layer)) if (v !== undefined) (o as Record<string, unknown>)[k] = v
+  }
+  checkOptional('timeout', o.timeout, 0)
+  checkOptional('idleTimeout', o.idleTimeout, 0)
+  checkOptional('highWaterMark', o.highWaterMark, 1)
+  checkOptional('highWaterBytes', o.highWaterBytes, 1)
+  if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
+    throw new TypeError(`option signal must be an AbortSignal, got ${describe(o.signal)}`)
+  }
+  return {
+    signal: o.signal,
+    timeout: o.timeout,
+    idleTimeout: o.idleTimeout,
+    highWaterMark: Math.floor(o.highWaterMark ?? callDefaults.highWaterMark),
+    highWaterBytes: Math.floor(o.highWaterBytes ?? callDefaults.highWaterBytes),
+  }
+}
+
+/** Checks that an optional option is a finite number of at least `min`. */
+export function checkOptional(name: string, value: unknown, min: number): void {
+  if (value === undefined) return
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
+    throw new RangeError(`option ${name} must be a finite number >= ${min}, got ${describe(value)}`)
+  }
+}
+
+/** A short description of a value for error messages. */
+export function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'number' || typeof value === 'boolean' || value == null) return String(value)
+  if (typeof value === 'function') return 'a function'
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' ? `an object (${Object.getPrototypeOf(value)?.constructor?.name ?? 'null prototype'})` : typeof value
+}

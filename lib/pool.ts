@@ -1,0 +1,339 @@
+/**
+ * The pool: hosts × worker processes. It starts the workers, sends each call
+ * to the least-loaded one, replaces a worker that died (its calls have
+ * already failed with `TransportError`), and closes everything on
+ * `close()` or `await using`.
+ *
+ * @module
+ */
+import { bundleModule } from './bundle.ts'
+import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type ResultOf, type YieldOf } from './call.ts'
+import { CancelError, FarpipeError } from './errors.ts'
+import { isStreamSource } from './input.ts'
+import { resolveCallOptions, type CallOptions, type Limits } from './options.ts'
+import { exportNameOf, remoteInfo, stackSites, type Remote, type RemoteInfo } from './remote.ts'
+import { Session, type LogEntry } from './session.ts'
+import { LocalTransport } from './transports/local.ts'
+import type { Transport } from './transports/transport.ts'
+
+/** Options of {@link pool}. */
+export interface PoolOptions {
+  /**
+   * Worker processes per host. For the embedded pool (no hosts):
+   * @default os.availableParallelism()
+   */
+  workers?: number
+  /** Where workers cache bundles. @default `$XDG_CACHE_HOME/farpipe`, else `~/.cache/farpipe` (on each host) */
+  cacheDir?: string
+  /** Receives every line remote code prints. @default printed to this process's stdout/stderr, prefixed with `[host/worker]` */
+  onLog?: (entry: LogEntry) => void
+  /** Wire limits (frame sizes). */
+  limits?: Partial<Limits>
+  /** Defaults for every call of the pool (overridden by `remote(fn, options)` and `Pool.with()`). */
+  defaults?: CallOptions
+  /**
+   * Transports to run workers with, one per host; replaces the embedded
+   * local pool. For transport authors and specs (e.g. `new MemoryTransport()`).
+   */
+  transports?: Transport[]
+  /** Extra arguments for `node` when starting local workers. @default [] */
+  nodeArgs?: string[]
+}
+
+/** What a pool and its views (`Pool.with()`) can do. */
+export interface Runner {
+  /**
+   * Starts one remote call of `fn` and returns it at once. A value that
+   * cannot be sent throws `SerializeError` here, before anything is sent.
+   */
+  run<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A>
+  /** Runs the call once on every host of the pool; one call per host, in the order of the hosts. */
+  broadcast<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A>[]
+  /**
+   * Spreads the items of `source` over the pool's workers (one call of `fn`
+   * per item, at most `concurrency` at a time) and returns their results as
+   * one stream in the order of the source. For a generator `fn`, every item
+   * it yields is passed on, call after call.
+   */
+  map<F extends Remote<(item: any) => unknown>>(
+    fn: F,
+    source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
+    options?: MapOptions,
+  ): ReadableStream<MapItem<F>>
+  /** A view of the pool whose calls use these options (over the pool's defaults). */
+  with(options: CallOptions): Runner
+}
+
+/** What `Pool.map` yields for `F`: each call's result, or for a generator each item it yields. */
+export type MapItem<F extends AnyFunction> = ReturnType<F> extends AsyncGenerator<any, any, any> | Generator<any, any, any> ? YieldOf<F> : ResultOf<F>
+
+/** Options of {@link Runner.map}. */
+export interface MapOptions extends CallOptions {
+  /** Calls in flight at once. @default the pool's worker count */
+  concurrency?: number
+}
+
+/** One worker slot of a host: its session, when one is up. */
+interface Slot {
+  host: Host
+  index: number
+  session: Session | undefined
+  starting: Promise<Session> | undefined
+}
+
+interface Host {
+  transport: Transport
+  slots: Slot[]
+}
+
+/**
+ * A pool of worker processes. Open one with {@link pool}; close it with
+ * `close()` or `await using`.
+ */
+export class Pool implements Runner, AsyncDisposable {
+  readonly #hosts: Host[]
+  readonly #options: PoolOptions
+  readonly #calls = new Set<CallCore>()
+  #closed: Promise<void> | undefined
+  #turn = 0
+
+  /** @internal use {@link pool} */
+  constructor(transports: Transport[], options: PoolOptions) {
+    this.#options = options
+    this.#hosts = transports.map((transport) => {
+      const host: Host = { transport, slots: [] }
+      for (let i = 0; i < transport.workers; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined })
+      return host
+    })
+  }
+
+  /** Worker processes in the pool (all hosts). */
+  get size(): number {
+    return this.#hosts.reduce((n, h) => n + h.slots.length, 0)
+  }
+
+  /** Starts every worker; rejects with the first failure. */
+  async start(): Promise<void> {
+    await Promise.all(this.#hosts.flatMap((h) => h.slots.map((s) => this.#session(s))))
+  }
+
+  run<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A> {
+    return this.#run(undefined, undefined, fn, args) as CallOf<F, A>
+  }
+
+  broadcast<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A>[] {
+    if (this.#hosts.length > 1 && (args as unknown[]).some(isStreamSource)) {
+      throw new TypeError('broadcast() cannot send one streamed argument to several hosts; pass a value, or run() a call per host with a stream each')
+    }
+    return this.#hosts.map((h) => this.#run(undefined, h, fn, args) as CallOf<F, A>)
+  }
+
+  map<F extends Remote<(item: any) => unknown>>(
+    fn: F,
+    source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
+    options?: MapOptions,
+  ): ReadableStream<MapItem<F>> {
+    return this.#map(undefined, fn, source, options)
+  }
+
+  with(options: CallOptions): Runner {
+    resolveCallOptions(options) // refuse bad options here, not at the first call
+    const view: Runner = {
+      run: (fn, ...args) => this.#run(options, undefined, fn, args) as never,
+      broadcast: (fn, ...args) => this.#hosts.map((h) => this.#run(options, h, fn, args)) as never,
+      map: (fn, source, mapOptions) => this.#map(options, fn, source, mapOptions) as never,
+      with: (more) => this.with({ ...options, ...more }),
+    }
+    return view
+  }
+
+  /**
+   * Closes the pool: calls still running are cancelled (their `finally`
+   * blocks run on the workers), then the workers exit.
+   */
+  close(): Promise<void> {
+    return (this.#closed ??= this.#close())
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+
+  async #close(): Promise<void> {
+    const reason = new CancelError('the pool was closed')
+    await Promise.allSettled([...this.#calls].map((c) => c.cancel(reason)))
+    for (const h of this.#hosts) {
+      for (const s of h.slots) {
+        s.session?.end()
+        s.session = undefined
+      }
+    }
+    await Promise.allSettled(this.#hosts.map((h) => h.transport.close()))
+  }
+
+  #run(viewOptions: CallOptions | undefined, host: Host | undefined, fn: Function, args: unknown[]): RemoteCall<unknown, unknown, unknown> {
+    if (this.#closed) throw new FarpipeError('this pool is closed')
+    const info = remoteInfo(fn)
+    if (!info) {
+      throw new TypeError(`run() expects a function made with remote(), got ${typeof fn === 'function' ? `function ${fn.name || '(anonymous)'}` : typeof fn}`)
+    }
+    if (!info.exportName) refuseTopLevel(fn, info, this.#run)
+    const options = resolveCallOptions(this.#options.defaults, info.options, viewOptions)
+    const label = fn.name || 'a remote function'
+    const core = new CallCore(label, info.generator, args, options)
+    this.#calls.add(core)
+    core.result.then(
+      () => this.#calls.delete(core),
+      () => this.#calls.delete(core),
+    )
+    const target: CallTarget = {
+      locate: async () => {
+        const [bundle, name] = await Promise.all([bundleModule(info.module), exportNameOf(fn, info)])
+        return { bundle: bundle.hash, fn: name, module: bundle.name }
+      },
+      session: () => this.#pick(host),
+    }
+    void core.start(target)
+    return new RemoteCall(core)
+  }
+
+  #map(viewOptions: CallOptions | undefined, fn: Function, source: unknown, options: MapOptions = {}): ReadableStream<any> {
+    const { concurrency = this.size, ...callOptions } = options
+    if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`option concurrency must be an integer >= 1, got ${String(concurrency)}`)
+    const runner = this.with({ ...viewOptions, ...callOptions })
+    const src = source as Record<PropertyKey, unknown>
+    const it: AsyncIterator<unknown> | Iterator<unknown> =
+      typeof src[Symbol.asyncIterator] === 'function'
+        ? (src[Symbol.asyncIterator] as () => AsyncIterator<unknown>)()
+        : typeof src[Symbol.iterator] === 'function'
+          ? (src[Symbol.iterator] as () => Iterator<unknown>)()
+          : (src as unknown as Iterator<unknown>)
+    const inflight: RemoteCall<unknown, unknown, unknown>[] = []
+    let current: AsyncIterator<unknown> | undefined
+    let sourceDone = false
+    const generator = remoteInfo(fn)?.generator ?? false
+    const cancelAll = (reason: unknown) => Promise.allSettled(inflight.splice(0).map((c) => c.cancel(reason)))
+    return new ReadableStream(
+      {
+        pull: async (controller) => {
+          try {
+            for (;;) {
+              while (!sourceDone && inflight.length < concurrency) {
+                const r = await it.next()
+                if (r.done) sourceDone = true
+                else inflight.push(runner.run(fn as Remote<AnyFunction>, r.value) as RemoteCall<unknown, unknown, unknown>)
+              }
+              const head = inflight[0]
+              if (!head) return controller.close()
+              if (!generator) {
+                const value = await head.result
+                inflight.shift()
+                return controller.enqueue(value)
+              }
+              current ??= head[Symbol.asyncIterator]()
+              const r = await current.next()
+              if (!r.done) return controller.enqueue(r.value)
+              inflight.shift()
+              current = undefined
+            }
+          } catch (err) {
+            await cancelAll(err)
+            await Promise.resolve(it.return?.()).catch(() => {})
+            throw err
+          }
+        },
+        cancel: async (reason) => {
+          await cancelAll(reason)
+          await Promise.resolve(it.return?.()).catch(() => {})
+        },
+      },
+      { highWaterMark: 0 },
+    )
+  }
+
+  /** The least-loaded worker (of `host`, or of any host), started if its slot is empty. */
+  async #pick(host?: Host): Promise<Session> {
+    const slots = host ? host.slots : this.#hosts.flatMap((h) => h.slots)
+    let best: Slot | undefined
+    let bestLoad = Infinity
+    const n = slots.length
+    const start = this.#turn++ % n
+    for (let k = 0; k < n; k++) {
+      const s = slots[(start + k) % n]!
+      const load = s.session && !s.session.dead ? s.session.load : s.starting ? 0.5 : 1
+      if (load < bestLoad) {
+        best = s
+        bestLoad = load
+      }
+    }
+    return this.#session(best!)
+  }
+
+  /** The slot's live session, starting a new worker when there is none. */
+  #session(slot: Slot): Promise<Session> {
+    if (slot.session && !slot.session.dead) return Promise.resolve(slot.session)
+    if (this.#closed) return Promise.reject(new FarpipeError('this pool is closed'))
+    return (slot.starting ??= this.#startSession(slot).finally(() => (slot.starting = undefined)))
+  }
+
+  async #startSession(slot: Slot): Promise<Session> {
+    const { transport } = slot.host
+    const session = new Session({
+      host: transport.host,
+      worker: slot.index,
+      workers: slot.host.slots.length,
+      cacheDir: this.#options.cacheDir,
+      limits: this.#options.limits,
+      onLog: this.#options.onLog,
+    })
+    const channel = await transport.open(slot.index, {
+      data: (chunk) => session.data(chunk),
+      close: (err) => session.close(err),
+      stderr: (text) => session.stderr(text),
+    })
+    session.start(channel)
+    await session.ready
+    session.onDeath = () => {
+      if (slot.session === session) slot.session = undefined
+    }
+    slot.session = session
+    return session
+  }
+}
+
+/**
+ * Refuses a call made while the function's own module is still running its
+ * top-level code: that module would open a pool on every worker that loads
+ * it (and importing it here to find the export would wait for itself).
+ */
+function refuseTopLevel(fn: Function, info: RemoteInfo, below: Function): void {
+  if (!stackSites(below).some((s) => s.topLevel && s.url === info.module)) return
+  throw new FarpipeError(
+    `${fn.name || 'a remote function'} is defined in ${info.site.replace(/:\d+:\d+$/, '')}, which is also running a pool at its top level. ` +
+      'A module of remote functions is bundled and evaluated on every worker, so it must not open a pool or run calls ' +
+      'when it loads: keep the remote functions in a module of their own (for example tasks.ts) and import them from ' +
+      'the module that opens the pool (for example main.ts).',
+  )
+}
+
+/**
+ * Opens a pool. With no transports it runs local worker processes (one per
+ * core): the embedded default.
+ *
+ * ```ts
+ * await using p = await pool()
+ * for await (const x of p.run(fibonacci, 10)) console.log(x)
+ * ```
+ */
+export async function pool(options: PoolOptions = {}): Promise<Pool> {
+  const transports = options.transports ?? [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs })]
+  if (transports.length === 0) throw new RangeError('a pool needs at least one host')
+  const p = new Pool(transports, options)
+  try {
+    await p.start()
+  } catch (err) {
+    await p.close()
+    throw err
+  }
+  return p
+}

@@ -1,0 +1,217 @@
+/**
+ * The receiving end of one stream: a queue bounded by credit, read as an
+ * async iterator or as a ReadableStream.
+ *
+ * Both sides use it: the caller for a call's output, the worker for each
+ * streamed argument. Items arrive in batches (one data frame each); taking
+ * an item frees room, and the queue's {@link CreditLedger} decides when the
+ * room is worth a credit frame to the sender.
+ *
+ * @module
+ */
+import { CreditLedger, type Credit, type Watermarks } from './flow.ts'
+
+/** What a queue tells the side that owns it. */
+export interface QueueHooks {
+  /** The consumer made room: grant the sender this much more. */
+  credit(credit: Credit): void
+  /** The consumer gave up on the stream; resolves when the sender has stopped. */
+  cancel(reason: unknown): Promise<void> | void
+}
+
+interface Batch {
+  items: unknown[]
+  at: number
+  /** Bytes each item of the batch counts for (the frame's bytes shared out evenly). */
+  per: number
+}
+
+interface Waiter {
+  resolve(r: IteratorResult<unknown>): void
+  reject(e: unknown): void
+}
+
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined })
+
+/** A credit-bounded queue of items with one consumer. */
+export class ItemQueue<T> {
+  readonly ledger: CreditLedger
+  private batches: (Batch | undefined)[] = []
+  private head = 0
+  private waiter: Waiter | undefined
+  private ended = false
+  private failure: { error: unknown } | undefined
+  private cancelled = false
+  /** Called once, when the consumer sees the end or the error (used to release a reader lock). */
+  onFinal: (() => void) | undefined
+
+  constructor(marks: Watermarks, private readonly hooks: QueueHooks) {
+    this.ledger = new CreditLedger(marks)
+  }
+
+  /** Items waiting for the consumer. */
+  get size(): number {
+    return this.ledger.queuedItems
+  }
+
+  /** True once the stream ended, failed or was cancelled (queued items may still be readable). */
+  get closed(): boolean {
+    return this.ended || this.failure !== undefined || this.cancelled
+  }
+
+  /** Adds a batch that arrived in one frame of `bytes` bytes. Ignored after cancel. */
+  push(items: unknown[], bytes: number): void {
+    if (this.cancelled || items.length === 0) return
+    this.ledger.received(items.length, bytes)
+    this.batches.push({ items, at: 0, per: bytes / items.length })
+    const w = this.waiter
+    if (w) {
+      this.waiter = undefined
+      w.resolve({ done: false, value: this.shift() })
+    }
+  }
+
+  /** The sender finished: the consumer reads what is queued, then the end. */
+  end(): void {
+    if (this.closed) return
+    this.ended = true
+    this.settleWaiter()
+  }
+
+  /**
+   * The stream failed. With `drop`, queued items are discarded and the
+   * consumer sees the error next; without, it reads them first.
+   */
+  fail(error: unknown, drop = false): void {
+    if (this.closed) return
+    this.failure = { error }
+    if (drop) this.discard()
+    this.settleWaiter()
+  }
+
+  /** The next item, the end, or the error. */
+  next(): Promise<IteratorResult<T>> {
+    if (this.ledger.queuedItems > 0) return Promise.resolve({ done: false, value: this.shift() as T })
+    if (this.failure) {
+      this.final()
+      return Promise.reject(this.failure.error)
+    }
+    if (this.ended || this.cancelled) {
+      this.final()
+      return Promise.resolve(DONE)
+    }
+    return new Promise<IteratorResult<T>>((resolve, reject) => {
+      this.waiter = { resolve: resolve as Waiter['resolve'], reject }
+    })
+  }
+
+  /** The consumer gives up: queued items are dropped and the sender is told to stop. */
+  cancel(reason?: unknown): Promise<void> {
+    if (this.cancelled) return Promise.resolve()
+    const wasClosed = this.closed
+    this.cancelled = true
+    this.discard()
+    this.settleWaiter()
+    return wasClosed ? Promise.resolve() : Promise.resolve(this.hooks.cancel(reason))
+  }
+
+  private shift(): unknown {
+    const b = this.batches[this.head]!
+    const v = b.items[b.at++]
+    if (b.at === b.items.length) {
+      this.batches[this.head++] = undefined
+      if (this.head === this.batches.length) {
+        this.batches.length = 0
+        this.head = 0
+      } else if (this.head > 1024) {
+        this.batches = this.batches.slice(this.head)
+        this.head = 0
+      }
+    }
+    const credit = this.ledger.consumed(1, b.per)
+    if (credit && !this.closed) this.hooks.credit(credit)
+    return v
+  }
+
+  private discard(): void {
+    this.batches = []
+    this.head = 0
+    this.ledger.consumed(this.ledger.queuedItems, this.ledger.queuedBytes)
+  }
+
+  private settleWaiter(): void {
+    const w = this.waiter
+    if (!w || this.ledger.queuedItems > 0) return
+    this.waiter = undefined
+    this.final()
+    if (this.failure) w.reject(this.failure.error)
+    else w.resolve(DONE)
+  }
+
+  private final(): void {
+    const f = this.onFinal
+    this.onFinal = undefined
+    f?.()
+  }
+}
+
+/**
+ * A ReadableStream over an {@link ItemQueue}. Readers and pipes pull from
+ * the queue one item at a time (the stream's own high-water mark is 0, so
+ * the queue is the only buffer); `for await` reads the queue directly,
+ * without a web-stream hop per item, and still locks the stream while it runs.
+ */
+export class ItemStream<T> extends ReadableStream<T> {
+  readonly #queue: ItemQueue<T>
+
+  constructor(queue: ItemQueue<T>) {
+    super(
+      {
+        pull: async (controller) => {
+          const r = await queue.next()
+          if (r.done) controller.close()
+          else controller.enqueue(r.value)
+        },
+        cancel: (reason) => queue.cancel(reason),
+      },
+      { highWaterMark: 0 },
+    )
+    this.#queue = queue
+  }
+
+  override values(options?: { preventCancel?: boolean }): ReadableStreamAsyncIterator<T> {
+    const reader = this.getReader()
+    const queue = this.#queue
+    let open = true
+    const release = () => {
+      if (open) {
+        open = false
+        reader.releaseLock()
+      }
+    }
+    queue.onFinal = release
+    const iterator: ReadableStreamAsyncIterator<T> = {
+      next: () => (open ? queue.next() : Promise.resolve(DONE)),
+      return: async (value?: unknown) => {
+        if (open) {
+          release()
+          if (!options?.preventCancel) await queue.cancel(undefined)
+        }
+        return { done: true, value: value as T }
+      },
+      [Symbol.asyncIterator]() {
+        return iterator
+      },
+      async [Symbol.asyncDispose]() {
+        await iterator.return!()
+      },
+    } as ReadableStreamAsyncIterator<T>
+    return iterator
+  }
+
+  override [Symbol.asyncIterator](): ReadableStreamAsyncIterator<T> {
+    return this.values()
+  }
+}
+
+type ReadableStreamAsyncIterator<T> = ReturnType<ReadableStream<T>['values']>

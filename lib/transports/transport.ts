@@ -1,0 +1,26 @@
+/**
+ * What a transport is: a way to start worker processes on one host and
+ * reach each over a byte channel. The pool asks a transport for channels;
+ * sessions speak frames over them.
+ *
+ * @module
+ */
+import type { Channel, ChannelEvents } from '../link.ts'
+
+/** What a transport reports about one worker's channel. */
+export interface TransportEvents extends ChannelEvents {
+  /** Text the worker process wrote to its stderr outside the frame channel (Node's own errors). */
+  stderr(text: string): void
+}
+
+/** Starts worker processes on one host. */
+export interface Transport {
+  /** The host's name in messages, logs and `context().host`. */
+  readonly host: string
+  /** How many worker processes to run on the host. */
+  readonly workers: number
+  /** Starts worker process `index` and returns its channel. Rejects with a clear error when it cannot. */
+  open(index: number, events: TransportEvents): Promise<Channel>
+  /** Waits for the worker processes to exit (their channels were ended), killing stragglers. */
+  close(): Promise<void>
+}

@@ -1,0 +1,413 @@
+/**
+ * The wire: length-prefixed binary frames, and a pure decoder.
+ *
+ * Every frame is an 11-byte header followed by its payload:
+ *
+ * ```
+ * u32 length (of everything after these 4 bytes) | u8 kind | u32 call | u16 stream | payload
+ * ```
+ *
+ * `call` is the call id (0 for frames about the session itself); `stream` is
+ * 0 for a call's output and 1..n for its streamed arguments. Integers are
+ * little-endian. Nothing here does I/O: {@link FrameDecoder.decode} takes
+ * bytes and returns frames, so it can be fed any split of the input.
+ *
+ * @module
+ */
+import { ProtocolError } from './errors.ts'
+
+/** The protocol version both sides announce in their hello frames. */
+export const PROTOCOL_VERSION = 1
+
+/** Bytes before a frame's payload. */
+export const HEADER_BYTES = 11
+
+/** Default upper bound of one frame (64 MiB), checked before anything is allocated. */
+export const DEFAULT_MAX_FRAME_BYTES = 64 * 1024 * 1024
+
+/** The kinds of frame. Numbers on the wire; names everywhere else. */
+export const Kind = {
+  /** Both directions, once: version and facts about each side (JSON). */
+  hello: 0,
+  /** Caller → worker: start a call (JSON header + encoded arguments). */
+  call: 1,
+  /** Either way: one or several items of a stream. */
+  data: 2,
+  /** Either way: a stream ended; on the output stream it carries the return value. */
+  end: 3,
+  /** Either way: a stream or the whole call failed. */
+  error: 4,
+  /** Caller → worker: stop the call. Worker → caller: stop feeding an input stream. */
+  cancel: 5,
+  /** Either way: room for more items (u32 items, u32 bytes). */
+  credit: 6,
+  /** Worker → caller: a line the remote code printed (u8 fd + UTF-8 text). */
+  log: 7,
+  /** Worker → caller: send me this bundle, I do not have it (UTF-8 hash). */
+  need: 8,
+  /** Caller → worker: a bundle (u16 hash length, hash, code). */
+  bundle: 9,
+  /** Worker → caller: the call stopped after a cancel; its `finally` blocks have run. */
+  cancelled: 10,
+} as const
+
+/** The name of a frame kind. */
+export type KindName = keyof typeof Kind
+const kindNames: string[] = []
+for (const [name, n] of Object.entries(Kind)) kindNames[n] = name
+
+/** A decoded frame. `payload` is a view of the received bytes: copy what you keep. */
+export interface Frame {
+  kind: number
+  call: number
+  stream: number
+  payload: Uint8Array
+}
+
+/** The name of a frame kind number, for messages. */
+export function kindName(kind: number): string {
+  return kindNames[kind] ?? `unknown(${kind})`
+}
+
+/**
+ * Encodes one frame's header into `target` at `offset` for a payload of
+ * `payloadBytes`; the payload itself is written by the caller (or sent as a
+ * separate buffer, so large byte items are never copied into a frame).
+ */
+export function writeHeader(target: Buffer, offset: number, kind: number, call: number, stream: number, payloadBytes: number): void {
+  target.writeUInt32LE(HEADER_BYTES - 4 + payloadBytes, offset)
+  target[offset + 4] = kind
+  target.writeUInt32LE(call, offset + 5)
+  target.writeUInt16LE(stream, offset + 9)
+}
+
+/** Encodes a whole frame into one new buffer. */
+export function encodeFrame(kind: number, call: number, stream: number, payload: Uint8Array = EMPTY): Buffer {
+  const out = Buffer.allocUnsafe(HEADER_BYTES + payload.byteLength)
+  writeHeader(out, 0, kind, call, stream, payload.byteLength)
+  out.set(payload, HEADER_BYTES)
+  return out
+}
+
+const EMPTY = new Uint8Array(0)
+
+/**
+ * Splits a byte stream into frames. Partial input is kept until the rest
+ * arrives; a frame longer than `maxFrameBytes` is refused as soon as its
+ * length is known, before its bytes are allocated or buffered.
+ */
+export class FrameDecoder {
+  readonly maxFrameBytes: number
+  /** Bytes received but not yet part of a returned frame. */
+  private pending: Buffer = Buffer.alloc(0)
+  /** A frame whose length is known and whose bytes are still arriving. */
+  private partial: Buffer | undefined
+  private partialFilled = 0
+
+  constructor(maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES) {
+    this.maxFrameBytes = maxFrameBytes
+  }
+
+  /** How many bytes are held waiting for the rest of a frame. */
+  get buffered(): number {
+    return this.pending.byteLength + this.partialFilled
+  }
+
+  /** Feeds bytes; returns every frame they complete, in order. */
+  decode(chunk: Uint8Array): Frame[] {
+    const frames: Frame[] = []
+    let input = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    if (this.partial) {
+      // The frame's length was known: copy straight into its own buffer, so
+      // a large frame arriving in many chunks is copied once, not re-joined.
+      const want = this.partial.byteLength - this.partialFilled
+      const take = Math.min(want, input.byteLength)
+      input.copy(this.partial, this.partialFilled, 0, take)
+      this.partialFilled += take
+      if (take < want) return frames
+      frames.push(this.frameOf(this.partial, 0, this.partial.byteLength))
+      this.partial = undefined
+      this.partialFilled = 0
+      input = input.subarray(take)
+    }
+    if (this.pending.byteLength > 0) {
+      input = Buffer.concat([this.pending, input])
+      this.pending = Buffer.alloc(0)
+    }
+    let offset = 0
+    while (input.byteLength - offset >= 4) {
+      const length = input.readUInt32LE(offset)
+      const total = 4 + length
+      if (total > this.maxFrameBytes) {
+        throw new ProtocolError(`frame of ${total} bytes exceeds maxFrameBytes ${this.maxFrameBytes}`)
+      }
+      if (total < HEADER_BYTES) {
+        throw new ProtocolError(`frame of ${total} bytes is shorter than its ${HEADER_BYTES}-byte header`)
+      }
+      if (input.byteLength - offset < total) {
+        if (input.byteLength - offset >= HEADER_BYTES) {
+          this.partial = Buffer.allocUnsafe(total)
+          this.partialFilled = input.copy(this.partial, 0, offset)
+          return frames
+        }
+        break
+      }
+      frames.push(this.frameOf(input, offset, total))
+      offset += total
+    }
+    if (offset < input.byteLength) this.pending = Buffer.from(input.subarray(offset))
+    return frames
+  }
+
+  /**
+   * Declares the input finished. Bytes left over are a truncated frame: the
+   * peer stopped mid-frame, which is never a normal end.
+   */
+  end(): void {
+    const left = this.buffered
+    if (left > 0) {
+      const expected = this.partial ? ` of a ${this.partial.byteLength}-byte frame` : ''
+      this.pending = Buffer.alloc(0)
+      this.partial = undefined
+      this.partialFilled = 0
+      throw new ProtocolError(`input ended with ${left} bytes${expected} left over`)
+    }
+  }
+
+  private frameOf(buf: Buffer, offset: number, total: number): Frame {
+    return {
+      kind: buf[offset + 4]!,
+      call: buf.readUInt32LE(offset + 5),
+      stream: buf.readUInt16LE(offset + 9),
+      payload: buf.subarray(offset + HEADER_BYTES, offset + total),
+    }
+  }
+}
+
+/** Reads and writes the small fixed payloads (credit, log, bundle) without a codec. */
+export const payloads = {
+  credit(items: number, bytes: number): Buffer {
+    const b = Buffer.allocUnsafe(8)
+    b.writeUInt32LE(items, 0)
+    b.writeUInt32LE(Math.min(bytes, 0xffffffff), 4)
+    return b
+  },
+  readCredit(p: Uint8Array): { items: number; bytes: number } {
+    const b = asBuffer(p)
+    if (b.byteLength !== 8) throw new ProtocolError(`credit payload of ${b.byteLength} bytes, expected 8`)
+    return { items: b.readUInt32LE(0), bytes: b.readUInt32LE(4) }
+  },
+  log(fd: number, text: string): Buffer {
+    const t = Buffer.from(text, 'utf8')
+    const b = Buffer.allocUnsafe(1 + t.byteLength)
+    b[0] = fd
+    t.copy(b, 1)
+    return b
+  },
+  readLog(p: Uint8Array): { fd: number; text: string } {
+    const b = asBuffer(p)
+    return { fd: b[0] ?? 1, text: b.toString('utf8', 1) }
+  },
+  bundle(hash: string, code: Uint8Array): Buffer {
+    const h = Buffer.from(hash, 'utf8')
+    const b = Buffer.allocUnsafe(2 + h.byteLength + code.byteLength)
+    b.writeUInt16LE(h.byteLength, 0)
+    h.copy(b, 2)
+    b.set(code, 2 + h.byteLength)
+    return b
+  },
+  readBundle(p: Uint8Array): { hash: string; code: Buffer } {
+    const b = asBuffer(p)
+    const n = b.readUInt16LE(0)
+    return { hash: b.toString('utf8', 2, 2 + n), code: b.subarray(2 + n) }
+  },
+  json(value: unknown): Buffer {
+    return Buffer.from(JSON.stringify(value), 'utf8')
+  },
+  readJson<T>(p: Uint8Array): T {
+    return JSON.parse(asBuffer(p).toString('utf8')) as T
+  },
+}
+
+/** A Buffer view of any Uint8Array, without copying. */
+export function asBuffer(p: Uint8Array): Buffer {
+  return Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength)
+}
+
+/** The size of a fresh write buffer; several 64 KiB items fit in one. */
+const SEGMENT_BYTES = 256 * 1024
+
+/**
+ * Builds frames straight into one growing buffer, so a batch of frames from
+ * many calls leaves as a single write. A frame is opened with
+ * {@link FrameWriter.begin}, filled with the typed writers, and closed with
+ * {@link FrameWriter.end}, which fills in its length; an open frame always
+ * sits whole in the current buffer. {@link FrameWriter.take} hands out
+ * everything written so far and goes on writing after it in the same buffer
+ * (the transport owns the bytes it was given; nothing writes there again).
+ */
+export class FrameWriter {
+  private buf: Buffer = Buffer.allocUnsafe(SEGMENT_BYTES)
+  private pos = 0
+  /** Where the not-yet-taken bytes of `buf` start. */
+  private start = 0
+  /** Earlier buffers of this batch, when it outgrew one. */
+  private parts: Buffer[] = []
+  private partsBytes = 0
+  /** The open frame's offset in `buf`, or -1. */
+  private frameAt = -1
+
+  /** Bytes written and not yet taken, including an open frame. */
+  get pending(): number {
+    return this.partsBytes + this.pos - this.start
+  }
+
+  /** Bytes in the open frame so far (header included), or 0. */
+  get frameBytes(): number {
+    return this.frameAt < 0 ? 0 : this.pos - this.frameAt
+  }
+
+  /** True while a frame is open. */
+  get open(): boolean {
+    return this.frameAt >= 0
+  }
+
+  /** Opens a frame; its length is written by {@link end}. */
+  begin(kind: number, call: number, stream: number): void {
+    if (this.frameAt >= 0) throw new Error('FrameWriter.begin: a frame is already open')
+    this.kind = kind
+    this.call = call
+    this.stream = stream
+    this.ensure(HEADER_BYTES)
+    this.frameAt = this.pos
+    this.buf[this.pos + 4] = kind
+    this.buf.writeUInt32LE(call, this.pos + 5)
+    this.buf.writeUInt16LE(stream, this.pos + 9)
+    this.pos += HEADER_BYTES
+  }
+
+  /** Closes the open frame. */
+  end(): void {
+    this.buf.writeUInt32LE(this.pos - this.frameAt - 4, this.frameAt)
+    this.frameAt = -1
+  }
+
+  /** Closes the open frame and opens another with the same kind, call and stream. */
+  split(): void {
+    this.end()
+    this.begin(this.kind, this.call, this.stream)
+  }
+
+  private kind = 0
+  private call = 0
+  private stream = 0
+
+  /** Drops the open frame and everything written into it. */
+  abandon(): void {
+    if (this.frameAt < 0) return
+    this.pos = this.frameAt
+    this.frameAt = -1
+  }
+
+  /** Writes a whole frame with the given payload. */
+  frame(kind: number, call: number, stream: number, payload?: Uint8Array): void {
+    this.begin(kind, call, stream)
+    if (payload) this.bytes(payload)
+    this.end()
+  }
+
+  u8(n: number): void {
+    this.ensure(1)
+    this.buf[this.pos++] = n
+  }
+
+  u32(n: number): void {
+    this.ensure(4)
+    this.buf.writeUInt32LE(n, this.pos)
+    this.pos += 4
+  }
+
+  f64(n: number): void {
+    this.ensure(8)
+    this.buf.writeDoubleLE(n, this.pos)
+    this.pos += 8
+  }
+
+  /** Writes a string as UTF-8; returns the bytes written. */
+  utf8(s: string): number {
+    // Short strings in one pass: room for the worst case, 3 bytes a UTF-16 unit.
+    const n = s.length <= 16384 ? s.length * 3 : Buffer.byteLength(s, 'utf8')
+    this.ensure(n)
+    const written = this.buf.write(s, this.pos, n, 'utf8')
+    this.pos += written
+    return written
+  }
+
+  /** Copies bytes in. */
+  bytes(b: Uint8Array): void {
+    this.ensure(b.byteLength)
+    this.buf.set(b, this.pos)
+    this.pos += b.byteLength
+  }
+
+  /** Reserves 4 bytes for a u32 to be filled in by {@link patchU32}; returns its offset. */
+  reserveU32(): number {
+    this.ensure(4)
+    this.pos += 4
+    return this.pos - 4 + this.moved
+  }
+
+  /**
+   * Fills in a u32 reserved by {@link reserveU32} with the number of bytes
+   * written since it. Only valid inside the open frame that reserved it; the
+   * offset survives the frame being carried over to a larger buffer.
+   */
+  patchLength(at: number): void {
+    const offset = at - this.moved
+    this.buf.writeUInt32LE(this.pos - offset - 4, offset)
+  }
+
+  /** How far the open frame has moved since this batch began (offsets from reserveU32 are relative to that). */
+  private moved = 0
+
+  /** Hands out every closed frame written so far, as one buffer. */
+  take(): Buffer | undefined {
+    if (this.frameAt >= 0) throw new Error('FrameWriter.take: a frame is still open')
+    if (this.pending === 0) return undefined
+    const tail = this.buf.subarray(this.start, this.pos)
+    this.start = this.pos
+    this.moved = 0
+    if (this.buf.byteLength - this.pos < 4096) this.fresh(SEGMENT_BYTES)
+    if (this.parts.length === 0) return tail
+    this.parts.push(tail)
+    const out = Buffer.concat(this.parts, this.partsBytes + tail.byteLength)
+    this.parts = []
+    this.partsBytes = 0
+    return out
+  }
+
+  private ensure(n: number): void {
+    if (this.buf.byteLength - this.pos >= n) return
+    // Keep the closed frames of this batch; carry the open frame over whole.
+    const keepEnd = this.frameAt >= 0 ? this.frameAt : this.pos
+    if (keepEnd > this.start) {
+      this.parts.push(this.buf.subarray(this.start, keepEnd))
+      this.partsBytes += keepEnd - this.start
+    }
+    const open = this.frameAt >= 0 ? this.buf.subarray(this.frameAt, this.pos) : undefined
+    const old = this.frameAt
+    this.fresh(Math.max(SEGMENT_BYTES, n + (open?.byteLength ?? 0)))
+    if (open) {
+      open.copy(this.buf, 0)
+      this.moved += old
+      this.frameAt = 0
+      this.pos = open.byteLength
+    }
+  }
+
+  private fresh(size: number): void {
+    this.buf = Buffer.allocUnsafe(size)
+    this.pos = 0
+    this.start = 0
+  }
+}

@@ -1,0 +1,449 @@
+/**
+ * The worker's runtime: the far end of a session. It loads bundles (from its
+ * cache, or asks the caller for them), runs calls with their context, feeds
+ * streamed arguments to them, and pumps what generators yield back within
+ * the caller's credit. The generator's `next()` is not called while the
+ * caller has no room.
+ *
+ * Nothing here touches the process: `main.ts` wires it to stdio, and the
+ * memory transport runs it in the caller's own process.
+ *
+ * @module
+ */
+import { createHash, randomBytes } from 'node:crypto'
+import * as fs from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { readItems, readValue, valueBytes } from '../codec.ts'
+import { runInContext, context, type CallContext } from '../context.ts'
+import * as errors from '../errors.ts'
+import { CancelError, FarpipeError, ProtocolError } from '../errors.ts'
+import { CreditWindow } from '../flow.ts'
+import { input } from '../input.ts'
+import { Link, type Channel } from '../link.ts'
+import type { Limits } from '../options.ts'
+import { ItemQueue, ItemStream } from '../queue.ts'
+import { remote, remoteInfo } from '../remote.ts'
+import { RUNTIME_GLOBAL } from '../bundle.ts'
+import { asBuffer, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire.ts'
+
+/** What the caller says in its hello. */
+export interface CallerHello {
+  v: number
+  host: string
+  worker: number
+  workers: number
+  /** Where to cache bundles; the worker's default when absent. */
+  cacheDir?: string
+}
+
+/** What the worker answers. */
+export interface WorkerHello {
+  v: number
+  node: string
+  pid: number
+  platform: string
+  arch: string
+  cacheDir: string
+}
+
+/** The header of a call frame (JSON), followed in the payload by the encoded arguments. */
+export interface CallHeader {
+  /** Bundle hash. */
+  bundle: string
+  /** Export name of the function in the bundle. */
+  fn: string
+  /** The module's name, for messages. */
+  module: string
+  /** Credit the caller grants for the output at the start. */
+  out: { items: number; bytes: number }
+  /** Streamed arguments: their ids and the high-water marks of their queues here. */
+  streams: { id: number; items: number; bytes: number }[]
+}
+
+/** The payload of an error frame. */
+export interface ErrorPayload {
+  error: unknown
+  /** Items yielded before the error. */
+  index: number
+  /** True when farpipe itself failed (a value that cannot be sent), not the user's code. */
+  runtime: boolean
+}
+
+/** The default bundle cache: `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe`. */
+export function defaultCacheDir(): string {
+  const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache')
+  return path.join(base, 'farpipe')
+}
+
+/**
+ * What `import ... from 'farpipe'` gives a bundle on the worker. `pool()`
+ * is refused there: a module of remote functions that opens a pool at its
+ * top level would open one on every worker.
+ */
+export const runtimeExports = {
+  ...errors,
+  remote,
+  context,
+  input,
+  pool(): never {
+    throw new FarpipeError(
+      'pool() was called while a worker was loading the module of a remote function. That module is bundled and ' +
+        'evaluated on every worker, so it must not open a pool at its top level: keep the remote functions in a module ' +
+        'of their own (for example tasks.ts) and open the pool in the module that imports them (for example main.ts).',
+    )
+  },
+}
+
+/** Publishes the runtime for bundles to import (see bundle.ts). */
+export function publishRuntime(): void {
+  ;(globalThis as Record<symbol, unknown>)[Symbol.for(RUNTIME_GLOBAL)] = runtimeExports
+}
+
+/** The worker end of a session. */
+export class WorkerRuntime extends Link {
+  private hello: CallerHello | undefined
+  private cacheDir = ''
+  private readonly calls = new Map<number, RunningCall>()
+  private readonly modules = new Map<string, Promise<Record<string, unknown>>>()
+  private readonly bundleWaiters = new Map<string, { resolve(code: Buffer): void; reject(e: unknown): void }[]>()
+  private cacheReady: Promise<void> | undefined
+  private exitHook: (() => void) | undefined
+
+  constructor(channel: Channel, limits?: Partial<Limits>) {
+    super(limits)
+    this.attach(channel)
+    publishRuntime()
+  }
+
+  /** Called once the link is closed and every call has settled. */
+  onExit(hook: () => void): void {
+    this.exitHook = hook
+  }
+
+  /** The host name the caller gave (for log prefixes). */
+  get where(): string {
+    return this.hello ? `${this.hello.host}/${this.hello.worker}` : 'worker'
+  }
+
+  /** Sends a line the remote code printed. `fd` is 1 or 2. */
+  log(fd: number, text: string): void {
+    if (this.closedWith || !this.hello) return
+    this.send(Kind.log, context().callId, 0, payloads.log(fd, text))
+  }
+
+  protected frame(f: Frame): void {
+    if (f.kind === Kind.hello) return this.onHello(payloads.readJson<CallerHello>(f.payload))
+    if (!this.hello) throw new ProtocolError(`a ${kindName(f.kind)} frame arrived before hello`)
+    if (f.kind === Kind.call) return this.onCall(f)
+    if (f.kind === Kind.bundle) return this.onBundle(f.payload)
+    const call = this.calls.get(f.call)
+    // Frames for a call that has just finished are in flight by design: drop them.
+    if (!call) return
+    switch (f.kind) {
+      case Kind.data: return call.inputData(f.stream, f.payload)
+      case Kind.end: return call.inputEnd(f.stream)
+      case Kind.error: return call.inputError(f.stream, readValue(f.payload))
+      case Kind.cancel: return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
+      case Kind.credit: return call.credit(payloads.readCredit(f.payload))
+      default: throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from the caller`)
+    }
+  }
+
+  protected closed(cause?: Error): void {
+    if (this.closedWith) return
+    this.closedWith = cause ? FarpipeError.from(cause) : new FarpipeError('the caller closed the session')
+    for (const waiters of this.bundleWaiters.values()) for (const w of waiters) w.reject(this.closedWith)
+    this.bundleWaiters.clear()
+    const running = [...this.calls.values()]
+    for (const c of running) c.cancel(this.closedWith)
+    Promise.allSettled(running.map((c) => c.settled)).then(() => this.exitHook?.())
+  }
+
+  private onHello(hello: CallerHello): void {
+    if (this.hello) throw new ProtocolError('a second hello arrived')
+    if (hello.v !== PROTOCOL_VERSION) {
+      throw new ProtocolError(`the caller speaks protocol ${hello.v}, this worker ${PROTOCOL_VERSION}`)
+    }
+    this.hello = hello
+    this.cacheDir = hello.cacheDir || defaultCacheDir()
+    const mine: WorkerHello = {
+      v: PROTOCOL_VERSION,
+      node: process.version,
+      pid: process.pid,
+      platform: process.platform,
+      arch: process.arch,
+      cacheDir: this.cacheDir,
+    }
+    this.send(Kind.hello, 0, 0, payloads.json(mine))
+    this.flush()
+  }
+
+  private onCall(f: Frame): void {
+    if (this.calls.has(f.call)) throw new ProtocolError(`call ${f.call} started twice`)
+    const b = asBuffer(f.payload)
+    const headerBytes = b.readUInt32LE(0)
+    const header = JSON.parse(b.toString('utf8', 4, 4 + headerBytes)) as CallHeader
+    const call = new RunningCall(this, f.call, header, this.hello!)
+    this.calls.set(f.call, call)
+    // Streamed arguments exist from now on: their items may already be on the way.
+    let args: unknown[]
+    try {
+      args = readValue(b.subarray(4 + headerBytes), { fromId: (id) => call.inputStream(id) }) as unknown[]
+    } catch (err) {
+      call.fail(err, true)
+      return
+    }
+    void call.run(args)
+  }
+
+  /** Forgets a finished call. */
+  ended(id: number): void {
+    this.calls.delete(id)
+  }
+
+  // -- bundles --------------------------------------------------------------
+
+  /** The remote function `name` of bundle `hash`, loading the bundle if needed. */
+  async load(hash: string, name: string, moduleName: string): Promise<Function> {
+    let mod = this.modules.get(hash)
+    if (!mod) {
+      mod = this.loadModule(hash, moduleName)
+      this.modules.set(hash, mod)
+      mod.catch(() => this.modules.delete(hash))
+    }
+    const ns = await mod
+    const fn = ns[name]
+    if (typeof fn !== 'function' || !remoteInfo(fn)) {
+      throw new FarpipeError(`${moduleName} has no export ${name} made with remote() (on ${this.where})`)
+    }
+    return fn
+  }
+
+  private async loadModule(hash: string, moduleName: string): Promise<Record<string, unknown>> {
+    if (!/^[0-9a-f]{64}$/.test(hash)) throw new ProtocolError(`bad bundle hash ${JSON.stringify(hash)}`)
+    await (this.cacheReady ??= ensurePrivateDir(this.cacheDir))
+    const file = path.join(this.cacheDir, `${hash}.mjs`)
+    if (!(await hasHash(file, hash))) {
+      const code = await this.fetchBundle(hash)
+      const got = sha256(code)
+      if (got !== hash) throw new ProtocolError(`bundle ${hash} arrived with hash ${got}`)
+      const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
+      await fs.writeFile(tmp, code, { mode: 0o600 })
+      await fs.rename(tmp, file)
+    }
+    try {
+      return (await import(pathToFileURL(file).href)) as Record<string, unknown>
+    } catch (err) {
+      throw new FarpipeError(`loading ${moduleName} on ${this.where} failed: ${(err as Error)?.message ?? err}`, { cause: err })
+    }
+  }
+
+  private fetchBundle(hash: string): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      let waiters = this.bundleWaiters.get(hash)
+      if (!waiters) {
+        waiters = []
+        this.bundleWaiters.set(hash, waiters)
+        this.send(Kind.need, 0, 0, Buffer.from(hash, 'utf8'))
+      }
+      waiters.push({ resolve, reject })
+    })
+  }
+
+  private onBundle(payload: Uint8Array): void {
+    const { hash, code } = payloads.readBundle(payload)
+    const waiters = this.bundleWaiters.get(hash)
+    this.bundleWaiters.delete(hash)
+    const copy = Buffer.from(code)
+    for (const w of waiters ?? []) w.resolve(copy)
+  }
+}
+
+function sha256(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex')
+}
+
+async function hasHash(file: string, hash: string): Promise<boolean> {
+  try {
+    return sha256(await fs.readFile(file)) === hash
+  } catch {
+    return false
+  }
+}
+
+/** Creates the cache directory with mode 0700, or tightens it; refuses one owned by someone else. */
+async function ensurePrivateDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true, mode: 0o700 })
+  const st = await fs.stat(dir)
+  if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
+    throw new FarpipeError(`cache directory ${dir} belongs to uid ${st.uid}, not to this user (${process.getuid()})`)
+  }
+  if ((st.mode & 0o077) !== 0) await fs.chmod(dir, 0o700)
+}
+
+/** One call running on this worker. */
+class RunningCall {
+  private readonly abort = new AbortController()
+  private readonly window: CreditWindow
+  private readonly inputs = new Map<number, ItemQueue<unknown>>()
+  private readonly marks = new Map<number, { items: number; bytes: number }>()
+  private creditWake: (() => void) | undefined
+  /** The caller cancelled (or the link closed): stop, run `finally`, answer `cancelled`. */
+  private stopping = false
+  /** A terminal frame went out. */
+  private done = false
+  /** Items yielded so far. */
+  private index = 0
+  private settle!: () => void
+  /** Resolves when the call has sent its terminal frame. */
+  readonly settled = new Promise<void>((r) => (this.settle = r))
+  private readonly ctx: CallContext
+
+  constructor(private readonly rt: WorkerRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
+    this.window = new CreditWindow(header.out)
+    for (const s of header.streams) this.marks.set(s.id, { items: s.items, bytes: s.bytes })
+    this.ctx = Object.freeze({ signal: this.abort.signal, host: hello.host, worker: hello.worker, workers: hello.workers, callId: id })
+  }
+
+  /** The ReadableStream the function receives for streamed argument `id`. */
+  inputStream(id: number): ReadableStream<unknown> {
+    const marks = this.marks.get(id)
+    if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
+    const q = new ItemQueue<unknown>(marks, {
+      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes)),
+      cancel: () => {
+        if (!this.done) this.rt.send(Kind.cancel, this.id, id)
+      },
+    })
+    this.inputs.set(id, q)
+    return new ItemStream(q)
+  }
+
+  inputData(stream: number, payload: Uint8Array): void {
+    const q = this.inputs.get(stream)
+    if (!q) return
+    const items: unknown[] = []
+    readItems(payload, items)
+    q.push(items, payload.byteLength)
+  }
+
+  inputEnd(stream: number): void {
+    this.inputs.get(stream)?.end()
+  }
+
+  inputError(stream: number, error: unknown): void {
+    this.inputs.get(stream)?.fail(error)
+  }
+
+  credit(c: { items: number; bytes: number }): void {
+    this.window.add(c)
+    this.wake()
+  }
+
+  cancel(reason: unknown): void {
+    if (this.stopping || this.done) return
+    this.stopping = true
+    const err = reason instanceof CancelError ? reason : new CancelError('the call was cancelled by the caller', { cause: reason })
+    this.abort.abort(err)
+    for (const q of this.inputs.values()) q.fail(err, true)
+    this.wake()
+  }
+
+  async run(args: unknown[]): Promise<void> {
+    try {
+      const fn = await this.rt.load(this.header.bundle, this.header.fn, this.header.module)
+      if (this.stopping) return this.cancelled()
+      await runInContext(this.ctx, async () => {
+        const ret = fn(...args)
+        const tag = Object.prototype.toString.call(ret)
+        if (tag === '[object AsyncGenerator]' || tag === '[object Generator]') {
+          await this.pump(ret as AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, tag === '[object AsyncGenerator]')
+        } else {
+          const value = await ret
+          if (this.stopping) this.cancelled()
+          else this.end(value)
+        }
+      })
+    } catch (err) {
+      if (this.stopping) this.cancelled()
+      else this.fail(err, false)
+    }
+  }
+
+  private async pump(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, isAsync: boolean): Promise<void> {
+    const path = () => `yield[${this.index}]`
+    for (;;) {
+      if (this.stopping) return this.stop(gen)
+      if (!this.window.open) {
+        await new Promise<void>((r) => (this.creditWake = r))
+        continue
+      }
+      const r = (isAsync ? await gen.next() : gen.next()) as IteratorResult<unknown, unknown>
+      if (this.stopping) return this.stop(gen)
+      if (r.done) return this.end(r.value)
+      let bytes: number
+      try {
+        bytes = this.rt.sendItem(this.id, 0, r.value, path)
+      } catch (err) {
+        // The value cannot be sent: the call fails, and the generator still gets to clean up.
+        await Promise.resolve(gen.return(undefined)).catch(() => {})
+        return this.fail(err, true)
+      }
+      this.window.spend(bytes)
+      this.index++
+    }
+  }
+
+  /** Cancelled at a yield: `return()` runs the generator's `finally` blocks. */
+  private async stop(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>): Promise<void> {
+    try {
+      await gen.return(undefined)
+    } catch {
+      // An error thrown by a finally block while cancelling has nobody left to receive it.
+    }
+    this.cancelled()
+  }
+
+  private wake(): void {
+    const w = this.creditWake
+    this.creditWake = undefined
+    w?.()
+  }
+
+  private end(value: unknown): void {
+    let payload: Buffer
+    try {
+      payload = valueBytes(value, 'return')
+    } catch (err) {
+      return this.fail(err, true)
+    }
+    this.terminal(Kind.end, payload)
+  }
+
+  /** Sends the error frame. `runtime` marks farpipe's own failures (a value that cannot be sent). */
+  fail(error: unknown, runtime: boolean): void {
+    const body: ErrorPayload = { error, index: this.index, runtime: runtime || error instanceof ProtocolError }
+    let payload: Buffer
+    try {
+      payload = valueBytes(body, 'error')
+    } catch {
+      payload = valueBytes({ error: new Error(String(error)), index: this.index, runtime }, 'error')
+    }
+    this.terminal(Kind.error, payload)
+  }
+
+  private cancelled(): void {
+    this.terminal(Kind.cancelled)
+  }
+
+  private terminal(kind: number, payload?: Buffer): void {
+    if (this.done) return
+    this.done = true
+    for (const q of this.inputs.values()) q.fail(new CancelError('the call has finished'), true)
+    this.rt.send(kind, this.id, 0, payload)
+    this.rt.ended(this.id)
+    this.settle()
+  }
+}
