@@ -87,9 +87,20 @@ function errorRecord(e: Error, attachments: Uint8Array[], hooks: StreamHooks | u
   }
   const record: ErrorRecord = [errorName(e), String(e.message), String(e.stack ?? ''), props]
   const hasCause = Object.hasOwn(e, 'cause')
-  record.push(hasCause ? 1 : 0, hasCause ? sendable(e.cause, attachments, hooks) : undefined)
+  // A cause chain that loops back (err.cause === err) cannot be rebuilt through a reviver: say so instead.
+  const cause = hasCause && causeLoops(e) ? `[circular cause: ${errorName(e)}: ${e.message}]` : e.cause
+  record.push(hasCause ? 1 : 0, hasCause ? sendable(cause, attachments, hooks) : undefined)
   if (e instanceof AggregateError && Array.isArray(e.errors)) record.push(e.errors.map((x) => sendable(x, attachments, hooks)))
   return record
+}
+
+function causeLoops(e: Error): boolean {
+  let c: unknown = e.cause
+  for (let depth = 0; c instanceof Error && depth < 100; depth++) {
+    if (c === e) return true
+    c = c.cause
+  }
+  return false
 }
 
 function sendable(v: unknown, attachments: Uint8Array[], hooks: StreamHooks | undefined): unknown {

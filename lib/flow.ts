@@ -73,25 +73,26 @@ export class CreditLedger {
     this.queuedBytes += bytes
   }
 
-  /**
-   * Records items the consumer took. Returns the credit to grant now, or
-   * undefined when the room is too small to be worth a frame yet (less
-   * than half the window, unless the sender has run dry).
-   */
+  /** Records items the consumer took. Returns the credit to grant now, if any (see {@link grant}). */
   consumed(items: number, bytes: number): Credit | undefined {
     this.queuedItems -= items
     this.queuedBytes -= bytes
     return this.grant()
   }
 
-  /** The credit to grant now, if any is worth a frame. */
+  /**
+   * The credit to grant now, if it is worth a frame: half the item window
+   * is free, or the sender is short of bytes (owes less than half the byte
+   * window) and half of it is free. Granting every freed item one by one
+   * would cost a frame per item both ways.
+   */
   grant(): Credit | undefined {
     const roomItems = this.marks.items - this.queuedItems - this.owedItems
     const roomBytes = Math.floor(this.marks.bytes - this.queuedBytes - this.owedBytes)
     if (roomItems < 1 || roomBytes < 1) return undefined
-    const dry = this.owedItems === 0 || this.owedBytes <= 0
-    const worth = roomItems * 2 >= this.marks.items || roomBytes * 2 >= this.marks.bytes
-    if (!dry && !worth) return undefined
+    const itemsWorth = roomItems * 2 >= this.marks.items
+    const bytesWorth = roomBytes * 2 >= this.marks.bytes && this.owedBytes * 2 < this.marks.bytes
+    if (!itemsWorth && !bytesWorth) return undefined
     this.owedItems += roomItems
     this.owedBytes += roomBytes
     return { items: roomItems, bytes: roomBytes }
@@ -142,12 +143,21 @@ export interface FlushLimits {
  */
 export class FlushPolicy {
   private firstAt = -1
+  private lastAt = -Infinity
   constructor(private readonly limits: FlushLimits, private readonly now: () => number) {}
 
-  /** Called after frames were added; true when the batch should be written now. */
+  /**
+   * Called after something was added to the batch; true when the batch
+   * should be written now: it is large, it has waited `maxDelayMs`, or this
+   * addition came `maxDelayMs` after the one before. A producer that slow
+   * gains nothing from batching, and holding its item back would delay it
+   * until the next one: time to first item must be time to first yield.
+   */
   added(pendingBytes: number): boolean {
-    if (pendingBytes >= this.limits.maxBytes) return true
     const t = this.now()
+    const slow = t - this.lastAt >= this.limits.maxDelayMs
+    this.lastAt = t
+    if (slow || pendingBytes >= this.limits.maxBytes) return true
     if (this.firstAt < 0) {
       this.firstAt = t
       return false

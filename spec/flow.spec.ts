@@ -1,0 +1,143 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import './helpers.ts'
+import { ProtocolError } from '../lib/errors.ts'
+import { CreditLedger, CreditWindow, FlushPolicy } from '../lib/flow.ts'
+
+const ledger = suite('CreditLedger')
+
+ledger('starts with the whole window granted', () => {
+  const l = new CreditLedger({ items: 8, bytes: 1000 })
+  assert.equal(l.initial, { items: 8, bytes: 1000 })
+  assert.is(l.grant(), undefined)
+})
+
+ledger('grants nothing until half the window is free, then all the room', () => {
+  const l = new CreditLedger({ items: 8, bytes: 1_000_000 })
+  l.received(8, 80)
+  assert.is(l.consumed(1, 10), undefined)
+  assert.is(l.consumed(1, 10), undefined)
+  assert.is(l.consumed(1, 10), undefined)
+  assert.equal(l.consumed(1, 10), { items: 4, bytes: 40 })
+})
+
+ledger('does not grant item by item while small items leave the byte window unused', () => {
+  const l = new CreditLedger({ items: 100, bytes: 1_000_000 })
+  l.received(100, 100)
+  for (let i = 0; i < 49; i++) assert.is(l.consumed(1, 1), undefined)
+  assert.equal(l.consumed(1, 1), { items: 50, bytes: 50 })
+})
+
+ledger('refuses more items than were granted: the sender ignored flow control', () => {
+  const l = new CreditLedger({ items: 4, bytes: 1000 })
+  try {
+    l.received(5, 10)
+    assert.unreachable('should have thrown')
+  } catch (err) {
+    assert.instance(err, ProtocolError)
+    assert.match((err as Error).message, 'sender sent 5 items with credit for 4')
+  }
+})
+
+ledger('is bounded in bytes: large items use up the byte window before the item window', () => {
+  const l = new CreditLedger({ items: 1000, bytes: 100 })
+  l.received(2, 120) // the last item took the sender's byte credit below zero, as allowed
+  assert.is(l.grant(), undefined)
+  // The sender is dry in bytes (owes -20): the room freed by one item is granted at once.
+  assert.equal(l.consumed(1, 60), { items: 1, bytes: 60 })
+  assert.ok(l.queuedBytes + 60 - 20 <= 100)
+})
+
+ledger('never lets queued plus granted exceed the high-water marks', () => {
+  const l = new CreditLedger({ items: 10, bytes: 10_000 })
+  let owed = 10
+  let queued = 0
+  for (let step = 0; step < 200; step++) {
+    if (owed > 0 && step % 3 !== 0) {
+      const n = Math.min(owed, 1 + (step % 4))
+      l.received(n, n * 10)
+      owed -= n
+      queued += n
+    } else if (queued > 0) {
+      const c = l.consumed(1, 10)
+      queued--
+      if (c) owed += c.items
+    }
+    assert.ok(queued + owed <= 10, `step ${step}: queued ${queued} + owed ${owed}`)
+  }
+})
+
+ledger('refuses a high-water mark below 1', () => {
+  try {
+    new CreditLedger({ items: 0, bytes: 10 })
+    assert.unreachable('should have thrown')
+  } catch (err) {
+    assert.instance(err, RangeError)
+  }
+})
+
+const window = suite('CreditWindow')
+
+window('is open while there is credit for an item and a byte', () => {
+  const w = new CreditWindow({ items: 2, bytes: 100 })
+  assert.ok(w.open)
+  w.spend(150) // one item may take the byte credit below zero
+  assert.not.ok(w.open)
+  w.add({ items: 0, bytes: 50 })
+  assert.not.ok(w.open)
+  w.add({ items: 0, bytes: 1 })
+  assert.ok(w.open)
+  w.spend(1)
+  assert.not.ok(w.open)
+})
+
+const flush = suite('FlushPolicy')
+
+flush('holds a batch for the end of the turn while items come fast', () => {
+  let now = 0
+  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  assert.is(p.added(10), true) // the first item of a fresh link: nothing to wait for
+  p.flushed()
+  now += 0.001
+  assert.is(p.added(20), false)
+  now += 0.001
+  assert.is(p.added(30), false)
+})
+
+flush('writes at once when the batch is large', () => {
+  let now = 0
+  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  p.added(1)
+  p.flushed()
+  assert.is(p.added(999), false)
+  assert.is(p.added(1000), true)
+})
+
+flush('writes at once an item that was slow to come (time to first item is time to first yield)', () => {
+  let now = 0
+  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  p.added(1)
+  p.flushed()
+  now += 0.01
+  assert.is(p.added(2), false)
+  now += 500 // a producer that computed for half a second without yielding to the event loop
+  assert.is(p.added(3), true)
+})
+
+flush('writes a batch that has waited too long even if items keep coming fast', () => {
+  let now = 0
+  const p = new FlushPolicy({ maxBytes: 1_000_000, maxDelayMs: 2 }, () => now)
+  p.added(1)
+  p.flushed()
+  let flushed = false
+  for (let i = 0; i < 100 && !flushed; i++) {
+    now += 0.1
+    flushed = p.added(i)
+  }
+  assert.ok(flushed)
+  assert.ok(now <= 2.2, `flushed at ${now} ms`)
+})
+
+ledger.run()
+window.run()
+flush.run()

@@ -1,0 +1,66 @@
+// Shared by the specs: a guard that turns stray rejections into failures
+// (uvu would otherwise let them pass), temp dirs, and small waits.
+import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import * as path from 'node:path'
+
+process.on('unhandledRejection', (reason) => {
+  console.error('unhandled rejection in a spec:', reason)
+  process.exit(1)
+})
+
+/** A fresh temporary directory. */
+export function tempDir(prefix = 'farpipe-spec-'): string {
+  return mkdtempSync(path.join(tmpdir(), prefix))
+}
+
+/** A path in a fresh temporary directory, for a remote function to write a marker to. */
+export function markerPath(): string {
+  return path.join(tempDir(), 'marker')
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+/** Waits until `check` returns a truthy value (polling), or fails after `ms`. Returns that value. */
+export async function until<T>(check: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + ms
+  for (;;) {
+    const v = check()
+    if (v) return v
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await sleep(10)
+  }
+}
+
+/** The JSON a remote function wrote to `file`, once it exists. */
+export async function readMarker(file: string): Promise<any> {
+  await until(() => existsSync(file), 10_000, `marker ${file}`)
+  return JSON.parse(readFileSync(file, 'utf8'))
+}
+
+/** Collects an async iterable into an array. */
+export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = []
+  for await (const x of it) out.push(x)
+  return out
+}
+
+/** Awaits a promise that must reject; returns the rejection. */
+export async function rejection(p: Promise<unknown> | PromiseLike<unknown>): Promise<any> {
+  try {
+    await p
+  } catch (err) {
+    return err
+  }
+  throw new Error('expected a rejection, but the promise resolved')
+}
+
+/** Calls a function that must throw; returns what it threw. */
+export function thrown(fn: () => unknown): any {
+  try {
+    fn()
+  } catch (err) {
+    return err
+  }
+  throw new Error('expected a throw, but the function returned')
+}

@@ -1,0 +1,187 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import './helpers.ts'
+import { ProtocolError } from '../lib/errors.ts'
+import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, Kind, payloads, type Frame } from '../lib/wire.ts'
+
+/** Frames every decoder suite is fed, in several splits. */
+const fixtures: { name: string; kind: number; call: number; stream: number; payload: Uint8Array }[] = [
+  { name: 'empty payload', kind: Kind.end, call: 1, stream: 0, payload: new Uint8Array(0) },
+  { name: 'one byte', kind: Kind.data, call: 2, stream: 3, payload: Uint8Array.of(7) },
+  { name: 'max ids', kind: Kind.credit, call: 0xffffffff, stream: 0xffff, payload: payloads.credit(5, 1000) },
+  { name: 'text', kind: Kind.log, call: 9, stream: 0, payload: payloads.log(2, 'héllo ✓\n') },
+  { name: '100 KiB', kind: Kind.data, call: 4, stream: 1, payload: new Uint8Array(100 * 1024).map((_, i) => i * 31) },
+]
+
+const stream = Buffer.concat(fixtures.map((f) => encodeFrame(f.kind, f.call, f.stream, f.payload)))
+
+function check(frames: Frame[]): void {
+  assert.is(frames.length, fixtures.length)
+  frames.forEach((f, i) => {
+    const want = fixtures[i]!
+    assert.is(f.kind, want.kind, want.name)
+    assert.is(f.call, want.call, want.name)
+    assert.is(f.stream, want.stream, want.name)
+    assert.equal(Buffer.from(f.payload), Buffer.from(want.payload), want.name)
+  })
+}
+
+/** Feeds `chunks` and copies each frame's payload (views are only valid until the next decode). */
+function feed(d: FrameDecoder, chunks: Uint8Array[]): Frame[] {
+  const out: Frame[] = []
+  for (const c of chunks) for (const f of d.decode(c)) out.push({ ...f, payload: Buffer.from(f.payload) })
+  return out
+}
+
+const decode = suite('decode')
+
+decode('decodes frames fed whole', () => {
+  check(feed(new FrameDecoder(), [stream]))
+})
+
+decode('decodes frames fed one byte at a time', () => {
+  const chunks: Uint8Array[] = []
+  for (let i = 0; i < stream.byteLength; i++) chunks.push(stream.subarray(i, i + 1))
+  const d = new FrameDecoder()
+  check(feed(d, chunks))
+  d.end()
+})
+
+decode('decodes frames fed in random splits', () => {
+  let seed = 42
+  const rand = () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff)
+  for (let round = 0; round < 50; round++) {
+    const chunks: Uint8Array[] = []
+    for (let at = 0; at < stream.byteLength; ) {
+      const n = 1 + Math.floor(rand() * (rand() < 0.5 ? 20 : 70000))
+      chunks.push(stream.subarray(at, at + n))
+      at += n
+    }
+    const d = new FrameDecoder()
+    check(feed(d, chunks))
+    d.end()
+  }
+})
+
+decode('buffers a frame split across chunks and returns nothing until it is whole', () => {
+  const f = encodeFrame(Kind.data, 1, 0, new Uint8Array(10))
+  const d = new FrameDecoder()
+  assert.equal(d.decode(f.subarray(0, 3)), [])
+  assert.equal(d.decode(f.subarray(3, 15)), [])
+  assert.is(d.buffered, 15)
+  assert.is(d.decode(f.subarray(15)).length, 1)
+  assert.is(d.buffered, 0)
+})
+
+decode('refuses a frame over the limit as soon as its length is known, before its bytes arrive', () => {
+  const d = new FrameDecoder(1024)
+  const header = Buffer.alloc(4)
+  header.writeUInt32LE(70_000_000, 0)
+  const err = assertThrows(() => d.decode(header))
+  assert.instance(err, ProtocolError)
+  assert.match(err.message, 'frame of 70000004 bytes exceeds maxFrameBytes 1024')
+})
+
+decode('refuses a length shorter than the header', () => {
+  const bad = Buffer.alloc(8)
+  bad.writeUInt32LE(2, 0)
+  const err = assertThrows(() => new FrameDecoder().decode(bad))
+  assert.instance(err, ProtocolError)
+  assert.match(err.message, 'shorter than its 11-byte header')
+})
+
+decode('treats bytes left over at the end as a truncated frame', () => {
+  const f = encodeFrame(Kind.data, 1, 0, new Uint8Array(100))
+  for (const cut of [2, 8, 50]) {
+    const d = new FrameDecoder()
+    d.decode(f.subarray(0, cut))
+    const err = assertThrows(() => d.end())
+    assert.instance(err, ProtocolError)
+    assert.match(err.message, `input ended with ${cut} bytes`)
+  }
+})
+
+decode('ends cleanly on a frame boundary', () => {
+  const d = new FrameDecoder()
+  d.decode(encodeFrame(Kind.end, 1, 0))
+  d.end()
+})
+
+const writer = suite('FrameWriter')
+
+writer('writes frames that decode to what was written, in one buffer per batch', () => {
+  const w = new FrameWriter()
+  for (const f of fixtures) w.frame(f.kind, f.call, f.stream, f.payload)
+  const batch = w.take()!
+  assert.equal(Buffer.from(batch), stream)
+  assert.is(w.take(), undefined)
+})
+
+writer('keeps an open frame whole when it outgrows the buffer', () => {
+  const w = new FrameWriter()
+  w.frame(Kind.end, 1, 0)
+  w.begin(Kind.data, 2, 0)
+  const big = new Uint8Array(600 * 1024).fill(9)
+  w.u8(1)
+  w.bytes(big)
+  w.end()
+  w.frame(Kind.end, 3, 0)
+  const frames = feed(new FrameDecoder(), [w.take()!])
+  assert.equal(frames.map((f) => f.call), [1, 2, 3])
+  assert.is(frames[1]!.payload.byteLength, 1 + big.byteLength)
+})
+
+writer('fills in lengths reserved before the frame moved to a larger buffer', () => {
+  const w = new FrameWriter()
+  w.bytes(new Uint8Array(250 * 1024)) // leave little room in the first buffer
+  w.take()
+  w.begin(Kind.data, 1, 0)
+  const at = w.reserveU32()
+  w.bytes(new Uint8Array(20 * 1024).fill(1))
+  w.patchLength(at)
+  w.end()
+  const [f] = feed(new FrameDecoder(), [w.take()!])
+  assert.is(Buffer.from(f!.payload).readUInt32LE(0), 20 * 1024)
+})
+
+writer('split() closes a frame and opens another for the same call and stream', () => {
+  const w = new FrameWriter()
+  w.begin(Kind.data, 7, 2)
+  w.u8(1)
+  w.split()
+  w.u8(2)
+  w.end()
+  const frames = feed(new FrameDecoder(), [w.take()!])
+  assert.equal(frames.map((f) => [f.kind, f.call, f.stream, [...f.payload]]), [
+    [Kind.data, 7, 2, [1]],
+    [Kind.data, 7, 2, [2]],
+  ])
+})
+
+writer('abandon() drops the open frame', () => {
+  const w = new FrameWriter()
+  w.frame(Kind.end, 1, 0)
+  w.begin(Kind.data, 2, 0)
+  w.u32(5)
+  w.abandon()
+  assert.is(w.pending, HEADER_BYTES)
+  assert.is(feed(new FrameDecoder(), [w.take()!]).length, 1)
+})
+
+writer('take() refuses while a frame is open, so no half frame leaves', () => {
+  const w = new FrameWriter()
+  w.begin(Kind.data, 1, 0)
+  assertThrows(() => w.take())
+})
+
+function assertThrows(fn: () => unknown): any {
+  try {
+    fn()
+  } catch (err) {
+    return err
+  }
+  assert.unreachable('expected a throw')
+}
+
+decode.run()
+writer.run()
