@@ -36,7 +36,10 @@ export type ResultOf<F extends AnyFunction> =
 export type CallArg<P> = P extends AsyncIterable<infer T> ? StreamSource<T> | P : P
 
 /** The arguments `Pool.run` accepts for `F`. */
-export type CallArgs<F extends AnyFunction> = { [K in keyof Parameters<F>]: CallArg<Parameters<F>[K]> }
+export type CallArgs<F extends AnyFunction> = MapArgs<Parameters<F>>
+
+/** Maps a parameter tuple element by element (a mapped type over a type parameter keeps tuples tuples). */
+type MapArgs<P extends readonly unknown[]> = { [K in keyof P]: CallArg<P[K]> }
 
 type ElementOf<P> = P extends AsyncIterable<infer T> ? T : never
 
@@ -48,11 +51,16 @@ export type InputOf<F extends AnyFunction, A extends readonly unknown[]> = {
 /** A call of a non-generator function: also awaitable for its result. */
 export type ThenableCall<In, R> = RemoteCall<In, never, R> & PromiseLike<R>
 
+/** True when `F` is a generator function (its calls stream what it yields). A function that never returns is not. */
+export type IsGenerator<F extends AnyFunction> = [ReturnType<F>] extends [never]
+  ? false
+  : ReturnType<F> extends AsyncGenerator<any, any, any> | Generator<any, any, any>
+    ? true
+    : false
+
 /** The call `Pool.run(fn, ...args)` returns for `F`. */
 export type CallOf<F extends AnyFunction, A extends readonly unknown[]> =
-  ReturnType<F> extends AsyncGenerator<any, any, any> | Generator<any, any, any>
-    ? RemoteCall<InputOf<F, A>, YieldOf<F>, ResultOf<F>>
-    : ThenableCall<InputOf<F, A>, ResultOf<F>>
+  IsGenerator<F> extends true ? RemoteCall<InputOf<F, A>, YieldOf<F>, ResultOf<F>> : ThenableCall<InputOf<F, A>, ResultOf<F>>
 
 // -- the public object ------------------------------------------------------
 

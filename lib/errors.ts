@@ -32,6 +32,7 @@ export class FarpipeError extends Error {
     super(message, options)
   }
 
+  /** The class name (`RemoteError`, `TimeoutError`, ...), so it survives bundling and minifying of callers' code. */
   override get name(): string {
     return this.constructor.name
   }

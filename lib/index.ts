@@ -19,6 +19,7 @@ export {
   type InputOf,
   type YieldOf,
   type ResultOf,
+  type IsGenerator,
   type AnyFunction,
 } from './call.ts'
 export type { CallOptions, Limits } from './options.ts'

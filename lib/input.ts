@@ -8,6 +8,7 @@ declare const inputBrand: unique symbol
 
 /** The type of {@link input}. */
 export interface Input {
+  /** A compile-time brand only. */
   readonly [inputBrand]: true
 }
 

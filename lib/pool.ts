@@ -7,7 +7,7 @@
  * @module
  */
 import { bundleModule } from './bundle.ts'
-import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type ResultOf, type YieldOf } from './call.ts'
+import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError } from './errors.ts'
 import { isStreamSource } from './input.ts'
 import { resolveCallOptions, type CallOptions, type Limits } from './options.ts'
@@ -54,6 +54,8 @@ export interface Runner {
    * per item, at most `concurrency` at a time) and returns their results as
    * one stream in the order of the source. For a generator `fn`, every item
    * it yields is passed on, call after call.
+   *
+   * @typeParam F a remote function of one argument, the item
    */
   map<F extends Remote<(item: any) => unknown>>(
     fn: F,
@@ -65,7 +67,7 @@ export interface Runner {
 }
 
 /** What `Pool.map` yields for `F`: each call's result, or for a generator each item it yields. */
-export type MapItem<F extends AnyFunction> = ReturnType<F> extends AsyncGenerator<any, any, any> | Generator<any, any, any> ? YieldOf<F> : ResultOf<F>
+export type MapItem<F extends AnyFunction> = IsGenerator<F> extends true ? YieldOf<F> : ResultOf<F>
 
 /** Options of {@link Runner.map}. */
 export interface MapOptions extends CallOptions {
@@ -128,6 +130,7 @@ export class Pool implements Runner, AsyncDisposable {
     return this.#hosts.map((h) => this.#run(undefined, h, fn, args) as CallOf<F, A>)
   }
 
+  /** @inheritDoc Runner.map */
   map<F extends Remote<(item: any) => unknown>>(
     fn: F,
     source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
@@ -155,6 +158,7 @@ export class Pool implements Runner, AsyncDisposable {
     return (this.#closed ??= this.#close())
   }
 
+  /** Closes the pool at the end of an `await using` block (see {@link close}). */
   [Symbol.asyncDispose](): Promise<void> {
     return this.close()
   }

@@ -15,8 +15,13 @@ declare const remoteBrand: unique symbol
 /**
  * A function marked with {@link remote}. It behaves exactly as the function
  * it wraps (calling it runs it here); the brand lets `Pool.run` accept it.
+ *
+ * @typeParam F the function's own type
  */
-export type Remote<F extends (...args: any[]) => unknown> = F & { readonly [remoteBrand]: F }
+export type Remote<F extends (...args: any[]) => unknown> = F & {
+  /** A compile-time brand only; no such property exists at run time. */
+  readonly [remoteBrand]: F
+}
 
 /** What farpipe records about a remote function. */
 export interface RemoteInfo {
@@ -47,6 +52,7 @@ export interface RemoteInfo {
  * })
  * ```
  *
+ * @typeParam F the function's type, kept whole so calls are typed from it
  * @param fn the function to run remotely
  * @param options defaults for every call of this function (`timeout`,
  *   `idleTimeout`, `highWaterMark`, ...); `Pool.with()` overrides them

@@ -50,7 +50,7 @@ export class MemoryTransport implements Transport {
     for (const p of this.pairs) p.cut(new TransportError(reason))
   }
 
-  /** Flips the first byte of the next chunk sent towards the caller. */
+  /** Garbles the kind byte of the next chunk's first frame sent towards the caller (a frame no peer would send). */
   corrupt(): void {
     this.corruptNext = true
   }
@@ -70,10 +70,10 @@ export class MemoryTransport implements Transport {
     const worker = new WorkerRuntime({
       write: (chunk) => {
         if (!alive) return
-        if (this.corruptNext && chunk.byteLength > 0) {
+        if (this.corruptNext && chunk.byteLength > 4) {
           this.corruptNext = false
           const copy = Buffer.from(chunk)
-          copy[0] = copy[0]! ^ 0xff
+          copy[4] = 0xee
           chunk = copy
         }
         count(chunk.byteLength)

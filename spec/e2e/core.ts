@@ -276,7 +276,7 @@ function errors(target: Target): void {
   })
 
   s('run() refuses a function not made with remote()', () => {
-    const err = thrown(() => p.run((() => 1) as never))
+    const err = thrown(() => (p.run as (fn: unknown) => unknown)(() => 1))
     assert.instance(err, TypeError)
     assert.match(err.message, 'remote()')
   })
