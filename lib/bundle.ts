@@ -10,7 +10,7 @@
  * @module
  */
 import { createHash } from 'node:crypto'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import * as path from 'node:path'
 import { FarpipeError } from './errors.ts'
 
@@ -80,23 +80,33 @@ export async function buildFile(entry: string, options: { shimFarpipe: boolean; 
       },
     },
   ]
+  // The output is never written; its name only anchors the source map's relative paths.
+  const outfile = path.join(path.dirname(entry), '.farpipe-bundle.mjs')
   const result = await esbuild.build({
     entryPoints: [entry],
+    outfile,
     bundle: true,
     platform: 'node',
     format: 'esm',
     target: 'node20',
     write: false,
     logLevel: 'silent',
-    sourcemap: options.sourcemap ? 'inline' : false,
+    sourcemap: options.sourcemap ? 'external' : false,
     sourcesContent: false,
     plugins,
     // CommonJS dependencies call require(); give the bundle a real one.
     banner: { js: "import { createRequire as __farpipeCreateRequire } from 'node:module'; const require = __farpipeCreateRequire(import.meta.url);" },
   })
-  const out = result.outputFiles[0]
-  if (!out) throw new FarpipeError(`esbuild produced no output for ${entry}`)
-  return out.contents
+  const js = result.outputFiles.find((f) => f.path.endsWith('.mjs'))
+  if (!js) throw new FarpipeError(`esbuild produced no output for ${entry}`)
+  const map = result.outputFiles.find((f) => f.path.endsWith('.map'))
+  if (!map) return js.contents
+  // Inline the map with absolute file URLs, so remote stack traces name the
+  // caller's files wherever the bundle is cached.
+  const json = JSON.parse(map.text) as { sources: string[] }
+  json.sources = json.sources.map((s) => (s.includes(':') ? s : pathToFileURL(path.resolve(path.dirname(outfile), s)).href))
+  const comment = `\n//# sourceMappingURL=data:application/json;base64,${Buffer.from(JSON.stringify(json)).toString('base64')}\n`
+  return Buffer.concat([js.contents, Buffer.from(comment)])
 }
 
 async function build(moduleUrl: string): Promise<Bundle> {

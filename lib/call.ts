@@ -272,7 +272,8 @@ export class CallCore implements SessionCall {
   /** True once the worker's final frame (end, error, cancelled) arrived or can no longer come. */
   private final = false
   private finalResolve!: () => void
-  private readonly finalPromise: Promise<void>
+  /** Resolves once the worker's last frame for this call arrived, or never will. */
+  readonly finalPromise: Promise<void>
   private timers: NodeJS.Timeout[] = []
   private lastActivity = 0
   private abortListener: (() => void) | undefined
@@ -281,10 +282,12 @@ export class CallCore implements SessionCall {
   private startedResolve!: () => void
 
   constructor(
-    private readonly label: string,
+    /** The function's name for messages: its export name once known. */
+    private readonly name: () => string,
     generator: boolean,
     args: unknown[],
     private readonly options: ResolvedCallOptions,
+    maxFrameBytes: number,
   ) {
     this.generator = generator
     this.result = new Promise((resolve, reject) => {
@@ -313,8 +316,16 @@ export class CallCore implements SessionCall {
       return id
     }
     this.args = valueBytes(args, 'args', { toId })
+    // The call frame also carries a small JSON header; leave it room.
+    if (this.args.byteLength + 4096 > maxFrameBytes) {
+      throw new SerializeError(`args: ${this.args.byteLength} bytes exceed maxFrameBytes ${maxFrameBytes}; pass large data as a stream (an iterator or ReadableStream) instead`, 'args')
+    }
     // Name each streamed argument by its position, for messages about its items.
     for (const [id, pump] of this.pumps) this.argPaths.set(id, `args[${args.indexOf(pump.source)}]`)
+  }
+
+  private get label(): string {
+    return this.name()
   }
 
   /** Starts the call: locates the bundle, picks a worker, sends the call frame, starts the input pumps. */

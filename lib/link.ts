@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { ProtocolError, type FarpipeError } from './errors.ts'
+import { ProtocolError, SerializeError, type FarpipeError } from './errors.ts'
 import { FlushPolicy } from './flow.ts'
-import { writeItem, type ItemLimits } from './codec.ts'
-import { FrameDecoder, FrameWriter, Kind, type Frame } from './wire.ts'
-import { limitDefaults, type Limits } from './options.ts'
+import { writeItem } from './codec.ts'
+import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind, kindName, type Frame } from './wire.ts'
+import { resolveLimits, type Limits } from './options.ts'
 
 /**
  * A byte channel to the other side: a child's stdio, an SSH exec channel,
@@ -24,6 +24,8 @@ export interface Channel {
   end(): void
   /** Tears the channel down at once. */
   destroy(): void
+  /** Lets this process exit while the channel is open (an idle worker). Optional. */
+  unref?(): void
 }
 
 /** What a channel reports to the link that reads it. */
@@ -37,7 +39,7 @@ export interface ChannelEvents {
 /** A frame the link could not take, and the error to close with. */
 export abstract class Link implements ChannelEvents {
   protected channel: Channel | undefined
-  protected readonly limits: Limits
+  protected limits: Limits
   private readonly decoder: FrameDecoder
   private readonly out = new FrameWriter()
   private readonly policy: FlushPolicy
@@ -45,15 +47,24 @@ export abstract class Link implements ChannelEvents {
   /** The data frame open in the batch: its call and stream (-1 when none). */
   private openCall = -1
   private openStream = -1
-  private readonly itemLimits: ItemLimits
   /** Set once the channel is gone; nothing is sent after. */
   protected closedWith: FarpipeError | undefined
 
   constructor(limits: Partial<Limits> = {}) {
-    this.limits = { ...limitDefaults, ...limits }
+    this.limits = resolveLimits(limits)
     this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
-    this.itemLimits = { softFrameBytes: this.limits.softFrameBytes, maxFrameBytes: this.limits.maxFrameBytes }
     this.policy = new FlushPolicy({ maxBytes: this.limits.softFrameBytes, maxDelayMs: 2 }, performance.now.bind(performance))
+  }
+
+  /** The largest payload a frame may carry. */
+  get maxPayload(): number {
+    return this.limits.maxFrameBytes - HEADER_BYTES
+  }
+
+  /** Adopts the limits the other side announced (both sides must agree on the largest frame). */
+  protected adopt(limits: Limits): void {
+    this.limits = { ...limits }
+    this.decoder.maxFrameBytes = limits.maxFrameBytes
   }
 
   /** Attaches the channel frames are written to. */
@@ -119,7 +130,7 @@ export abstract class Link implements ChannelEvents {
    * nothing written when the item cannot be sent.
    */
   sendItem(call: number, stream: number, value: unknown, path: () => string): number {
-    if (this.openCall !== call || this.openStream !== stream) {
+    if (this.openCall !== call || this.openStream !== stream || !this.out.open) {
       this.closeOpenFrame()
       this.out.begin(Kind.data, call, stream)
       this.openCall = call
@@ -127,9 +138,9 @@ export abstract class Link implements ChannelEvents {
     }
     let bytes: number
     try {
-      bytes = writeItem(this.out, value, this.itemLimits, path)
+      bytes = writeItem(this.out, value, this.limits, path)
     } catch (err) {
-      if (this.out.frameBytes <= 11) {
+      if (this.out.frameBytes <= HEADER_BYTES) {
         this.out.abandon()
         this.openCall = this.openStream = -1
       }
@@ -139,8 +150,16 @@ export abstract class Link implements ChannelEvents {
     return bytes
   }
 
-  /** Appends a whole frame to the batch. */
+  /**
+   * Appends a whole frame to the batch. Throws SerializeError, with nothing
+   * written, when the frame would exceed `maxFrameBytes` (the other side
+   * would refuse it and close the session).
+   */
   send(kind: number, call: number, stream: number, payload?: Uint8Array): void {
+    const size = HEADER_BYTES + (payload?.byteLength ?? 0)
+    if (size > this.limits.maxFrameBytes) {
+      throw new SerializeError(`a ${kindName(kind)} frame of ${size} bytes exceeds maxFrameBytes ${this.limits.maxFrameBytes}`, kindName(kind))
+    }
     this.closeOpenFrame()
     this.out.frame(kind, call, stream, payload)
     this.wrote()
@@ -172,7 +191,7 @@ export abstract class Link implements ChannelEvents {
 
   private closeOpenFrame(): void {
     if (this.openCall < 0) return
-    if (this.out.frameBytes <= 11) this.out.abandon()
+    if (this.out.frameBytes <= HEADER_BYTES) this.out.abandon()
     else this.out.end()
     this.openCall = this.openStream = -1
   }

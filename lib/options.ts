@@ -44,7 +44,7 @@ export const callDefaults = {
 export interface Limits {
   /** The largest frame either side accepts; a larger item fails with `SerializeError`. @default 67108864 (64 MiB) */
   maxFrameBytes: number
-  /** A batch of items is cut into frames of about this size. @default 262144 (256 KiB) */
+  /** A batch of items is cut into frames of about this size. @default 262144 (256 KiB), or a quarter of maxFrameBytes if that is less */
   softFrameBytes: number
 }
 
@@ -52,6 +52,20 @@ export interface Limits {
 export const limitDefaults: Limits = {
   maxFrameBytes: 64 * 1024 * 1024,
   softFrameBytes: 256 * 1024,
+}
+
+/** Fills in and checks wire limits. */
+export function resolveLimits(limits: Partial<Limits> = {}): Limits {
+  const l = { ...limitDefaults, ...limits }
+  // A smaller frame limit brings the batch size down with it, unless given.
+  if (limits.softFrameBytes === undefined) l.softFrameBytes = Math.min(limitDefaults.softFrameBytes, Math.floor(l.maxFrameBytes / 4))
+  checkOptional('limits.maxFrameBytes', l.maxFrameBytes, 64 * 1024)
+  checkOptional('limits.softFrameBytes', l.softFrameBytes, 1024)
+  if (l.maxFrameBytes > 0xffffffff) throw new RangeError(`option limits.maxFrameBytes must be at most ${0xffffffff}, got ${l.maxFrameBytes}`)
+  if (l.softFrameBytes > l.maxFrameBytes) {
+    throw new RangeError(`option limits.softFrameBytes (${l.softFrameBytes}) must not exceed limits.maxFrameBytes (${l.maxFrameBytes})`)
+  }
+  return l
 }
 
 /** Merges call options, later ones winning, and checks them. */

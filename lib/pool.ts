@@ -10,7 +10,7 @@ import { bundleModule } from './bundle.ts'
 import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError } from './errors.ts'
 import { isStreamSource } from './input.ts'
-import { resolveCallOptions, type CallOptions, type Limits } from './options.ts'
+import { resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
 import { exportNameOf, remoteInfo, stackSites, type Remote, type RemoteInfo } from './remote.ts'
 import { Session, type LogEntry } from './session.ts'
 import { LocalTransport } from './transports/local.ts'
@@ -75,6 +75,9 @@ export interface MapOptions extends CallOptions {
   concurrency?: number
 }
 
+/** How long `close()` waits for running calls to confirm their cancellation before ending the workers anyway. */
+const CLOSE_GRACE_MS = 5000
+
 /** One worker slot of a host: its session, when one is up. */
 interface Slot {
   host: Host
@@ -96,12 +99,16 @@ export class Pool implements Runner, AsyncDisposable {
   readonly #hosts: Host[]
   readonly #options: PoolOptions
   readonly #calls = new Set<CallCore>()
+  #keepAlive: NodeJS.Timeout | undefined
+  readonly #limits: Limits
   #closed: Promise<void> | undefined
   #turn = 0
 
   /** @internal use {@link pool} */
   constructor(transports: Transport[], options: PoolOptions) {
     this.#options = options
+    this.#limits = resolveLimits(options.limits)
+    resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
     this.#hosts = transports.map((transport) => {
       const host: Host = { transport, slots: [] }
       for (let i = 0; i < transport.workers; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined })
@@ -165,7 +172,13 @@ export class Pool implements Runner, AsyncDisposable {
 
   async #close(): Promise<void> {
     const reason = new CancelError('the pool was closed')
-    await Promise.allSettled([...this.#calls].map((c) => c.cancel(reason)))
+    // Wait for the workers to confirm (finally blocks run), but not for a call that ignores its cancellation.
+    let grace: NodeJS.Timeout | undefined
+    await Promise.race([
+      Promise.allSettled([...this.#calls].map((c) => c.cancel(reason))),
+      new Promise((r) => (grace = setTimeout(r, CLOSE_GRACE_MS))),
+    ])
+    clearTimeout(grace)
     for (const h of this.#hosts) {
       for (const s of h.slots) {
         s.session?.end()
@@ -183,13 +196,8 @@ export class Pool implements Runner, AsyncDisposable {
     }
     if (!info.exportName) refuseTopLevel(fn, info, this.#run)
     const options = resolveCallOptions(this.#options.defaults, info.options, viewOptions)
-    const label = fn.name || 'a remote function'
-    const core = new CallCore(label, info.generator, args, options)
-    this.#calls.add(core)
-    core.result.then(
-      () => this.#calls.delete(core),
-      () => this.#calls.delete(core),
-    )
+    const core = new CallCore(() => info.exportName ?? (fn.name || 'a remote function'), info.generator, args, options, this.#limits.maxFrameBytes)
+    this.#track(core)
     const target: CallTarget = {
       locate: async () => {
         const [bundle, name] = await Promise.all([bundleModule(info.module), exportNameOf(fn, info)])
@@ -255,6 +263,23 @@ export class Pool implements Runner, AsyncDisposable {
     )
   }
 
+  /**
+   * Keeps this process alive while a call is in flight, and only then: an
+   * idle pool holds nothing open (its channels are unreferenced), so a
+   * script that forgets `close()` still ends when its work is done.
+   */
+  #track(core: CallCore): void {
+    this.#calls.add(core)
+    this.#keepAlive ??= setInterval(() => {}, 1 << 30)
+    void core.finalPromise.then(() => {
+      this.#calls.delete(core)
+      if (this.#calls.size === 0 && this.#keepAlive) {
+        clearInterval(this.#keepAlive)
+        this.#keepAlive = undefined
+      }
+    })
+  }
+
   /** The least-loaded worker (of `host`, or of any host), started if its slot is empty. */
   async #pick(host?: Host): Promise<Session> {
     const slots = host ? host.slots : this.#hosts.flatMap((h) => h.slots)
@@ -287,7 +312,7 @@ export class Pool implements Runner, AsyncDisposable {
       worker: slot.index,
       workers: slot.host.slots.length,
       cacheDir: this.#options.cacheDir,
-      limits: this.#options.limits,
+      limits: this.#limits,
       onLog: this.#options.onLog,
     })
     const channel = await transport.open(slot.index, {
@@ -297,6 +322,8 @@ export class Pool implements Runner, AsyncDisposable {
     })
     session.start(channel)
     await session.ready
+    // An idle worker must not keep this process alive; calls in flight do (see #track).
+    channel.unref?.()
     session.onDeath = () => {
       if (slot.session === session) slot.session = undefined
     }

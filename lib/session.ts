@@ -80,7 +80,7 @@ export class Session extends Link {
       this.readyReject = reject
     })
     this.ready.catch(() => {})
-    this.hello = { v: PROTOCOL_VERSION, host: options.host, worker: options.worker, workers: options.workers, cacheDir: options.cacheDir }
+    this.hello = { v: PROTOCOL_VERSION, host: options.host, worker: options.worker, workers: options.workers, cacheDir: options.cacheDir, limits: this.limits }
   }
 
   /** `host/worker`, for messages. */

@@ -97,7 +97,8 @@ const EMPTY = new Uint8Array(0)
  * length is known, before its bytes are allocated or buffered.
  */
 export class FrameDecoder {
-  readonly maxFrameBytes: number
+  /** Frames longer than this are refused. */
+  maxFrameBytes: number
   /** Bytes received but not yet part of a returned frame. */
   private pending: Buffer = Buffer.alloc(0)
   /** A frame whose length is known and whose bytes are still arriving. */

@@ -73,6 +73,10 @@ export class LocalTransport implements Transport {
       write: (chunk) => void child.stdin!.write(chunk),
       end: () => child.stdin!.end(),
       destroy: () => child.kill('SIGKILL'),
+      unref: () => {
+        child.unref()
+        for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?(): void } | null)?.unref?.()
+      },
     }
   }
 

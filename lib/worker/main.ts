@@ -91,6 +91,10 @@ rt.onExit(() => {
   exit(0)
 })
 inp.on('data', (chunk: Buffer) => rt.data(chunk))
-inp.on('end', () => rt.close())
+inp.on('end', () => {
+  rt.close()
+  // The caller is gone or closing: give running calls a moment to clean up, then go regardless.
+  setTimeout(() => exit(0), 3000).unref()
+})
 inp.on('error', (err: Error) => rt.close(err))
 out.on('error', () => exit(1))

@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url'
 import { readItems, readValue, valueBytes } from '../codec.ts'
 import { runInContext, context, type CallContext } from '../context.ts'
 import * as errors from '../errors.ts'
-import { CancelError, FarpipeError, ProtocolError } from '../errors.ts'
+import { CancelError, FarpipeError, ProtocolError, SerializeError } from '../errors.ts'
 import { CreditWindow } from '../flow.ts'
 import { input } from '../input.ts'
 import { Link, type Channel } from '../link.ts'
@@ -26,7 +26,7 @@ import type { Limits } from '../options.ts'
 import { ItemQueue, ItemStream } from '../queue.ts'
 import { remote, remoteInfo } from '../remote.ts'
 import { RUNTIME_GLOBAL } from '../bundle.ts'
-import { asBuffer, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire.ts'
+import { asBuffer, HEADER_BYTES, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire.ts'
 
 /** What the caller says in its hello. */
 export interface CallerHello {
@@ -36,6 +36,8 @@ export interface CallerHello {
   workers: number
   /** Where to cache bundles; the worker's default when absent. */
   cacheDir?: string
+  /** Frame limits; both sides use the caller's. */
+  limits: Limits
 }
 
 /** What the worker answers. */
@@ -167,6 +169,7 @@ export class WorkerRuntime extends Link {
       throw new ProtocolError(`the caller speaks protocol ${hello.v}, this worker ${PROTOCOL_VERSION}`)
     }
     this.hello = hello
+    this.adopt(hello.limits)
     this.cacheDir = hello.cacheDir || defaultCacheDir()
     const mine: WorkerHello = {
       v: PROTOCOL_VERSION,
@@ -419,17 +422,26 @@ class RunningCall {
     } catch (err) {
       return this.fail(err, true)
     }
+    if (payload.byteLength > this.rt.maxPayload) {
+      return this.fail(new SerializeError(`return: value of ${payload.byteLength} bytes exceeds maxFrameBytes ${this.rt.maxPayload + HEADER_BYTES}; yield it in parts instead`, 'return'), true)
+    }
     this.terminal(Kind.end, payload)
   }
 
   /** Sends the error frame. `runtime` marks farpipe's own failures (a value that cannot be sent). */
   fail(error: unknown, runtime: boolean): void {
     const body: ErrorPayload = { error, index: this.index, runtime: runtime || error instanceof ProtocolError }
-    let payload: Buffer
+    let payload: Buffer | undefined
     try {
       payload = valueBytes(body, 'error')
     } catch {
-      payload = valueBytes({ error: new Error(String(error)), index: this.index, runtime }, 'error')
+      payload = undefined
+    }
+    if (!payload || payload.byteLength > this.rt.maxPayload) {
+      // An error must always get through: fall back to its name and the start of its message.
+      const e = error instanceof Error ? error : undefined
+      const plain = new Error(`${e ? e.name : typeof error}: ${String(e ? e.message : error).slice(0, 4096)}`)
+      payload = valueBytes({ error: plain, index: this.index, runtime }, 'error')
     }
     this.terminal(Kind.error, payload)
   }

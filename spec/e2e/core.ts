@@ -267,6 +267,43 @@ function errors(target: Target): void {
     assert.is(await p.run(t.add, 1, 1), 2)
   })
 
+  s('a local source that throws errors the remote input stream with its error', async () => {
+    function* failing() {
+      yield 1
+      yield 2
+      throw new Error('source broke')
+    }
+    assert.equal(await p.run(t.sumOrReport, failing()), { error: 'source broke', total: 3 })
+    const err = await rejection(p.run(t.sum, failing()))
+    assert.instance(err, RemoteError)
+    assert.match(err.message, 'source broke')
+  })
+
+  s('values larger than the frame limit fail with SerializeError and the session survives', async () => {
+    const q = await target.open({ workers: 1, cacheDir: tempDir(), limits: { maxFrameBytes: 64 * 1024 } })
+    try {
+      const args = thrown(() => q.run(t.echo, 'x'.repeat(100_000)))
+      assert.instance(args, SerializeError)
+      assert.match(args.message, 'exceed maxFrameBytes 65536')
+      const ret = await rejection(q.run(t.big, 100_000))
+      assert.instance(ret, SerializeError)
+      assert.match(ret.message, 'return: value of')
+      const items: unknown[] = []
+      const item = await rejection((async () => { for await (const x of q.run(t.bigItems, 100_000)) items.push(x) })())
+      assert.equal(items, ['small'])
+      assert.instance(item, SerializeError)
+      assert.match(item.message, 'yield[1]: item of')
+      assert.is(await q.run(t.add, 1, 2), 3)
+    } finally {
+      await q.close()
+    }
+  })
+
+  s('bad pool options are refused when the pool opens', async () => {
+    assert.match((await rejection(target.open({ limits: { maxFrameBytes: 10 } }))).message, 'limits.maxFrameBytes must be a finite number >= 65536')
+    assert.match((await rejection(target.open({ defaults: { idleTimeout: NaN } }))).message, 'option idleTimeout')
+  })
+
   s('a remote function that is not exported is refused with how to fix it', async () => {
     const { getHidden } = await import('../fixtures/unexported.ts')
     const err = await rejection(p.run(getHidden()))
@@ -617,6 +654,12 @@ function workers(target: Target): void {
     assert.is(await p.run(t.add, 1, 1), 2)
     await p.close()
     assert.is(statSync(cacheDir).mode & 0o777, 0o700)
+  })
+
+  s('a script that never closes its pool still exits when its work is done', async () => {
+    const script = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'fixtures', 'no-close.ts')
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', script], { timeout: 60_000 })
+    assert.is(stdout.trim(), '3')
   })
 
   s('a main module that runs its own remote function at top level is refused with how to fix it', async () => {
