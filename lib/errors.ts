@@ -86,9 +86,33 @@ export class RemoteError extends FarpipeError implements RemoteErrorOrigin {
   }
 }
 
-/** The connection to a worker failed: the process died, the channel closed, the host went silent. */
+/** What kind of transport failure: for programs (the message says it for people). */
+export type TransportFailure = 'dns' | 'refused' | 'unreachable' | 'timeout' | 'auth' | 'node' | 'closed' | 'lost'
+
+/** Options of a {@link TransportError}. */
+export interface TransportErrorOptions extends FarpipeErrorOptions {
+  /** The host it concerns, as the pool names it. */
+  host?: string
+  /** What kind of failure. */
+  reason?: TransportFailure
+}
+
+/**
+ * The connection to a worker failed: the process died, the channel closed,
+ * the host went silent, or it could not be reached, logged into or prepared.
+ */
 export class TransportError extends FarpipeError {
   override readonly code = 'ERR_TRANSPORT'
+  /** The host it concerns, when known. */
+  readonly host: string | undefined
+  /** What kind of failure, when known: `dns`, `refused`, `unreachable`, `timeout`, `auth`, `node` (missing or too old), `closed`, `lost`. */
+  readonly reason: TransportFailure | undefined
+
+  constructor(message: string, options?: TransportErrorOptions) {
+    super(message, options)
+    this.host = options?.host
+    this.reason = options?.reason
+  }
 }
 
 /** The two sides disagreed about the wire format (a bad frame, a frame too large, a truncated stream). */

@@ -23,11 +23,14 @@ export {
   type AnyFunction,
 } from './call.ts'
 export type { CallOptions, Limits } from './options.ts'
+export type { HostOptions } from './ssh/config.ts'
 export type { LogEntry } from './session.ts'
 export {
   FarpipeError,
   RemoteError,
   TransportError,
+  type TransportFailure,
+  type TransportErrorOptions,
   ProtocolError,
   SerializeError,
   TimeoutError,
@@ -43,3 +46,4 @@ export type { Transport, TransportEvents } from './transports/transport.ts'
 export type { Channel, ChannelEvents } from './link.ts'
 export { LocalTransport, type LocalOptions } from './transports/local.ts'
 export { MemoryTransport, type MemoryOptions } from './transports/memory.ts'
+export { SshTransport, type SshTransportOptions } from './transports/ssh.ts'

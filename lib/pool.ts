@@ -8,19 +8,29 @@
  */
 import { bundleModule } from './bundle.ts'
 import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
-import { CancelError, FarpipeError } from './errors.ts'
+import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
 import { resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
 import { exportNameOf, remoteInfo, stackSites, type Remote, type RemoteInfo } from './remote.ts'
-import { Session, type LogEntry } from './session.ts'
+import { printLog, Session, type LogEntry } from './session.ts'
 import { LocalTransport } from './transports/local.ts'
 import type { Transport } from './transports/transport.ts'
+import type { HostOptions } from './ssh/config.ts'
 
 /** Options of {@link pool}. */
 export interface PoolOptions {
   /**
-   * Worker processes per host. For the embedded pool (no hosts):
-   * @default os.availableParallelism()
+   * SSH hosts to run workers on, as OpenSSH takes them (`host`,
+   * `user@host`, `ssh://user@host:port`, aliases from `~/.ssh/config`), or
+   * objects with per-host options. Without hosts, the pool runs local worker
+   * processes.
+   */
+  hosts?: (string | HostOptions)[]
+  /** The SSH client configuration to read. @default ~/.ssh/config */
+  sshConfig?: string
+  /**
+   * Worker processes per host (a host's own `workers` wins).
+   * @default os.availableParallelism() locally; the host's core count over SSH
    */
   workers?: number
   /** Where workers cache bundles. @default `$XDG_CACHE_HOME/farpipe`, else `~/.cache/farpipe` (on each host) */
@@ -86,10 +96,18 @@ interface Slot {
   starting: Promise<Session> | undefined
 }
 
+/** One host: its transport, and its worker slots once it has connected and said how many. */
 interface Host {
   transport: Transport
   slots: Slot[]
+  connecting: Promise<void> | undefined
+  /** Why the last connection attempt failed, if it did. */
+  error: Error | undefined
+  lastAttempt: number
 }
+
+/** How often a host that is down is tried again while others serve the calls. */
+const RETRY_MS = 5000
 
 /**
  * A pool of worker processes. Open one with {@link pool}; close it with
@@ -100,6 +118,7 @@ export class Pool implements Runner, AsyncDisposable {
   readonly #options: PoolOptions
   readonly #calls = new Set<CallCore>()
   #keepAlive: NodeJS.Timeout | undefined
+  #busyCount = 0
   readonly #limits: Limits
   #closed: Promise<void> | undefined
   #turn = 0
@@ -109,11 +128,7 @@ export class Pool implements Runner, AsyncDisposable {
     this.#options = options
     this.#limits = resolveLimits(options.limits)
     resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
-    this.#hosts = transports.map((transport) => {
-      const host: Host = { transport, slots: [] }
-      for (let i = 0; i < transport.workers; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined })
-      return host
-    })
+    this.#hosts = transports.map((transport) => ({ transport, slots: [], connecting: undefined, error: undefined, lastAttempt: 0 }))
   }
 
   /** Worker processes in the pool (all hosts). */
@@ -121,9 +136,59 @@ export class Pool implements Runner, AsyncDisposable {
     return this.#hosts.reduce((n, h) => n + h.slots.length, 0)
   }
 
-  /** Starts every worker; rejects with the first failure. */
+  /** The hosts of the pool: their names, whether they are up, their workers, and why one is down. */
+  get hosts(): { name: string; up: boolean; workers: number; error?: Error }[] {
+    return this.#hosts.map((h) => ({ name: h.transport.host, up: h.transport.up && h.slots.length > 0, workers: h.slots.length, ...(h.error ? { error: h.error } : {}) }))
+  }
+
+  /**
+   * Connects every host and starts its workers. A host that cannot be
+   * reached is reported and left out (calls go to the others, and it is
+   * tried again later); when no host can be reached, this rejects.
+   */
   async start(): Promise<void> {
-    await Promise.all(this.#hosts.flatMap((h) => h.slots.map((s) => this.#session(s))))
+    const connecting = Promise.allSettled(this.#hosts.map((h) => this.#connectHost(h)))
+    this.#busy(connecting)
+    await connecting
+    const up = this.#hosts.filter((h) => h.slots.length > 0)
+    if (up.length === 0) throw this.#noHostError()
+    for (const h of this.#hosts) {
+      if (h.error) this.#warn(h, `unreachable, calls go to the other hosts: ${h.error.message}`)
+    }
+    const starts = await Promise.allSettled(up.flatMap((h) => h.slots.map((s) => this.#session(s))))
+    const failed = starts.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed && up.every((h) => h.slots.every((s) => !s.session))) throw failed.reason
+  }
+
+  #noHostError(): Error {
+    const errors = this.#hosts.map((h) => h.error).filter((e): e is Error => e !== undefined)
+    if (errors.length === 1) return errors[0]!
+    const list = this.#hosts.map((h) => `${h.transport.host}: ${h.error?.message ?? 'not connected'}`).join('; ')
+    return new TransportError(`no host of the pool could be reached (${list})`, { cause: new AggregateError(errors, list) })
+  }
+
+  #warn(host: Host, line: string): void {
+    const entry = { where: host.transport.host, fd: 2, line: `farpipe: ${line}`, callId: 0 }
+    if (this.#options.onLog) this.#options.onLog(entry)
+    else printLog(entry)
+  }
+
+  /** Connects a host (once at a time) and creates its slots the first time. */
+  #connectHost(host: Host): Promise<void> {
+    return (host.connecting ??= (async () => {
+      host.lastAttempt = Date.now()
+      try {
+        const n = await host.transport.connect()
+        if (!Number.isInteger(n) || n < 1) throw new RangeError(`host ${host.transport.host}: workers must be an integer >= 1, got ${String(n)}`)
+        for (let i = host.slots.length; i < n; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined })
+        host.error = undefined
+      } catch (err) {
+        host.error = err as Error
+        throw err
+      } finally {
+        host.connecting = undefined
+      }
+    })())
   }
 
   run<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A> {
@@ -270,19 +335,41 @@ export class Pool implements Runner, AsyncDisposable {
    */
   #track(core: CallCore): void {
     this.#calls.add(core)
+    this.#busy(core.finalPromise.then(() => void this.#calls.delete(core)))
+  }
+
+  /** Holds the process open until `work` settles (a call, or a worker starting). */
+  #busy(work: Promise<unknown>): void {
+    this.#busyCount++
     this.#keepAlive ??= setInterval(() => {}, 1 << 30)
-    void core.finalPromise.then(() => {
-      this.#calls.delete(core)
-      if (this.#calls.size === 0 && this.#keepAlive) {
+    const done = () => {
+      if (--this.#busyCount === 0 && this.#keepAlive) {
         clearInterval(this.#keepAlive)
         this.#keepAlive = undefined
       }
-    })
+    }
+    work.then(done, done)
   }
 
-  /** The least-loaded worker (of `host`, or of any host), started if its slot is empty. */
+  /**
+   * The least-loaded worker (of `host`, or of any host), started if its slot
+   * is empty. Hosts that are down are skipped while others are up (and
+   * retried in the background now and then); when none is up, they are
+   * reconnected and the call waits for that.
+   */
   async #pick(host?: Host): Promise<Session> {
-    const slots = host ? host.slots : this.#hosts.flatMap((h) => h.slots)
+    const hosts = host ? [host] : this.#hosts
+    let up = hosts.filter((h) => h.slots.length > 0 && h.transport.up)
+    if (up.length === 0) {
+      await Promise.allSettled(hosts.map((h) => this.#connectHost(h)))
+      up = hosts.filter((h) => h.slots.length > 0 && h.transport.up)
+      if (up.length === 0) throw host?.error ?? this.#noHostError()
+    } else {
+      for (const h of hosts) {
+        if (!up.includes(h) && Date.now() - h.lastAttempt > RETRY_MS) this.#connectHost(h).catch(() => {})
+      }
+    }
+    const slots = up.flatMap((h) => h.slots)
     let best: Slot | undefined
     let bestLoad = Infinity
     const n = slots.length
@@ -302,7 +389,11 @@ export class Pool implements Runner, AsyncDisposable {
   #session(slot: Slot): Promise<Session> {
     if (slot.session && !slot.session.dead) return Promise.resolve(slot.session)
     if (this.#closed) return Promise.reject(new FarpipeError('this pool is closed'))
-    return (slot.starting ??= this.#startSession(slot).finally(() => (slot.starting = undefined)))
+    if (!slot.starting) {
+      slot.starting = this.#startSession(slot).finally(() => (slot.starting = undefined))
+      this.#busy(slot.starting)
+    }
+    return slot.starting
   }
 
   async #startSession(slot: Slot): Promise<Session> {
@@ -347,6 +438,27 @@ function refuseTopLevel(fn: Function, info: RemoteInfo, below: Function): void {
   )
 }
 
+/** Resolves SSH destinations (with ~/.ssh/config) into transports; a bad destination throws here. */
+async function sshTransports(hosts: (string | HostOptions)[], options: PoolOptions): Promise<Transport[]> {
+  if (!Array.isArray(hosts)) throw new TypeError(`option hosts must be an array of destinations, got ${typeof hosts}`)
+  // The SSH modules load only for pools that use SSH.
+  const [{ resolveHost }, { SshTransport }] = await Promise.all([import('./ssh/config.ts'), import('./transports/ssh.ts')])
+  const resolved = await Promise.all(
+    hosts.map(async (h) => {
+      const r = await resolveHost(h, { configFile: options.sshConfig })
+      // Named as given (minus the scheme), so two ports of one address stay two hosts in messages and context().host.
+      r.name = (typeof h === 'string' ? h : h.host).replace(/^ssh:\/\//i, '').replace(/\/$/, '')
+      return r
+    }),
+  )
+  const names = new Set<string>()
+  for (const r of resolved) {
+    if (names.has(r.name)) throw new TypeError(`host ${r.name} is given twice; give it once, with workers: n for more workers`)
+    names.add(r.name)
+  }
+  return resolved.map((r) => new SshTransport(r, { workers: options.workers, nodeArgs: options.nodeArgs, cacheDir: options.cacheDir }))
+}
+
 /**
  * Opens a pool. With no transports it runs local worker processes (one per
  * core): the embedded default.
@@ -357,7 +469,7 @@ function refuseTopLevel(fn: Function, info: RemoteInfo, below: Function): void {
  * ```
  */
 export async function pool(options: PoolOptions = {}): Promise<Pool> {
-  const transports = options.transports ?? [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs })]
+  const transports = options.transports ?? (options.hosts ? await sshTransports(options.hosts, options) : [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs })])
   if (transports.length === 0) throw new RangeError('a pool needs at least one host')
   const p = new Pool(transports, options)
   try {

@@ -28,6 +28,7 @@ const STDERR_TAIL = 20
 /** Worker processes on this machine. */
 export class LocalTransport implements Transport {
   readonly host = 'local'
+  readonly up = true
   readonly workers: number
   private readonly nodeArgs: string[]
   private readonly env: Record<string, string> | undefined
@@ -39,6 +40,10 @@ export class LocalTransport implements Transport {
     this.workers = n
     this.nodeArgs = options.nodeArgs ?? []
     this.env = options.env
+  }
+
+  async connect(): Promise<number> {
+    return this.workers
   }
 
   async open(index: number, events: TransportEvents): Promise<Channel> {

@@ -30,6 +30,7 @@ interface Pair {
 /** Workers in this process over in-memory channels. */
 export class MemoryTransport implements Transport {
   readonly host: string
+  readonly up = true
   readonly workers: number
   /** Bytes that crossed all channels so far. */
   bytes = 0
@@ -53,6 +54,10 @@ export class MemoryTransport implements Transport {
   /** Garbles the kind byte of the next chunk's first frame sent towards the caller (a frame no peer would send). */
   corrupt(): void {
     this.corruptNext = true
+  }
+
+  async connect(): Promise<number> {
+    return this.workers
   }
 
   async open(index: number, events: TransportEvents): Promise<Channel> {

@@ -17,8 +17,10 @@ export interface TransportEvents extends ChannelEvents {
 export interface Transport {
   /** The host's name in messages, logs and `context().host`. */
   readonly host: string
-  /** How many worker processes to run on the host. */
-  readonly workers: number
+  /** False while the host is known to be unreachable (its last connection failed or dropped); the pool then prefers others. */
+  readonly up: boolean
+  /** Connects to the host and prepares it; resolves with how many workers to run there. Called again to reconnect. */
+  connect(): Promise<number>
   /** Starts worker process `index` and returns its channel. Rejects with a clear error when it cannot. */
   open(index: number, events: TransportEvents): Promise<Channel>
   /** Waits for the worker processes to exit (their channels were ended), killing stragglers. */

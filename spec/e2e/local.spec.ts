@@ -3,4 +3,4 @@ import '../helpers.ts'
 import { pool } from 'farpipe'
 import { coreSuites } from './core.ts'
 
-coreSuites({ name: 'local', host: 'local', open: (options) => pool(options) })
+coreSuites({ name: 'local', host: 'local', local: true, open: (options) => pool(options) })

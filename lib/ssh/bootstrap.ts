@@ -1,0 +1,225 @@
+/**
+ * Preparing a host: find its `node` (or ship ours), create the bundle cache
+ * (`~/.cache/farpipe`, mode 0700), and upload the worker bundle unless it is
+ * already there with the right hash. Every command is built from constant
+ * scripts and single-quoted arguments: nothing the user gave reaches a
+ * remote shell unquoted.
+ *
+ * Each exec costs the login shell's startup (~0.1 s), so the probe does all
+ * its checks in one exec and uploads happen only when something is missing.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto'
+import * as fs from 'node:fs'
+import type { Client as ClientType } from 'ssh2'
+import type { WorkerBundle } from '../worker/locate.ts'
+import { TransportError } from '../errors.ts'
+
+/** The oldest Node a worker runs on. */
+export const MIN_NODE_MAJOR = 20
+
+/** Quotes one argument for a POSIX shell: `'…'`, with each `'` written as `'\''`. */
+export function shq(arg: string): string {
+  return `'${arg.replace(/'/g, `'\\''`)}'`
+}
+
+/** What the probe found on the host. */
+export interface HostFacts {
+  /** The node command that runs workers (`node`, an absolute path, or the uploaded binary). */
+  node: string
+  version: string
+  platform: string
+  arch: string
+  cores: number
+  /** The bundle cache, absolute. */
+  cacheDir: string
+  /** Absolute path of the worker bundle in the cache. */
+  workerFile: string
+}
+
+/** The result of running one command. */
+export interface ExecResult {
+  code: number | null
+  stdout: Buffer
+  stderr: string
+}
+
+/** Runs `command` (no pty), feeding `input` (a buffer or a file to stream) to its stdin. */
+export function run(client: ClientType, command: string, input?: Buffer | { file: string }): Promise<ExecResult> {
+  return new Promise((resolve, reject) => {
+    client.exec(command, { pty: false }, (err, ch) => {
+      if (err) return reject(err)
+      const out: Buffer[] = []
+      let errText = ''
+      let code: number | null = null
+      ch.on('data', (d: Buffer) => out.push(d))
+      // stderr shares the channel window with stdout: always read it.
+      ch.stderr.on('data', (d: Buffer) => (errText += d.toString('utf8')))
+      ch.on('exit', (c: number | null) => (code = c))
+      ch.on('close', () => resolve({ code, stdout: Buffer.concat(out), stderr: errText }))
+      if (input === undefined) ch.end()
+      else if (Buffer.isBuffer(input)) ch.end(input)
+      else fs.createReadStream(input.file).pipe(ch)
+    })
+  })
+}
+
+/**
+ * Runs on the host with its own node (CommonJS, old-Node-safe syntax so it
+ * can report an old version instead of failing to parse): creates the cache
+ * directory 0700 (tightening it if needed, refusing one owned by someone
+ * else), checks the worker bundle's hash, and prints the facts as JSON.
+ */
+const PROBE_JS = `
+var os = require('os'), fs = require('fs'), path = require('path'), crypto = require('crypto');
+var dir = process.argv[1], hash = process.argv[2];
+if (!dir) dir = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'farpipe');
+else if (dir === '~' || dir.indexOf('~/') === 0) dir = path.join(os.homedir(), dir.slice(1));
+var out = { node: process.version, platform: process.platform, arch: process.arch,
+  cores: os.availableParallelism ? os.availableParallelism() : os.cpus().length, cacheDir: path.resolve(dir), worker: false };
+try {
+  fs.mkdirSync(out.cacheDir, { recursive: true, mode: 448 });
+  var st = fs.statSync(out.cacheDir);
+  if (process.getuid && st.uid !== process.getuid()) out.error = 'cache directory ' + out.cacheDir + ' belongs to uid ' + st.uid;
+  else if (st.mode & 63) fs.chmodSync(out.cacheDir, 448);
+  var file = path.join(out.cacheDir, 'worker-' + hash + '.mjs');
+  try { out.worker = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex') === hash } catch (e) {}
+} catch (e) { out.error = String(e && e.message || e) }
+process.stdout.write(JSON.stringify(out));
+`
+
+/** Writes stdin to a file in the cache if its sha256 matches, atomically (temp file + rename), mode 0600. */
+const UPLOAD_JS = `
+var fs = require('fs'), crypto = require('crypto');
+var file = process.argv[1], hash = process.argv[2], mode = parseInt(process.argv[3], 8), chunks = [];
+process.stdin.on('data', function (c) { chunks.push(c) });
+process.stdin.on('end', function () {
+  var data = Buffer.concat(chunks);
+  var got = crypto.createHash('sha256').update(data).digest('hex');
+  if (got !== hash) { process.stderr.write('hash mismatch: got ' + got); process.exit(2) }
+  var tmp = file + '.' + process.pid + '.tmp';
+  fs.writeFileSync(tmp, data, { mode: mode });
+  fs.renameSync(tmp, file);
+  process.stdout.write('ok');
+});
+`
+
+/** Finds node on the host (or ships ours), prepares the cache, uploads the worker bundle if missing. */
+export async function bootstrap(
+  client: ClientType,
+  host: { name: string; node?: string; cacheDir?: string },
+  worker: WorkerBundle,
+): Promise<HostFacts> {
+  const wanted = host.node && host.node !== 'upload' ? host.node : 'node'
+  let facts = await probe(client, host, wanted, worker.hash)
+  if (!facts.ok && host.node === 'upload') facts = await probe(client, host, await uploadNode(client, host), worker.hash)
+  if (!facts.ok) throw facts.error
+  const f = facts.facts
+  if (!facts.worker) {
+    const r = await run(client, `${shq(f.node)} -e ${shq(UPLOAD_JS)} ${shq(f.workerFile)} ${shq(worker.hash)} 600`, Buffer.from(worker.code))
+    if (r.code !== 0 || r.stdout.toString() !== 'ok') {
+      throw new TransportError(`uploading the worker to ${f.workerFile} on ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
+    }
+  }
+  return f
+}
+
+type Probe = { ok: true; facts: HostFacts; worker: boolean } | { ok: false; error: TransportError }
+
+async function probe(client: ClientType, host: { name: string; cacheDir?: string }, node: string, hash: string): Promise<Probe> {
+  const r = await run(client, `${shq(node)} -e ${shq(PROBE_JS)} ${shq(host.cacheDir ?? '')} ${shq(hash)}`)
+  const hint = "install Node >= 20 there, give its path with { node: '/path/to/node' }, or pass { node: 'upload' } to ship this machine's node"
+  if (r.code === 127 || /not found|No such file/i.test(r.stderr) && r.stdout.byteLength === 0) {
+    return { ok: false, error: new TransportError(`node was not found on ${host.name} (looked for ${node} on the login PATH): ${hint}`, { host: host.name, reason: 'node' }) }
+  }
+  let parsed: { node: string; platform: string; arch: string; cores: number; cacheDir: string; worker: boolean; error?: string }
+  try {
+    parsed = JSON.parse(r.stdout.toString('utf8'))
+  } catch {
+    const said = (r.stderr || r.stdout.toString('utf8')).trim().slice(0, 500)
+    return { ok: false, error: new TransportError(`${node} on ${host.name} could not run the probe (exit ${r.code}): ${said}; ${hint}`, { host: host.name, reason: 'node' }) }
+  }
+  const major = Number(/^v(\d+)/.exec(parsed.node)?.[1] ?? 0)
+  if (major < MIN_NODE_MAJOR) {
+    return { ok: false, error: new TransportError(`node on ${host.name} is ${parsed.node}, farpipe needs ${MIN_NODE_MAJOR} or later: ${hint}`, { host: host.name, reason: 'node' }) }
+  }
+  if (parsed.error) return { ok: false, error: new TransportError(`cannot prepare the cache on ${host.name}: ${parsed.error}`, { host: host.name, reason: 'node' }) }
+  const facts: HostFacts = {
+    node,
+    version: parsed.node,
+    platform: parsed.platform,
+    arch: parsed.arch,
+    cores: parsed.cores,
+    cacheDir: parsed.cacheDir,
+    workerFile: `${parsed.cacheDir}/worker-${hash}.mjs`,
+  }
+  return { ok: true, facts, worker: parsed.worker }
+}
+
+let ownNode: Promise<{ hash: string; size: number }> | undefined
+/** The hash of this process's node binary (read once). */
+function ownNodeHash(): Promise<{ hash: string; size: number }> {
+  return (ownNode ??= new Promise((resolve, reject) => {
+    const h = createHash('sha256')
+    let size = 0
+    fs.createReadStream(process.execPath)
+      .on('data', (c) => {
+        h.update(c)
+        size += c.length
+      })
+      .on('end', () => resolve({ hash: h.digest('hex'), size }))
+      .on('error', reject)
+  }))
+}
+
+const UNAME: Record<string, string> = { Linux: 'linux', Darwin: 'darwin', FreeBSD: 'freebsd' }
+const MACHINE: Record<string, string> = { x86_64: 'x64', amd64: 'x64', aarch64: 'arm64', arm64: 'arm64' }
+
+/**
+ * Ships this process's node binary to the host's cache (once: it is named by
+ * its hash and kept) when the host's OS and CPU match ours. Returns its path.
+ */
+async function uploadNode(client: ClientType, host: { name: string; cacheDir?: string }): Promise<string> {
+  const { hash, size } = await ownNodeHash()
+  const dirExpr = cacheDirShell(host.cacheDir)
+  const name = `node-${process.version}-${hash.slice(0, 16)}`
+  // One exec: where the cache is, what the machine is, whether our node is already there.
+  const look = await run(client, `umask 077; d=${dirExpr}; mkdir -p "$d" && chmod 700 "$d" && printf '%s\\n%s\\n' "$d" "$(uname -sm)" && ls -l "$d"/${shq(name)} 2>/dev/null`)
+  const [dir, uname, listing] = look.stdout.toString('utf8').split('\n')
+  if (look.code !== 0 && !dir) throw new TransportError(`cannot prepare the cache on ${host.name}: ${look.stderr.trim()}`, { host: host.name, reason: 'node' })
+  const [sys, machine] = (uname ?? '').trim().split(/\s+/)
+  const platform = UNAME[sys ?? ''] ?? sys
+  const arch = MACHINE[machine ?? ''] ?? machine
+  if (platform !== process.platform || arch !== process.arch) {
+    throw new TransportError(`cannot upload node to ${host.name}: it is ${uname?.trim()}, this machine is ${process.platform} ${process.arch}; install Node >= ${MIN_NODE_MAJOR} there`, { host: host.name, reason: 'node' })
+  }
+  const target = `${dir}/${name}`
+  const present = listing ? Number(listing.trim().split(/\s+/)[4]) === size : false
+  if (!present) {
+    // Streamed, not buffered: the binary is large. Written under a temp name, then moved into place.
+    const r = await run(client, `umask 077; cat > ${shq(target)}.tmp && chmod 700 ${shq(target)}.tmp && mv ${shq(target)}.tmp ${shq(target)} && echo ok`, { file: process.execPath })
+    if (r.stdout.toString().trim() !== 'ok') throw new TransportError(`uploading node to ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
+    const check = await run(client, `${shq(target)} -e ${shq("process.stdout.write(require('crypto').createHash('sha256').update(require('fs').readFileSync(process.execPath)).digest('hex'))")}`)
+    if (check.stdout.toString() !== hash) throw new TransportError(`the node uploaded to ${host.name} does not match its hash`, { host: host.name, reason: 'node' })
+  }
+  return target
+}
+
+/** A shell expression for the cache directory: the given one (quoted; `~/` kept as $HOME), or the default. */
+function cacheDirShell(dir: string | undefined): string {
+  if (!dir) return `"\${XDG_CACHE_HOME:-$HOME/.cache}/farpipe"`
+  if (dir === '~') return '"$HOME"'
+  if (dir.startsWith('~/')) return `"$HOME"/${shq(dir.slice(2))}`
+  return shq(dir)
+}
+
+/** The command that starts one worker: exec'd, so the shell leaves and signals reach node. */
+export function workerCommand(facts: HostFacts, env: Record<string, string> | undefined, nodeArgs: string[]): string {
+  const vars = Object.entries(env ?? {}).map(([k, v]) => {
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name`)
+    return shq(`${k}=${v}`)
+  })
+  const prefix = vars.length ? `env ${vars.join(' ')} ` : ''
+  return `exec ${prefix}${shq(facts.node)} --enable-source-maps ${nodeArgs.map(shq).join(' ')} ${shq(facts.workerFile)}`.replace(/ +/g, ' ')
+}

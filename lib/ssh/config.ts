@@ -1,0 +1,648 @@
+/**
+ * SSH destinations and `~/.ssh/config`: how `user@alias` becomes the
+ * concrete settings of one connection (host name, port, user, keys, known
+ * hosts, keepalive, jump hosts), worked out the way OpenSSH's `ssh` does.
+ *
+ * The `ssh-config` package parses the files and merges the values
+ * (`compute()`: the first value obtained wins, `IdentityFile` accumulates,
+ * `Match` criteria other than `exec` apply). Three things are done here
+ * because it does not do them, or not as OpenSSH does:
+ *
+ * - `Include` is followed (it leaves the directive as it is), with OpenSSH's
+ *   scoping: an Include inside a `Host` block applies only when that block
+ *   does, and the lines after it belong to the block again.
+ * - `Host` patterns are matched here: its matcher is case-sensitive and
+ *   takes `?` for "zero or one character" instead of exactly one.
+ * - Nothing that would run a program is evaluated: never `Match exec`, and
+ *   `CanonicalizeHostName` is dropped (it would run `nslookup`).
+ *
+ * Nothing here touches the network; the only I/O is reading config files.
+ *
+ * @module
+ */
+import { readdir, readFile, realpath, stat } from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import SSHConfig, { LineType, type Directive, type Line, type Match } from 'ssh-config'
+import { FarpipeError } from '../errors.ts'
+import { describe } from '../options.ts'
+
+/** How a host's key is checked against known_hosts. */
+export type KnownHostsPolicy = 'strict' | 'accept-new' | 'off'
+
+/** Per-host options (also the object form of a host in `pool({ hosts })`). */
+export interface HostOptions {
+  /** The destination as OpenSSH takes it: `host`, `user@host`, `ssh://user@host:port`, `user@[::1]`, or an alias from `~/.ssh/config`. */
+  host: string
+  /** The user to log in as. @default the user in `host`, else `User` from the config, else the local user name */
+  user?: string
+  /** The port to connect to. @default the port in `host`, else `Port` from the config, else 22 */
+  port?: number
+  /** Private key files, tried before any `IdentityFile` from the config. `~` is expanded. @default [] */
+  identityFile?: string | string[]
+  /** The passphrase of encrypted identity files. @default undefined */
+  passphrase?: string
+  /** The ssh-agent socket, or `false` for no agent. @default `IdentityAgent` from the config, else `$SSH_AUTH_SOCK` */
+  agent?: string | false
+  /** Worker processes on the host (carried through to the transport). @default the host's core count */
+  workers?: number
+  /** The path of node on the host, or `'upload'` to send this machine's node (carried through). @default `node` on the login PATH */
+  node?: string
+  /** How the host key is checked. @default from `StrictHostKeyChecking` in the config (`yes`/`ask` → strict, `accept-new`, `no`/`off` → off), else `'strict'` */
+  knownHosts?: KnownHostsPolicy
+  /** known_hosts files to check (and add to). `~` is expanded. @default `UserKnownHostsFile` from the config, else `~/.ssh/known_hosts` and `~/.ssh/known_hosts2` */
+  knownHostsFile?: string | string[]
+  /** Milliseconds between keepalive pings; 0 for none. @default `ServerAliveInterval` × 1000 from the config, else 15000 */
+  keepaliveInterval?: number
+  /** Unanswered pings in a row after which the host counts as dead. @default `ServerAliveCountMax` from the config, else 3 */
+  keepaliveCountMax?: number
+  /** Milliseconds to wait for the connection (TCP and SSH handshake); 0 for no limit. @default `ConnectTimeout` × 1000 from the config, else 20000 */
+  connectTimeout?: number
+  /** Environment variables for the workers on the host (carried through). @default {} */
+  env?: Record<string, string>
+  /** Where the host caches worker bundles (carried through). @default `~/.cache/farpipe` there */
+  cacheDir?: string
+}
+
+/** Everything needed to connect to one host. */
+export interface ResolvedHost {
+  /** The host as the user named it (alias or host name), for messages and `context().host`. */
+  name: string
+  /** What to connect to: `HostName` from the config, else the name (lowercased, as OpenSSH does). */
+  hostname: string
+  port: number
+  /** The user to log in as: explicit, else `User` from the config, else the local user name. */
+  user: string
+  /** Absolute key file paths: the options' first, then the config's. Empty means the transport tries its default keys. */
+  identityFiles: string[]
+  /** `IdentitiesOnly yes`: offer only these files, even if the agent holds other keys. */
+  identitiesOnly: boolean
+  passphrase?: string
+  /** The ssh-agent socket; undefined for none. */
+  agent?: string
+  /** Absolute known_hosts files, in the order they are checked. */
+  knownHostsFiles: string[]
+  /** `HostKeyAlias`: the name to look the host key up under instead of `hostname`. */
+  hostKeyAlias?: string
+  knownHosts: KnownHostsPolicy
+  /** `HashKnownHosts yes`: names added to known_hosts are hashed. */
+  hashKnownHosts: boolean
+  keepaliveInterval: number
+  keepaliveCountMax: number
+  connectTimeout: number
+  /** Jump hosts in the order they are traversed (the first is connected to first); empty for none. */
+  proxyJump: ResolvedHost[]
+  workers?: number
+  node?: string
+  env?: Record<string, string>
+  cacheDir?: string
+}
+
+/** Where {@link resolveHost} reads the SSH configuration. */
+export interface ResolveHostOptions {
+  /** The SSH client configuration file; a relative path is taken from the working directory. @default `<home>/.ssh/config` (a missing one is fine) */
+  configFile?: string
+  /** The local home directory: `~`, `%d`, and where relative `Include`s are looked for (`<home>/.ssh`). @default os.homedir() */
+  home?: string
+}
+
+const DEFAULT_PORT = 22
+const DEFAULT_KEEPALIVE_INTERVAL = 15_000
+const DEFAULT_KEEPALIVE_COUNT_MAX = 3
+const DEFAULT_CONNECT_TIMEOUT = 20_000
+/** OpenSSH's READCONF_MAX_DEPTH. */
+const MAX_INCLUDE_DEPTH = 16
+
+// ─── destinations ────────────────────────────────────────────────────────
+
+/**
+ * Splits a destination into user, host and port, as OpenSSH reads
+ * `ssh DEST` and `ProxyJump` entries: `host`, `user@host`, `host:port`,
+ * `ssh://[user@]host[:port][/]`, IPv6 in brackets (`[::1]:2222`,
+ * `user@[::1]`) or bare when there is no port (`::1`). The user is what
+ * comes before the last `@`. Throws a TypeError naming the input and what
+ * is wrong with it.
+ */
+export function parseDestination(dest: string): { user?: string; host: string; port?: number } {
+  if (typeof dest !== 'string') throw new TypeError(`expected an SSH destination string, got ${describe(dest)}`)
+  const bad = (what: string) => new TypeError(`invalid SSH destination ${JSON.stringify(dest)}: ${what}`)
+  if (dest === '') throw bad('it is empty')
+  const control = /[\s\p{Cc}]/u.exec(dest)
+  if (control) throw bad(`it contains whitespace or a control character at index ${control.index}`)
+  if (dest.startsWith('-')) throw bad('it starts with "-", which ssh would take as an option')
+
+  let rest = dest
+  const uri = /^ssh:\/\//i.test(dest)
+  if (uri) {
+    rest = dest.slice('ssh://'.length)
+    const query = rest.search(/[?#]/)
+    if (query >= 0) throw bad(`an ssh:// URI may not have a query or fragment (${JSON.stringify(rest.slice(query))})`)
+    const slash = rest.indexOf('/')
+    if (slash >= 0) {
+      // OpenSSH allows a lone trailing slash and nothing more.
+      if (rest.slice(slash) !== '/') throw bad(`an ssh:// URI may not have a path (${JSON.stringify(rest.slice(slash))})`)
+      rest = rest.slice(0, slash)
+    }
+  } else if (/^[a-z][a-z0-9+.-]*:\/\//i.test(dest)) {
+    throw bad('only ssh:// URIs are destinations')
+  }
+
+  const result: { user?: string; host: string; port?: number } = { host: '' }
+  const at = rest.lastIndexOf('@')
+  if (at >= 0) {
+    let user = rest.slice(0, at)
+    rest = rest.slice(at + 1)
+    if (user === '') throw bad('the user before "@" is empty')
+    if (uri) {
+      // ssh://user;fingerprint=...@host: OpenSSH ignores the parameters; refusing them is safer than ignoring a fingerprint.
+      if (user.includes(';')) throw bad('ssh:// connection parameters (";...") are not supported')
+      try {
+        user = decodeURIComponent(user)
+      } catch {
+        throw bad(`the user ${JSON.stringify(user)} has a bad %-escape`)
+      }
+    }
+    if (user.startsWith('-')) throw bad('the user starts with "-", which ssh would take as an option')
+    result.user = user
+  }
+
+  let portText: string | undefined
+  if (rest.startsWith('[')) {
+    const close = rest.indexOf(']')
+    if (close < 0) throw bad('"[" has no matching "]"')
+    result.host = rest.slice(1, close)
+    const after = rest.slice(close + 1)
+    if (result.host.includes('[') || after.includes('[') || after.includes(']')) throw bad('its brackets are unbalanced or nested')
+    if (result.host === '') throw bad('the brackets hold no address')
+    if (after !== '') {
+      if (!after.startsWith(':')) throw bad(`expected ":port" after "]", got ${JSON.stringify(after)}`)
+      portText = after.slice(1)
+    }
+  } else if (rest.includes('[') || rest.includes(']')) {
+    throw bad(rest.includes('[') ? 'brackets must enclose the whole address: [address] or [address]:port' : '"]" has no matching "["')
+  } else if (rest.split(':').length === 2) {
+    ;[result.host, portText] = rest.split(':') as [string, string]
+  } else {
+    // No colon, or an IPv6 address without brackets (which cannot carry a port).
+    result.host = rest
+  }
+  if (result.host === '') throw bad('the host is empty')
+  if (result.host.startsWith('-')) throw bad('the host starts with "-", which ssh would take as an option')
+  if (portText !== undefined) {
+    const port = /^\d+$/.test(portText) ? Number(portText) : NaN
+    if (!(port >= 1 && port <= 65535)) throw bad(`the port must be an integer from 1 to 65535, got ${JSON.stringify(portText)}`)
+    result.port = port
+  }
+  return result
+}
+
+// ─── host options ────────────────────────────────────────────────────────
+
+const HOST_OPTION_KEYS: readonly (keyof HostOptions)[] = [
+  'host', 'user', 'port', 'identityFile', 'passphrase', 'agent', 'workers', 'node', 'knownHosts',
+  'knownHostsFile', 'keepaliveInterval', 'keepaliveCountMax', 'connectTimeout', 'env', 'cacheDir',
+]
+
+/** Checks a HostOptions object field by field; throws a TypeError or RangeError saying what was expected and what arrived. */
+function checkHostOptions(value: unknown): HostOptions {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new TypeError(`expected an SSH destination string or a HostOptions object, got ${describe(value)}`)
+  }
+  const o = value as Record<string, unknown>
+  if (typeof o.host !== 'string') throw new TypeError(`option host must be an SSH destination string, got ${describe(o.host)}`)
+  const where = `host ${JSON.stringify(o.host)}`
+  for (const key of Object.keys(o)) {
+    if (!(HOST_OPTION_KEYS as string[]).includes(key)) throw new TypeError(`${where}: unknown option ${JSON.stringify(key)} (known: ${HOST_OPTION_KEYS.join(', ')})`)
+  }
+  const type = (name: string, expected: string) => new TypeError(`${where}: option ${name} must be ${expected}, got ${describe(o[name])}`)
+  const text = (name: string) => {
+    if (o[name] !== undefined && (typeof o[name] !== 'string' || o[name] === '')) throw type(name, 'a non-empty string')
+  }
+  const paths = (name: string) => {
+    const v = o[name]
+    if (v === undefined) return
+    const list = Array.isArray(v) ? v : [v]
+    if (list.length === 0 || list.some((p) => typeof p !== 'string' || p === '')) throw type(name, 'a path or a non-empty array of paths')
+  }
+  const integer = (name: string, min: number, max = Infinity) => {
+    const v = o[name]
+    if (v === undefined) return
+    if (typeof v !== 'number') throw type(name, 'a number')
+    if (!Number.isInteger(v) || v < min || v > max) {
+      throw new RangeError(`${where}: option ${name} must be an integer ${max === Infinity ? `>= ${min}` : `from ${min} to ${max}`}, got ${v}`)
+    }
+  }
+  const millis = (name: string) => {
+    const v = o[name]
+    if (v === undefined) return
+    if (typeof v !== 'number') throw type(name, 'a number of milliseconds')
+    if (!Number.isFinite(v) || v < 0) throw new RangeError(`${where}: option ${name} must be a finite number of milliseconds >= 0, got ${v}`)
+  }
+
+  text('user')
+  if (typeof o.user === 'string' && (/[\s\p{Cc}]/u.test(o.user) || o.user.startsWith('-'))) {
+    throw type('user', 'a user name without whitespace, control characters or a leading "-"')
+  }
+  integer('port', 1, 65535)
+  paths('identityFile')
+  if (o.passphrase !== undefined && typeof o.passphrase !== 'string') throw type('passphrase', 'a string')
+  if (o.agent !== undefined && o.agent !== false && (typeof o.agent !== 'string' || o.agent === '')) throw type('agent', 'a socket path or false')
+  integer('workers', 1)
+  text('node')
+  if (o.knownHosts !== undefined && !['strict', 'accept-new', 'off'].includes(o.knownHosts as string)) {
+    throw type('knownHosts', '"strict", "accept-new" or "off"')
+  }
+  paths('knownHostsFile')
+  millis('keepaliveInterval')
+  integer('keepaliveCountMax', 0)
+  millis('connectTimeout')
+  if (o.env !== undefined) {
+    if (o.env === null || typeof o.env !== 'object' || Array.isArray(o.env)) throw type('env', 'an object of strings')
+    for (const [k, v] of Object.entries(o.env)) {
+      if (k === '' || k.includes('=') || k.includes('\0')) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)}`)
+      if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
+    }
+  }
+  text('cacheDir')
+  return o as unknown as HostOptions
+}
+
+// ─── reading the config files ────────────────────────────────────────────
+
+/** One parsed config file and the files each of its `Include` directives brings in. */
+interface ConfigFile {
+  file: string
+  lines: SSHConfig
+  includes: Map<Line, ConfigFile[]>
+}
+
+/** Reads a config file and, recursively, what it includes. A missing file gives undefined. */
+async function loadConfig(file: string, home: string, chain: string[]): Promise<ConfigFile | undefined> {
+  let real: string
+  try {
+    real = await realpath(file)
+    if (!(await stat(real)).isFile()) return undefined
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined
+    throw new FarpipeError(`cannot read SSH config ${file}: ${(err as Error).message}`, { cause: err })
+  }
+  if (chain.includes(real)) throw new FarpipeError(`SSH config Include loop: ${[...chain, real].join(' → ')}`)
+  if (chain.length > MAX_INCLUDE_DEPTH) {
+    throw new FarpipeError(`SSH config Includes nest more than ${MAX_INCLUDE_DEPTH} deep: ${[...chain, real].join(' → ')}`)
+  }
+  let lines: SSHConfig
+  try {
+    lines = SSHConfig.parse(await readFile(real, 'utf8'))
+  } catch (err) {
+    throw new FarpipeError(`cannot parse SSH config ${real}: ${(err as Error).message}`, { cause: err })
+  }
+  const includes = new Map<Line, ConfigFile[]>()
+  const inner = [...chain, real]
+  for (const line of lines.flatMap((l) => ('config' in l ? [l, ...l.config] : [l]))) {
+    if (line.type !== LineType.DIRECTIVE || !/^include$/i.test(line.param)) continue
+    const files: ConfigFile[] = []
+    for (const arg of valuesOf(line.value)) {
+      const where = expandTilde(arg, home, (what) => new FarpipeError(`SSH config ${real}: Include ${JSON.stringify(arg)}: ${what}`))
+      // Relative Includes of a user config are in ~/.ssh, wherever the including file is.
+      for (const match of await glob(path.isAbsolute(where) ? where : path.join(home, '.ssh', where))) {
+        const child = await loadConfig(match, home, inner)
+        if (child) files.push(child)
+      }
+    }
+    includes.set(line, files)
+  }
+  return { file: real, lines, includes }
+}
+
+/** The files a pattern with `*` and `?` (in any component) names, sorted as glob(3) sorts them. Hidden names need a pattern starting with ".". */
+async function glob(pattern: string): Promise<string[]> {
+  if (!/[*?]/.test(pattern)) return [pattern]
+  const { root } = path.parse(pattern)
+  let found = [root]
+  for (const part of pattern.slice(root.length).split(path.sep === '\\' ? /[\\/]/ : '/')) {
+    if (part === '') continue
+    const next: string[] = []
+    for (const dir of found) {
+      if (!/[*?]/.test(part)) {
+        next.push(path.join(dir, part))
+        continue
+      }
+      const re = globRegExp(part)
+      let names: string[] = []
+      try {
+        names = await readdir(dir)
+      } catch {
+        // Not a directory, or missing: no match, as glob(3) has it.
+      }
+      for (const name of names) if (re.test(name) && (part.startsWith('.') || !name.startsWith('.'))) next.push(path.join(dir, name))
+    }
+    found = next
+  }
+  return found.sort()
+}
+
+/** A regular expression for an ssh/glob pattern: `*` any run of characters, `?` exactly one. */
+function globRegExp(pattern: string, flags = ''): RegExp {
+  const body = pattern.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')
+  return new RegExp(`^${body}$`, `s${flags}`)
+}
+
+/** Whether a `Host` pattern list matches: any pattern does and no negated one does (case-insensitive, as OpenSSH lowercases the host). */
+function hostMatches(patterns: string[], host: string): boolean {
+  let matched = false
+  for (const p of patterns) {
+    const negated = p.startsWith('!')
+    if (!globRegExp(negated ? p.slice(1) : p, 'i').test(host)) continue
+    if (negated) return false
+    matched = true
+  }
+  return matched
+}
+
+function valuesOf(value: Directive['value']): string[] {
+  return typeof value === 'string' ? [value] : value.map((v) => v.val)
+}
+
+/**
+ * When a line applies: always, never, or when a `Match` block's criteria
+ * hold (those are left to ssh-config, since they depend on values computed
+ * on the way, like `Match user`).
+ */
+type Guard = boolean | Match
+
+/** The synthetic directive ProxyJump and ProxyCommand both become, so that the first of them wins as in OpenSSH. */
+const PROXY = 'FarpipeProxy'
+/** ssh-config tracks HostName and User for `Match host`/`Match user` only when spelt in this case. */
+const CANONICAL: Record<string, string> = { hostname: 'HostName', user: 'User' }
+
+/**
+ * The config as it applies to `host`: Includes spliced in, every `Host`
+ * block decided here (kept as `Host *` or dropped), `Match` blocks kept for
+ * ssh-config to evaluate, directives that would run programs dropped.
+ */
+function flatten(root: ConfigFile, host: string): SSHConfig {
+  const out = new SSHConfig()
+  let open: { guard: Guard; config: SSHConfig } | undefined
+  const add = (line: Directive, guard: Guard) => {
+    if (guard === false) return
+    if (open === undefined || open.guard !== guard) {
+      open = { guard, config: new SSHConfig() }
+      out.push(
+        guard === true
+          ? { type: LineType.DIRECTIVE, param: 'Host', separator: ' ', value: '*', before: '', after: '\n', config: open.config }
+          : { ...guard, config: open.config },
+      )
+    }
+    open.config.push(line)
+  }
+  const walk = (file: ConfigFile, lines: Line[], guard: Guard) => {
+    for (const line of lines) {
+      if (line.type !== LineType.DIRECTIVE) continue
+      if ('config' in line) {
+        const inner = /^host$/i.test(line.param) ? (guard !== false && hostMatches(valuesOf(line.value), host) ? guard : false) : both(guard, line as Match, file.file)
+        walk(file, line.config, inner)
+      } else if (/^include$/i.test(line.param)) {
+        // The included lines apply under the enclosing block's guard; the lines after the Include return to it.
+        for (const child of file.includes.get(line) ?? []) walk(child, child.lines, guard)
+      } else {
+        const key = line.param.toLowerCase()
+        // Canonicalization would have ssh-config run nslookup; farpipe connects to the name as resolved.
+        if (key === 'canonicalizehostname' || key === 'canonicaldomains') continue
+        if (key === 'proxyjump' || key === 'proxycommand') {
+          add({ ...line, param: PROXY, value: `${key === 'proxyjump' ? 'jump' : 'command'} ${valuesOf(line.value).join(' ')}` }, guard)
+        } else {
+          add(CANONICAL[key] ? { ...line, param: CANONICAL[key] } : line, guard)
+        }
+      }
+    }
+  }
+  walk(root, root.lines, true)
+  return out
+}
+
+/** The guard of a Match block met under another guard (an Include inside a Match block). */
+function both(outer: Guard, match: Match, file: string): Guard {
+  if (outer === false) return false
+  if (outer === true) return match
+  const seen = Object.keys(outer.criteria).map((k) => k.toLowerCase())
+  for (const key of Object.keys(match.criteria)) {
+    if (key.toLowerCase() !== 'all' && seen.includes(key.toLowerCase())) {
+      throw new FarpipeError(`SSH config ${file}: a Match block included from inside another Match block repeats its "${key}" criterion, which farpipe cannot combine`)
+    }
+  }
+  return { ...match, criteria: { ...outer.criteria, ...match.criteria } }
+}
+
+// ─── resolving ───────────────────────────────────────────────────────────
+
+interface Context {
+  root: ConfigFile | undefined
+  configFile: string
+  home: string
+  localUser: string
+}
+
+/**
+ * Works out how to connect to a destination: the destination string (or
+ * the object's `host`) is parsed, the SSH config is read (following
+ * Includes) and looked up by the host part, and explicit values beat the
+ * config, which beats the defaults. Jump hosts from `ProxyJump` are resolved
+ * through the same config, without the options of `dest` and ignoring their
+ * own ProxyJump.
+ *
+ * Rejects with a TypeError or RangeError for a bad destination or option,
+ * and with a FarpipeError for a config that cannot be read or used (a parse
+ * error, an Include loop, a bad value, `ProxyCommand`, a jump chain that
+ * leads back to the host itself).
+ */
+export async function resolveHost(dest: string | HostOptions, options: ResolveHostOptions = {}): Promise<ResolvedHost> {
+  const o: HostOptions = typeof dest === 'string' ? { host: dest } : checkHostOptions(dest)
+  const d = parseDestination(o.host)
+  const where = `host ${JSON.stringify(o.host)}`
+  if (o.user !== undefined && d.user !== undefined && o.user !== d.user) {
+    throw new TypeError(`${where}: option user ${JSON.stringify(o.user)} conflicts with the user ${JSON.stringify(d.user)} in the destination`)
+  }
+  if (o.port !== undefined && d.port !== undefined && o.port !== d.port) {
+    throw new TypeError(`${where}: option port ${o.port} conflicts with the port ${d.port} in the destination`)
+  }
+  const home = options.home ?? os.homedir()
+  const explicitFile = options.configFile !== undefined
+  const configFile = explicitFile
+    ? path.resolve(expandTilde(options.configFile!, home, (what) => new TypeError(`option configFile ${JSON.stringify(options.configFile)}: ${what}`)))
+    : path.join(home, '.ssh', 'config')
+  const root = await loadConfig(configFile, home, [])
+  if (!root && explicitFile) throw new FarpipeError(`SSH config ${configFile} does not exist`)
+  const ctx: Context = { root, configFile, home, localUser: localUserName() }
+  return resolveOne(ctx, d.host, { ...o, user: o.user ?? d.user, port: o.port ?? d.port }, true)
+}
+
+/** Resolves one host; `jumps` says whether its ProxyJump is followed (not for jump hosts themselves). */
+function resolveOne(ctx: Context, name: string, o: Omit<HostOptions, 'host'>, jumps: boolean): ResolvedHost {
+  const lower = name.toLowerCase()
+  const cfg = ctx.root ? flatten(ctx.root, lower).compute({ Host: lower, User: o.user }, { ignoreCase: true, matchExec: false }) : {}
+  const fail = (what: string) => new FarpipeError(`SSH config ${ctx.configFile}, host ${JSON.stringify(name)}: ${what}`)
+  const get = (key: string): string | undefined => {
+    const v = cfg[key]
+    return Array.isArray(v) ? v.join(' ') : v
+  }
+  const list = (key: string): string[] | undefined => {
+    const v = cfg[key]
+    return v === undefined ? undefined : Array.isArray(v) ? v : [v]
+  }
+  const tilde = (p: string) => path.resolve(expandTilde(p, ctx.home, (what) => new TypeError(`host ${JSON.stringify(name)}: path ${JSON.stringify(p)}: ${what}`)))
+
+  const hostnameSetting = get('hostname')
+  const hostname = hostnameSetting === undefined ? lower : expandTokens(hostnameSetting, { '%': '%', h: lower }, (what) => fail(`HostName ${JSON.stringify(hostnameSetting)}: ${what}`))
+  const port = o.port ?? configInteger(get('port'), 'Port', 1, 65535, fail) ?? DEFAULT_PORT
+  const user = o.user ?? get('user') ?? ctx.localUser
+  if (user === '') throw new FarpipeError(`cannot tell the local user name (os.userInfo() failed and $USER is unset); give the user for host ${JSON.stringify(name)}`)
+  const hostKeyAlias = get('hostkeyalias')
+
+  const local = os.hostname()
+  const tokens: Record<string, string> = {
+    '%': '%', d: ctx.home, u: ctx.localUser, h: hostname, r: user, p: String(port), n: name,
+    i: String(safeUid()), l: local, L: local.split('.')[0] ?? local, k: hostKeyAlias ?? name,
+  }
+  const expand = (directive: string) => (p: string) => tilde(expandTokens(p, tokens, (what) => fail(`${directive} ${JSON.stringify(p)}: ${what}`)))
+
+  const identityFiles = [...new Set([...toList(o.identityFile).map(tilde), ...(list('identityfile') ?? []).map(expand('IdentityFile'))])]
+
+  let agent: string | undefined
+  if (o.agent !== undefined) agent = o.agent === false ? undefined : tilde(o.agent)
+  else {
+    const setting = get('identityagent')
+    if (setting === undefined || setting === 'SSH_AUTH_SOCK') agent = process.env.SSH_AUTH_SOCK || undefined
+    else if (setting.toLowerCase() === 'none') agent = undefined
+    else if (setting.startsWith('$')) agent = process.env[setting.slice(1)] || undefined
+    else agent = expand('IdentityAgent')(setting)
+  }
+
+  const userKnownHosts = list('userknownhostsfile')
+  const knownHostsFiles =
+    o.knownHostsFile !== undefined ? toList(o.knownHostsFile).map(tilde)
+    : userKnownHosts === undefined ? [path.join(ctx.home, '.ssh', 'known_hosts'), path.join(ctx.home, '.ssh', 'known_hosts2')]
+    : userKnownHosts.length === 1 && userKnownHosts[0]!.toLowerCase() === 'none' ? []
+    : userKnownHosts.map(expand('UserKnownHostsFile'))
+
+  const strict = get('stricthostkeychecking')?.toLowerCase()
+  if (strict !== undefined && !Object.hasOwn(STRICT, strict)) throw fail(`StrictHostKeyChecking must be yes, ask, accept-new, no or off, got ${JSON.stringify(strict)}`)
+
+  const connectTimeoutSetting = get('connecttimeout')
+  const resolved: ResolvedHost = {
+    name,
+    hostname,
+    port,
+    user,
+    identityFiles,
+    identitiesOnly: configFlag(get('identitiesonly'), 'IdentitiesOnly', fail) ?? false,
+    knownHostsFiles,
+    knownHosts: o.knownHosts ?? (strict === undefined ? 'strict' : STRICT[strict]!),
+    hashKnownHosts: configFlag(get('hashknownhosts'), 'HashKnownHosts', fail) ?? false,
+    keepaliveInterval: o.keepaliveInterval ?? configMillis(get('serveraliveinterval'), 'ServerAliveInterval', fail) ?? DEFAULT_KEEPALIVE_INTERVAL,
+    keepaliveCountMax: o.keepaliveCountMax ?? configInteger(get('serveralivecountmax'), 'ServerAliveCountMax', 0, Infinity, fail) ?? DEFAULT_KEEPALIVE_COUNT_MAX,
+    connectTimeout:
+      o.connectTimeout ?? (connectTimeoutSetting?.toLowerCase() === 'none' ? 0 : configMillis(connectTimeoutSetting, 'ConnectTimeout', fail)) ?? DEFAULT_CONNECT_TIMEOUT,
+    proxyJump: [],
+  }
+  if (o.passphrase !== undefined) resolved.passphrase = o.passphrase
+  if (agent !== undefined) resolved.agent = agent
+  if (hostKeyAlias !== undefined) resolved.hostKeyAlias = hostKeyAlias
+  if (o.workers !== undefined) resolved.workers = o.workers
+  if (o.node !== undefined) resolved.node = o.node
+  if (o.env !== undefined) resolved.env = { ...o.env }
+  if (o.cacheDir !== undefined) resolved.cacheDir = o.cacheDir
+
+  // ProxyJump and ProxyCommand share one slot, so this is whichever the config gave first.
+  const proxy = jumps ? get(PROXY.toLowerCase()) : undefined
+  if (proxy?.startsWith('command ')) {
+    const command = proxy.slice('command '.length)
+    if (command.toLowerCase() !== 'none') throw fail(`ProxyCommand ${JSON.stringify(command)} is not supported (farpipe runs no commands from the SSH config); use ProxyJump`)
+  } else if (proxy?.startsWith('jump ')) {
+    const chain = proxy.slice('jump '.length).trim()
+    if (chain.toLowerCase() !== 'none') {
+      for (const entry of chain.split(',')) {
+        let jd: ReturnType<typeof parseDestination>
+        try {
+          jd = parseDestination(entry)
+        } catch (err) {
+          throw new FarpipeError(`${fail(`ProxyJump ${JSON.stringify(chain)}`).message}: ${(err as Error).message}`, { cause: err })
+        }
+        const jump = resolveOne(ctx, jd.host, { user: jd.user, port: jd.port }, false)
+        if (jump.name.toLowerCase() === lower || (jump.hostname.toLowerCase() === hostname.toLowerCase() && jump.port === port)) {
+          throw fail(`ProxyJump ${JSON.stringify(chain)} leads back to the host itself (via ${JSON.stringify(entry)}); exclude the host from the Host pattern that sets ProxyJump, e.g. "Host * !${name}"`)
+        }
+        resolved.proxyJump.push(jump)
+      }
+    }
+  }
+  return resolved
+}
+
+const STRICT: Record<string, KnownHostsPolicy> = { yes: 'strict', true: 'strict', ask: 'strict', 'accept-new': 'accept-new', no: 'off', false: 'off', off: 'off' }
+
+function toList(value: string | string[] | undefined): string[] {
+  return value === undefined ? [] : Array.isArray(value) ? value : [value]
+}
+
+/** `~` and `~/...` become the home directory; `~user` is refused (farpipe cannot look up other users' homes portably). */
+function expandTilde(p: string, home: string, fail: (what: string) => Error): string {
+  if (!p.startsWith('~')) return p
+  if (p === '~') return home
+  if (p[1] === '/' || p[1] === path.sep) return path.join(home, p.slice(2))
+  throw fail('~user paths are not supported')
+}
+
+/** Expands `%x` tokens; an unknown one is an error, as in OpenSSH. */
+function expandTokens(text: string, tokens: Record<string, string>, fail: (what: string) => Error): string {
+  return text.replace(/%([\s\S]?)/g, (_, key: string) => {
+    const value = Object.hasOwn(tokens, key) ? tokens[key] : undefined
+    if (value === undefined) {
+      const known = Object.keys(tokens).map((k) => `%${k}`).join(' ')
+      throw fail(key === '' ? `a lone "%" at the end (write "%%" for a percent sign)` : `unknown token %${key} (known: ${known})`)
+    }
+    return value
+  })
+}
+
+function configFlag(value: string | undefined, directive: string, fail: (what: string) => Error): boolean | undefined {
+  if (value === undefined) return undefined
+  if (/^(yes|true)$/i.test(value)) return true
+  if (/^(no|false)$/i.test(value)) return false
+  throw fail(`${directive} must be yes or no, got ${JSON.stringify(value)}`)
+}
+
+function configInteger(value: string | undefined, directive: string, min: number, max: number, fail: (what: string) => Error): number | undefined {
+  if (value === undefined) return undefined
+  const n = /^\d+$/.test(value) ? Number(value) : NaN
+  if (!(n >= min && n <= max)) throw fail(`${directive} must be an integer ${max === Infinity ? `>= ${min}` : `from ${min} to ${max}`}, got ${JSON.stringify(value)}`)
+  return n
+}
+
+const SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }
+
+/** A time as OpenSSH writes it (`30`, `90s`, `1m30s`), in milliseconds. */
+function configMillis(value: string | undefined, directive: string, fail: (what: string) => Error): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^(\d+[smhdw]?)+$/i.test(value)) throw fail(`${directive} must be a time in seconds (like 30 or 1m30s), got ${JSON.stringify(value)}`)
+  let seconds = 0
+  for (const m of value.matchAll(/(\d+)([smhdw]?)/gi)) seconds += Number(m[1]) * SECONDS[(m[2] ?? '').toLowerCase()]!
+  return seconds * 1000
+}
+
+function localUserName(): string {
+  try {
+    const name = os.userInfo().username
+    if (name) return name
+  } catch {
+    // A user without a passwd entry (some containers): fall back to the environment.
+  }
+  return process.env.USER || process.env.USERNAME || process.env.LOGNAME || ''
+}
+
+function safeUid(): number {
+  try {
+    return os.userInfo().uid
+  } catch {
+    return -1
+  }
+}

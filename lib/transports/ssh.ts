@@ -1,0 +1,167 @@
+/**
+ * The SSH transport: worker processes on another host, each on its own exec
+ * channel of an ssh2 connection. The host is prepared once (node found, cache
+ * made, worker bundle uploaded if missing); a dropped connection fails every
+ * call on it with a `TransportError` naming the host, and the next call
+ * reconnects.
+ *
+ * One connection carries up to 8 worker channels: OpenSSH's sshd allows 10
+ * sessions per connection by default (MaxSessions), so a host with more
+ * workers gets a second connection rather than refused channels.
+ *
+ * @module
+ */
+import type { ClientChannel } from 'ssh2'
+import type { Channel } from '../link.ts'
+import { bootstrap, workerCommand, type HostFacts } from '../ssh/bootstrap.ts'
+import type { ResolvedHost } from '../ssh/config.ts'
+import { TransportError } from '../errors.ts'
+import { connect, type Connection } from '../ssh/connect.ts'
+import { workerBundle } from '../worker/locate.ts'
+import type { Transport, TransportEvents } from './transport.ts'
+
+/** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
+const CHANNELS_PER_CONNECTION = 8
+/** Lines of a worker's stderr kept to explain its death. */
+const STDERR_TAIL = 20
+
+/** Options the pool passes down to an SSH host. */
+export interface SshTransportOptions {
+  /** Workers when the host does not say. @default the host's core count */
+  workers?: number
+  /** Extra arguments for node on the host. @default [] */
+  nodeArgs?: string[]
+  /** Bundle cache on the host when the host does not say. @default `~/.cache/farpipe` there */
+  cacheDir?: string
+}
+
+interface Group {
+  connection: Promise<Connection> | undefined
+  /** Channels opened on the current connection, closed with its error if it drops. */
+  channels: Set<{ close(error: Error): void }>
+}
+
+/** Worker processes on one SSH host. */
+export class SshTransport implements Transport {
+  readonly host: string
+  private readonly groups: Group[] = []
+  private facts: HostFacts | undefined
+  private failure: Error | undefined
+  private closing = false
+
+  constructor(private readonly spec: ResolvedHost, private readonly options: SshTransportOptions = {}) {
+    this.host = spec.name
+  }
+
+  get up(): boolean {
+    return this.failure === undefined
+  }
+
+  /** Connects (through any jump hosts), prepares the host, and says how many workers it runs. */
+  async connect(): Promise<number> {
+    await this.connection(0)
+    return this.spec.workers ?? this.options.workers ?? this.facts!.cores
+  }
+
+  async open(index: number, events: TransportEvents): Promise<Channel> {
+    const group = this.group(Math.floor(index / CHANNELS_PER_CONNECTION))
+    await this.connection(0)
+    const conn = await this.connection(Math.floor(index / CHANNELS_PER_CONNECTION))
+    const where = `${this.host}/${index}`
+    const command = workerCommand(this.facts!, this.spec.env, this.options.nodeArgs ?? [])
+    const ch = await new Promise<ClientChannel>((resolve, reject) => {
+      conn.client.exec(command, { pty: false }, (err, stream) => {
+        if (err) {
+          const hint = /open failure|prohibited/i.test(err.message) ? ' (sshd may allow fewer sessions per connection: see MaxSessions)' : ''
+          reject(new TransportError(`cannot start worker ${where}: ${err.message}${hint}`, { host: this.host, reason: 'closed', cause: err }))
+        } else resolve(stream)
+      })
+    })
+    const tail: string[] = []
+    let exit: { code: number | null; signal: string | undefined } | undefined
+    let closed = false
+    const close = (error: Error) => {
+      if (closed) return
+      closed = true
+      group.channels.delete(member)
+      events.close(error)
+    }
+    const member = { close }
+    group.channels.add(member)
+    ch.on('data', (chunk: Buffer) => events.data(chunk))
+    // stderr shares the channel's window with stdout: always read it.
+    ch.stderr.setEncoding('utf8')
+    ch.stderr.on('data', (text: string) => {
+      tail.push(...text.split('\n').filter(Boolean))
+      if (tail.length > STDERR_TAIL) tail.splice(0, tail.length - STDERR_TAIL)
+      events.stderr(text)
+    })
+    ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal }))
+    ch.on('close', () => {
+      if (exit) {
+        const how = exit.signal ? `was killed by SIG${exit.signal}` : `exited with code ${exit.code}`
+        const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
+        close(new TransportError(`worker ${where} ${how}${last}`, { host: this.host, reason: 'lost' }))
+        return
+      }
+      // No exit status: the connection itself is probably going; let its error (which says why) win.
+      const settle = setTimeout(() => close(new TransportError(`the channel of worker ${where} closed without an exit status`, { host: this.host, reason: 'lost' })), 100)
+      void conn.closed.then((err) => {
+        clearTimeout(settle)
+        close(err)
+      })
+    })
+    return {
+      write: (chunk) => void ch.write(chunk),
+      end: () => ch.end(),
+      destroy: () => {
+        ch.close()
+        close(new TransportError(`worker ${where} was destroyed`, { host: this.host, reason: 'lost' }))
+      },
+      unref: () => conn.unref(),
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    const settled = await Promise.allSettled(this.groups.flatMap((g) => (g.connection ? [g.connection] : [])))
+    const conns = settled.flatMap((c) => (c.status === 'fulfilled' ? [c.value] : []))
+    // The workers were sent the end of their input: give their channels a moment to close, then hang up.
+    const deadline = Date.now() + 2000
+    while (this.groups.some((g) => g.channels.size > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10))
+    for (const c of conns) c.end()
+  }
+
+  private group(n: number): Group {
+    return (this.groups[n] ??= { connection: undefined, channels: new Set() })
+  }
+
+  /** Connection `n` of this host, connecting (and, for the first, preparing the host) when needed. */
+  private connection(n: number): Promise<Connection> {
+    const g = this.group(n)
+    if (this.closing) return Promise.reject(new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' }))
+    if (g.connection) return g.connection
+    const attempt = (async () => {
+      const conn = await connect(this.spec)
+      try {
+        if (n === 0 && !this.facts) this.facts = await bootstrap(conn.client, { name: this.host, node: this.spec.node, cacheDir: this.spec.cacheDir ?? this.options.cacheDir }, await workerBundle())
+      } catch (err) {
+        conn.end()
+        throw err
+      }
+      void conn.closed.then((err) => {
+        if (g.connection === attempt) g.connection = undefined
+        if (!this.closing) this.failure = err
+        for (const ch of [...g.channels]) ch.close(err)
+      })
+      this.failure = undefined
+      return conn
+    })()
+    g.connection = attempt
+    attempt.catch((err) => {
+      if (g.connection === attempt) g.connection = undefined
+      this.failure = err
+    })
+    return attempt
+  }
+}
