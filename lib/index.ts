@@ -7,7 +7,7 @@
 
 // What users write.
 export { remote, type Remote } from './remote.ts'
-export { pool, Pool, type PoolOptions, type Runner, type MapOptions, type MapItem } from './pool.ts'
+export { pool, Pool, type PoolOptions, type Runner, type MapOptions, type MapItem, type HostStatus } from './pool.ts'
 export { input, type Input, type StreamSource } from './input.ts'
 export { context, type CallContext } from './context.ts'
 export {
@@ -23,7 +23,7 @@ export {
   type AnyFunction,
 } from './call.ts'
 export type { CallOptions, Limits } from './options.ts'
-export type { HostOptions } from './ssh/config.ts'
+export type { HostOptions, KnownHostsPolicy } from './ssh/config.ts'
 export type { LogEntry } from './session.ts'
 export {
   FarpipeError,
@@ -47,3 +47,4 @@ export type { Channel, ChannelEvents } from './link.ts'
 export { LocalTransport, type LocalOptions } from './transports/local.ts'
 export { MemoryTransport, type MemoryOptions } from './transports/memory.ts'
 export { SshTransport, type SshTransportOptions } from './transports/ssh.ts'
+export type { ResolvedHost } from './ssh/config.ts'

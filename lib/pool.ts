@@ -88,6 +88,18 @@ export interface MapOptions extends CallOptions {
 /** How long `close()` waits for running calls to confirm their cancellation before ending the workers anyway. */
 const CLOSE_GRACE_MS = 5000
 
+/** What {@link Pool.hosts} says about one host. */
+export interface HostStatus {
+  /** The host as given (`local` for the embedded pool). */
+  name: string
+  /** True when it is connected and has workers. */
+  up: boolean
+  /** Its worker processes (0 until it first connected). */
+  workers: number
+  /** Why it is down, when it is. */
+  error?: Error
+}
+
 /** One worker slot of a host: its session, when one is up. */
 interface Slot {
   host: Host
@@ -137,7 +149,7 @@ export class Pool implements Runner, AsyncDisposable {
   }
 
   /** The hosts of the pool: their names, whether they are up, their workers, and why one is down. */
-  get hosts(): { name: string; up: boolean; workers: number; error?: Error }[] {
+  get hosts(): HostStatus[] {
     return this.#hosts.map((h) => ({ name: h.transport.host, up: h.transport.up && h.slots.length > 0, workers: h.slots.length, ...(h.error ? { error: h.error } : {}) }))
   }
 

@@ -29,6 +29,7 @@ const STDERR_TAIL = 20
 export class LocalTransport implements Transport {
   readonly host = 'local'
   readonly up = true
+  /** How many worker processes this transport runs. */
   readonly workers: number
   private readonly nodeArgs: string[]
   private readonly env: Record<string, string> | undefined

@@ -31,6 +31,7 @@ interface Pair {
 export class MemoryTransport implements Transport {
   readonly host: string
   readonly up = true
+  /** How many worker processes this transport runs. */
   readonly workers: number
   /** Bytes that crossed all channels so far. */
   bytes = 0
