@@ -300,7 +300,7 @@ export class CallCore implements SessionCall {
     this.started = new Promise((r) => (this.startedResolve = r))
     const marks = { items: options.highWaterMark, bytes: options.highWaterBytes }
     this.output = new ItemQueue(marks, {
-      credit: (c) => this.session?.send(Kind.credit, this.id, 0, payloads.credit(c.items, c.bytes)),
+      credit: (c) => this.session?.send(Kind.credit, this.id, 0, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => this.cancel(reason),
     })
     // Encoding the arguments first means a value that cannot be sent fails here, before anything is sent.
@@ -441,8 +441,7 @@ export class CallCore implements SessionCall {
     switch (f.kind) {
       case Kind.data: {
         if (this.state !== State.Running) return
-        const items: unknown[] = []
-        readItems(f.payload, items)
+        const items = readItems(f.payload)
         this.lastActivity = performance.now()
         this.output.push(items, f.payload.byteLength)
         return

@@ -7,9 +7,9 @@
  * view travels as a raw attachment after the text, holding exactly the
  * view's bytes (never its whole backing buffer, never base64).
  *
- * Items of a stream take shortcuts where they can: a number is 8 bytes, a
- * string or a `Uint8Array` is its bytes, a JSON-safe plain value is JSON text;
- * only the rest pays for devalue.
+ * Items of a stream take shortcuts where they can: runs of numbers are 8
+ * bytes each, runs of JSON-safe values (strings, plain objects, arrays) are
+ * one JSON array, a `Uint8Array` is its bytes; only the rest pays for devalue.
  *
  * @module
  */
@@ -17,8 +17,11 @@ import * as devalue from 'devalue'
 import { ProtocolError, SerializeError, wireErrorClasses, wireFarpipeErrors } from './errors.ts'
 import { asBuffer, HEADER_BYTES, type FrameWriter } from './wire.ts'
 
-/** How an item is encoded inside a data frame: `u8 tag | u32 length | bytes`. */
-const Tag = { number: 1, string: 2, bytes: 3, arrayBuffer: 4, json: 5, value: 6 } as const
+/**
+ * How items are encoded inside a data frame. Runs: `u8 numbers | u32 count | f64 × count` and
+ * `u8 json | u32 count | u32 length | JSON array text`. Single items: `u8 tag | u32 length | bytes`.
+ */
+const Tag = { bytes: 3, arrayBuffer: 4, value: 6, numbers: 7, json: 8 } as const
 
 /** Bytes of an item's own header (tag and length). */
 const ITEM_HEADER = 5
@@ -298,72 +301,146 @@ export interface ItemLimits {
 }
 
 /**
- * Appends one item to the data frame open in `w`, starting a new frame first
- * when this item would take it past the soft limit. Returns the item's size
- * in bytes (what it costs against the receiver's byte credit). Throws
- * {@link SerializeError} (nothing written) when the item cannot be sent or
- * exceeds `maxFrameBytes`; `path` names it in the message.
+ * Writes the items of data frames. Consecutive numbers are packed as one run
+ * of 8-byte floats, and consecutive JSON-safe values as one JSON array, so
+ * the receiver decodes a run with one `JSON.parse` rather than one per item
+ * (most of the cost of small objects). Strings and values that need devalue
+ * travel one by one, and so do `Uint8Array`s and `ArrayBuffer`s, as raw bytes.
+ *
+ * A run is open until {@link close} (called before the frame ends or another
+ * frame is written); the writer keeps where its counts go.
  */
-export function writeItem(w: FrameWriter, v: unknown, limits: ItemLimits, path: () => string): number {
-  if (typeof v === 'number') {
-    if (w.frameBytes + 13 > limits.softFrameBytes) split(w)
-    w.u8(Tag.number)
-    w.u32(8)
-    w.f64(v)
-    return 13
-  }
-  let tag: number
-  let text: string | undefined
-  let bytes: Uint8Array | undefined
-  let value: EncodedValue | undefined
-  if (typeof v === 'string') { tag = Tag.string; text = v }
-  else if (v instanceof Uint8Array) { tag = Tag.bytes; bytes = v }
-  else if (v instanceof ArrayBuffer) { tag = Tag.arrayBuffer; bytes = new Uint8Array(v) }
-  else if (isJson(v, 0)) { tag = Tag.json; text = JSON.stringify(v) }
-  else { tag = Tag.value; value = encodeValue(v, path()) }
+export class ItemWriter {
+  /** The kind of run open in the current frame (0 for none). */
+  private run = 0
+  private runCount = 0
+  private countAt = 0
+  private lengthAt = 0
 
-  // Size before writing: exact for bytes and values, an upper bound for text.
-  let size = bytes ? bytes.byteLength : value ? value.bytes : text!.length * 3
-  const maxItem = limits.maxFrameBytes - HEADER_BYTES - ITEM_HEADER
-  if (size > maxItem && text !== undefined) size = Buffer.byteLength(text, 'utf8')
-  if (size > maxItem) {
-    const p = path()
-    throw new SerializeError(`${p}: item of ${size + ITEM_HEADER} bytes exceeds maxFrameBytes ${limits.maxFrameBytes}`, p)
-  }
-  if (w.frameBytes > HEADER_BYTES && w.frameBytes + ITEM_HEADER + size > limits.softFrameBytes) split(w)
+  constructor(private readonly w: FrameWriter, private readonly limits: ItemLimits) {}
 
-  const before = w.frameBytes
-  w.u8(tag)
-  const at = w.reserveU32()
-  if (bytes) w.bytes(bytes)
-  else if (value) writeValue(w, value)
-  else w.utf8(text!)
-  w.patchLength(at)
-  return w.frameBytes - before
+  /**
+   * Appends one item to the data frame open in the FrameWriter, starting a
+   * new frame first when this item would take it past the soft limit.
+   * Returns the bytes it counts for against the receiver's byte credit.
+   * Throws {@link SerializeError} (nothing written) when the item cannot be
+   * sent or exceeds `maxFrameBytes`; `path` names it in the message.
+   */
+  write(v: unknown, path: () => string): number {
+    const w = this.w
+    if (typeof v === 'number') {
+      if (this.run !== Tag.numbers || w.frameBytes + 8 > this.limits.softFrameBytes) {
+        this.startRun(Tag.numbers, 13)
+      }
+      w.f64(v)
+      this.runCount++
+      return 8
+    }
+    let text: string | undefined
+    let bytes: Uint8Array | undefined
+    let value: EncodedValue | undefined
+    let tag: number
+    if (v instanceof Uint8Array) {
+      tag = Tag.bytes
+      bytes = v
+    } else if (v instanceof ArrayBuffer) {
+      tag = Tag.arrayBuffer
+      bytes = new Uint8Array(v)
+    } else if (isJson(v, 0)) {
+      tag = Tag.json
+      text = JSON.stringify(v)
+    } else {
+      tag = Tag.value
+      value = encodeValue(v, path())
+    }
+    // Size before writing: exact for bytes and values, an upper bound for text.
+    let size = bytes ? bytes.byteLength : value ? value.bytes : text!.length * 3
+    const maxItem = this.limits.maxFrameBytes - HEADER_BYTES - ITEM_HEADER - 8
+    if (size > maxItem && text !== undefined) size = Buffer.byteLength(text, 'utf8')
+    if (size > maxItem) {
+      const p = path()
+      throw new SerializeError(`${p}: item of ${size + ITEM_HEADER} bytes exceeds maxFrameBytes ${this.limits.maxFrameBytes}`, p)
+    }
+    if (text !== undefined) {
+      if (this.run !== Tag.json || w.frameBytes + size + 1 > this.limits.softFrameBytes) {
+        this.startRun(Tag.json, size + 10)
+        w.u8(0x5b) // [
+      } else {
+        w.u8(0x2c) // ,
+      }
+      this.runCount++
+      return 1 + w.utf8(text)
+    }
+    this.close()
+    if (w.frameBytes > HEADER_BYTES && w.frameBytes + ITEM_HEADER + size > this.limits.softFrameBytes) w.split()
+    const before = w.frameBytes
+    w.u8(tag)
+    const at = w.reserveU32()
+    if (bytes) w.bytes(bytes)
+    else writeValue(w, value!)
+    w.patchLength(at)
+    return w.frameBytes - before
+  }
+
+  /** Closes the open run (fills in its count and length). Call before the frame ends. */
+  close(): void {
+    const w = this.w
+    if (this.run === Tag.numbers) w.patchU32(this.countAt, this.runCount)
+    else if (this.run === Tag.json) {
+      w.u8(0x5d) // ]
+      w.patchU32(this.countAt, this.runCount)
+      w.patchLength(this.lengthAt)
+    }
+    this.run = 0
+  }
+
+  /** Opens a run of `kind`, in a new frame if this one cannot take `room` more bytes. */
+  private startRun(kind: number, room: number): void {
+    const w = this.w
+    this.close()
+    if (w.frameBytes > HEADER_BYTES && w.frameBytes + room > this.limits.softFrameBytes) w.split()
+    w.u8(kind)
+    this.countAt = w.reserveU32()
+    if (kind === Tag.json) this.lengthAt = w.reserveU32()
+    this.run = kind
+    this.runCount = 0
+  }
 }
 
-function split(w: FrameWriter): void {
-  if (w.frameBytes > HEADER_BYTES) w.split()
-}
-
-/** Reads every item of a data frame's payload into `out`. */
-export function readItems(payload: Uint8Array, out: unknown[]): void {
+/** Reads every item of a data frame's payload. */
+export function readItems(payload: Uint8Array): unknown[] {
   const b = asBuffer(payload)
   const end = b.byteLength
+  let out: unknown[] | undefined
   let o = 0
   while (o < end) {
-    if (o + ITEM_HEADER > end) throw new ProtocolError(`item header truncated at byte ${o} of ${end}`)
+    if (o + 5 > end) throw new ProtocolError(`item header truncated at byte ${o} of ${end}`)
     const tag = b[o]!
     const n = b.readUInt32LE(o + 1)
-    o += ITEM_HEADER
+    o += 5
+    if (tag === Tag.numbers) {
+      if (o + n * 8 > end) throw new ProtocolError(`run of ${n} numbers overruns its frame (${end - o} bytes left)`)
+      out ??= []
+      for (let k = 0; k < n; k++, o += 8) out.push(b.readDoubleLE(o))
+      continue
+    }
+    if (tag === Tag.json) {
+      if (o + 4 > end) throw new ProtocolError(`JSON run header truncated at byte ${o}`)
+      const len = b.readUInt32LE(o)
+      o += 4
+      if (o + len > end) throw new ProtocolError(`JSON run of ${len} bytes overruns its frame (${end - o} left)`)
+      const run = JSON.parse(b.toString('utf8', o, o + len)) as unknown[]
+      if (!Array.isArray(run) || run.length !== n) throw new ProtocolError(`JSON run declares ${n} items, holds ${Array.isArray(run) ? run.length : 'no array'}`)
+      o += len
+      // The usual frame is one run: its array is the batch, no copy.
+      if (!out && o === end) return run
+      out ??= []
+      for (const x of run) out.push(x)
+      continue
+    }
     if (o + n > end) throw new ProtocolError(`item of ${n} bytes overruns its frame (${end - o} left)`)
+    out ??= []
     switch (tag) {
-      case Tag.number:
-        out.push(b.readDoubleLE(o))
-        break
-      case Tag.string:
-        out.push(b.toString('utf8', o, o + n))
-        break
       case Tag.bytes: {
         const copy = new Uint8Array(n)
         copy.set(b.subarray(o, o + n))
@@ -376,9 +453,6 @@ export function readItems(payload: Uint8Array, out: unknown[]): void {
         out.push(copy.buffer)
         break
       }
-      case Tag.json:
-        out.push(JSON.parse(b.toString('utf8', o, o + n)))
-        break
       case Tag.value:
         out.push(readValueAt(b, o, o + n))
         break
@@ -387,4 +461,5 @@ export function readItems(payload: Uint8Array, out: unknown[]): void {
     }
     o += n
   }
+  return out ?? []
 }

@@ -129,8 +129,15 @@ export class CreditWindow {
 
 /** When to write out a batch of frames. */
 export interface FlushLimits {
-  /** Write at once when this many bytes are waiting. @default 262144 */
+  /** Write at once when this many bytes are waiting. @default 65536 */
   maxBytes: number
+  /**
+   * Write at once when this many items are waiting, so the receiver starts
+   * on a batch while the sender makes the next one (a batch as large as the
+   * credit window would leave each side idle while the other works).
+   * @default 256
+   */
+  maxItems: number
   /** Write at once when the oldest waiting byte is this old (ms), even if the producer never yields to the event loop. @default 2 */
   maxDelayMs: number
 }
@@ -144,6 +151,7 @@ export interface FlushLimits {
 export class FlushPolicy {
   private firstAt = -1
   private lastAt = -Infinity
+  private items = 0
   constructor(private readonly limits: FlushLimits, private readonly now: () => number) {}
 
   /**
@@ -157,7 +165,7 @@ export class FlushPolicy {
     const t = this.now()
     const slow = t - this.lastAt >= this.limits.maxDelayMs
     this.lastAt = t
-    if (slow || pendingBytes >= this.limits.maxBytes) return true
+    if (slow || pendingBytes >= this.limits.maxBytes || ++this.items >= this.limits.maxItems) return true
     if (this.firstAt < 0) {
       this.firstAt = t
       return false
@@ -168,5 +176,6 @@ export class FlushPolicy {
   /** Called when the batch was written. */
   flushed(): void {
     this.firstAt = -1
+    this.items = 0
   }
 }

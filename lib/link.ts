@@ -9,7 +9,7 @@
  */
 import { ProtocolError, SerializeError, type FarpipeError } from './errors.ts'
 import { FlushPolicy } from './flow.ts'
-import { writeItem } from './codec.ts'
+import { ItemWriter } from './codec.ts'
 import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind, kindName, type Frame } from './wire.ts'
 import { resolveLimits, type Limits } from './options.ts'
 
@@ -42,6 +42,7 @@ export abstract class Link implements ChannelEvents {
   protected limits: Limits
   private readonly decoder: FrameDecoder
   private readonly out = new FrameWriter()
+  private items: ItemWriter
   private readonly policy: FlushPolicy
   private flushScheduled = false
   /** The data frame open in the batch: its call and stream (-1 when none). */
@@ -53,7 +54,8 @@ export abstract class Link implements ChannelEvents {
   constructor(limits: Partial<Limits> = {}) {
     this.limits = resolveLimits(limits)
     this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
-    this.policy = new FlushPolicy({ maxBytes: this.limits.softFrameBytes, maxDelayMs: 2 }, performance.now.bind(performance))
+    this.items = new ItemWriter(this.out, this.limits)
+    this.policy = new FlushPolicy({ maxBytes: Math.min(64 * 1024, this.limits.softFrameBytes), maxItems: 1024, maxDelayMs: 2 }, Date.now)
   }
 
   /** The largest payload a frame may carry. */
@@ -65,6 +67,7 @@ export abstract class Link implements ChannelEvents {
   protected adopt(limits: Limits): void {
     this.limits = { ...limits }
     this.decoder.maxFrameBytes = limits.maxFrameBytes
+    this.items = new ItemWriter(this.out, this.limits)
   }
 
   /** Attaches the channel frames are written to. */
@@ -138,7 +141,7 @@ export abstract class Link implements ChannelEvents {
     }
     let bytes: number
     try {
-      bytes = writeItem(this.out, value, this.limits, path)
+      bytes = this.items.write(value, path)
     } catch (err) {
       if (this.out.frameBytes <= HEADER_BYTES) {
         this.out.abandon()
@@ -151,18 +154,20 @@ export abstract class Link implements ChannelEvents {
   }
 
   /**
-   * Appends a whole frame to the batch. Throws SerializeError, with nothing
+   * Appends a whole frame to the batch (`urgent`: and writes the batch out
+   * now, for frames the other side is waiting on, like credit). Throws SerializeError, with nothing
    * written, when the frame would exceed `maxFrameBytes` (the other side
    * would refuse it and close the session).
    */
-  send(kind: number, call: number, stream: number, payload?: Uint8Array): void {
+  send(kind: number, call: number, stream: number, payload?: Uint8Array, urgent = false): void {
     const size = HEADER_BYTES + (payload?.byteLength ?? 0)
     if (size > this.limits.maxFrameBytes) {
       throw new SerializeError(`a ${kindName(kind)} frame of ${size} bytes exceeds maxFrameBytes ${this.limits.maxFrameBytes}`, kindName(kind))
     }
     this.closeOpenFrame()
     this.out.frame(kind, call, stream, payload)
-    this.wrote()
+    if (urgent) this.flush()
+    else this.wrote()
   }
 
   /** Writes the batch out now. */
@@ -191,6 +196,7 @@ export abstract class Link implements ChannelEvents {
 
   private closeOpenFrame(): void {
     if (this.openCall < 0) return
+    this.items.close()
     if (this.out.frameBytes <= HEADER_BYTES) this.out.abandon()
     else this.out.end()
     this.openCall = this.openStream = -1

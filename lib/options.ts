@@ -36,7 +36,7 @@ export interface ResolvedCallOptions {
 
 /** The defaults of {@link CallOptions}. */
 export const callDefaults = {
-  highWaterMark: 1024,
+  highWaterMark: 4096,
   highWaterBytes: 16 * 1024 * 1024,
 } as const
 

@@ -368,6 +368,11 @@ export class FrameWriter {
     this.buf.writeUInt32LE(this.pos - offset - 4, offset)
   }
 
+  /** Fills in a u32 reserved by {@link reserveU32} with a value. */
+  patchU32(at: number, n: number): void {
+    this.buf.writeUInt32LE(n, at - this.moved)
+  }
+
   /** How far the open frame has moved since this batch began (offsets from reserveU32 are relative to that). */
   private moved = 0
 

@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { deepStrictEqual } from 'node:assert'
 import './helpers.ts'
-import { encodeValue, readItems, readValue, valueBytes, writeItem } from '../lib/codec.ts'
+import { encodeValue, ItemWriter, readItems, readValue, valueBytes } from '../lib/codec.ts'
 import { CancelError, ProtocolError, SerializeError, TimeoutError } from '../lib/errors.ts'
 import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind } from '../lib/wire.ts'
 
@@ -156,12 +156,14 @@ const limits = { softFrameBytes: 256 * 1024, maxFrameBytes: 64 * 1024 * 1024 }
 
 function roundTripItems(values: unknown[], l = limits): { back: unknown[]; frames: number; sizes: number[] } {
   const w = new FrameWriter()
+  const items = new ItemWriter(w, l)
   w.begin(Kind.data, 1, 0)
-  const sizes = values.map((v, i) => writeItem(w, v, l, () => `yield[${i}]`))
+  const sizes = values.map((v, i) => items.write(v, () => `yield[${i}]`))
+  items.close()
   w.end()
   const frames = new FrameDecoder().decode(w.take()!)
   const back: unknown[] = []
-  for (const f of frames) readItems(f.payload, back)
+  for (const f of frames) back.push(...readItems(f.payload))
   return { back, frames: frames.length, sizes }
 }
 
@@ -173,8 +175,26 @@ items('round-trips every value of the table as items of one frame', () => {
 })
 
 items('counts each item at the bytes it takes in the frame', () => {
-  const { sizes } = roundTripItems([1, 'abc', Uint8Array.of(1, 2)])
-  assert.equal(sizes, [13, 8, 7])
+  const { sizes } = roundTripItems([1, 'abc', { a: 1 }, Uint8Array.of(1, 2)])
+  assert.equal(sizes, [8, 6, 8, 7])
+})
+
+items('packs runs: numbers as floats, JSON-safe values as one array', () => {
+  const values = [1, 2, 3, 'a', { b: [true, null] }, 4, Uint8Array.of(9), 'z']
+  const { back, frames } = roundTripItems(values)
+  assert.is(frames, 1)
+  assert.equal(back.slice(0, 6), values.slice(0, 6))
+  assert.equal([...(back[6] as Uint8Array)], [9])
+  assert.is(back[7], 'z')
+})
+
+items('splits a long run across frames at the soft limit', () => {
+  const n = 50_000
+  const { back, frames } = roundTripItems(Array.from({ length: n }, (_, i) => (i % 2 ? i : { i, name: 'item' + i })), { softFrameBytes: 16 * 1024, maxFrameBytes: 1 << 20 })
+  assert.is(back.length, n)
+  assert.ok(frames > 10, `${frames} frames`)
+  assert.equal(back[n - 1], n - 1)
+  assert.equal(back[n - 2], { i: n - 2, name: `item${n - 2}` })
 })
 
 items('starts a new frame rather than grow one past the soft limit', () => {
@@ -187,10 +207,10 @@ items('starts a new frame rather than grow one past the soft limit', () => {
 items('refuses an item larger than maxFrameBytes, naming it, with nothing written', () => {
   const w = new FrameWriter()
   w.begin(Kind.data, 1, 0)
-  writeItem(w, 1, limits, () => 'yield[0]')
+  new ItemWriter(w, limits).write(1, () => 'yield[0]')
   const before = w.pending
   try {
-    writeItem(w, new Uint8Array(2000), { softFrameBytes: 512, maxFrameBytes: 1024 }, () => 'yield[1]')
+    new ItemWriter(w, { softFrameBytes: 512, maxFrameBytes: 1024 }).write(new Uint8Array(2000), () => 'yield[1]')
     assert.unreachable('should have thrown')
   } catch (err) {
     assert.instance(err, SerializeError)
@@ -204,7 +224,7 @@ items('refuses an unsendable item with its path and writes nothing', () => {
   const w = new FrameWriter()
   w.begin(Kind.data, 1, 0)
   try {
-    writeItem(w, { a: [1, { f: () => 1 }] }, limits, () => 'yield[7]')
+    new ItemWriter(w, limits).write({ a: [1, { f: () => 1 }] }, () => 'yield[7]')
     assert.unreachable('should have thrown')
   } catch (err) {
     assert.instance(err, SerializeError)
@@ -220,9 +240,9 @@ items('copies received bytes out of the frame buffer', () => {
 })
 
 items('reports an item that overruns its frame as a protocol error', () => {
-  const bad = Buffer.from([2, 10, 0, 0, 0, 65])
+  const bad = Buffer.from([3, 10, 0, 0, 0, 65])
   try {
-    readItems(bad, [])
+    readItems(bad)
     assert.unreachable('should have thrown')
   } catch (err) {
     assert.instance(err, ProtocolError)

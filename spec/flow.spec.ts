@@ -95,7 +95,7 @@ const flush = suite('FlushPolicy')
 
 flush('holds a batch for the end of the turn while items come fast', () => {
   let now = 0
-  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  const p = new FlushPolicy({ maxBytes: 1000, maxItems: 1000, maxDelayMs: 2 }, () => now)
   assert.is(p.added(10), true) // the first item of a fresh link: nothing to wait for
   p.flushed()
   now += 0.001
@@ -106,7 +106,7 @@ flush('holds a batch for the end of the turn while items come fast', () => {
 
 flush('writes at once when the batch is large', () => {
   let now = 0
-  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  const p = new FlushPolicy({ maxBytes: 1000, maxItems: 1000, maxDelayMs: 2 }, () => now)
   p.added(1)
   p.flushed()
   assert.is(p.added(999), false)
@@ -115,7 +115,7 @@ flush('writes at once when the batch is large', () => {
 
 flush('writes at once an item that was slow to come (time to first item is time to first yield)', () => {
   let now = 0
-  const p = new FlushPolicy({ maxBytes: 1000, maxDelayMs: 2 }, () => now)
+  const p = new FlushPolicy({ maxBytes: 1000, maxItems: 1000, maxDelayMs: 2 }, () => now)
   p.added(1)
   p.flushed()
   now += 0.01
@@ -126,7 +126,7 @@ flush('writes at once an item that was slow to come (time to first item is time 
 
 flush('writes a batch that has waited too long even if items keep coming fast', () => {
   let now = 0
-  const p = new FlushPolicy({ maxBytes: 1_000_000, maxDelayMs: 2 }, () => now)
+  const p = new FlushPolicy({ maxBytes: 1_000_000, maxItems: 1000, maxDelayMs: 2 }, () => now)
   p.added(1)
   p.flushed()
   let flushed = false

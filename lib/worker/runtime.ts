@@ -315,7 +315,7 @@ class RunningCall {
     const marks = this.marks.get(id)
     if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
     const q = new ItemQueue<unknown>(marks, {
-      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes)),
+      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
       cancel: () => {
         if (!this.done) this.rt.send(Kind.cancel, this.id, id)
       },
@@ -327,8 +327,7 @@ class RunningCall {
   inputData(stream: number, payload: Uint8Array): void {
     const q = this.inputs.get(stream)
     if (!q) return
-    const items: unknown[] = []
-    readItems(payload, items)
+    const items = readItems(payload)
     q.push(items, payload.byteLength)
   }
 

@@ -1,0 +1,61 @@
+// Figure 3: bulk bytes over SSH, 64 KiB Uint8Array chunks, each way and
+// echoed. Anchors, same sshd, same run: OpenSSH's own client (`head -c` down,
+// `cat > /dev/null` up), and a bare ssh2 exec channel (the transport's ceiling).
+import type { Pool } from 'farpipe'
+import { sshAnchors, sshPool } from './context.ts'
+import { measure, mibps, repeat, type Row, type Section } from './lib.ts'
+import * as b from './tasks.ts'
+
+const BYTES = Number(process.env.FARPIPE_BENCH_BYTES ?? 1 << 30)
+const CHUNK = 64 * 1024
+
+function* chunks(): Generator<Uint8Array> {
+  const chunk = new Uint8Array(CHUNK)
+  for (let sent = 0; sent < BYTES; sent += CHUNK) yield chunk
+}
+
+async function down(p: Pool): Promise<number> {
+  const t0 = performance.now()
+  let n = 0
+  for await (const c of p.run(b.bytes, BYTES, CHUNK)) n += c.byteLength
+  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  return mibps(n, t0)
+}
+
+async function up(p: Pool): Promise<number> {
+  const t0 = performance.now()
+  const n = await p.run(b.sink, chunks())
+  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  return mibps(n, t0)
+}
+
+async function echo(p: Pool): Promise<number> {
+  const t0 = performance.now()
+  let n = 0
+  for await (const c of p.run(b.echo, chunks())) n += (c as Uint8Array).byteLength
+  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  return mibps(n, t0)
+}
+
+export async function run(): Promise<Section> {
+  const p = await sshPool()
+  const a = await sshAnchors()
+  const gib = `${(BYTES / 2 ** 30).toFixed(BYTES % 2 ** 30 ? 2 : 0)} GiB`
+  const rows: Row[] = []
+  const directions = [
+    ['down', down, () => a.ssh2Down(BYTES), async () => (await a.opensshDown(BYTES)).mibps, 'ssh host head -c'],
+    ['up', up, () => a.ssh2Up(BYTES), async () => (await a.opensshUp(BYTES)).mibps, 'ssh host cat > /dev/null'],
+    ['echo', echo, () => a.ssh2Echo(BYTES), undefined, ''],
+  ] as const
+  for (const [dir, mine, bare, openssh, opensshName] of directions) {
+    const fp = measure(await repeat(() => mine(p)), 'MiB/s')
+    rows.push({ figure: `${gib} ${dir}`, farpipe: fp, anchor: { name: 'bare ssh2 channel', measure: measure(await repeat(bare), 'MiB/s') }, target: { text: '≥ 0.95×', holds: (r) => r >= 0.95 } })
+    if (openssh) rows.push({ figure: `${gib} ${dir}`, farpipe: fp, anchor: { name: `OpenSSH \`${opensshName}\``, measure: measure(await repeat(openssh), 'MiB/s') }, target: { text: '≥ 0.9×', holds: (r) => r >= 0.9 } })
+  }
+  const ciphers = await a.ciphers()
+  return {
+    title: '3. Bulk bytes over SSH (64 KiB chunks)',
+    rows,
+    notes: [`Ciphers negotiated: ssh2 ${ciphers.ssh2}, OpenSSH ${ciphers.openssh}. OpenSSH figures are its data phase (first byte to last), without connection setup. Echo: bytes one way per second while the same bytes come back.`],
+  }
+}

@@ -1,0 +1,76 @@
+// Figure 4: latency. Warm: time to first item of a generator and the round
+// trip of a tiny non-generator call (p50, p99 over many calls), next to gRPC
+// unary and time to first message on a warm channel. Cold: pool() open to
+// first item, locally and over SSH, with the bundle cached on the host and not.
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import * as path from 'node:path'
+import { pool, type Pool } from 'farpipe'
+import { grpc, localPool, sshd, sshPool } from './context.ts'
+import { measure, percentile, repeat, type Row, type Section } from './lib.ts'
+import * as b from './tasks.ts'
+
+const CALLS = Number(process.env.FARPIPE_BENCH_CALLS ?? 10_000)
+
+async function samples(fn: () => Promise<unknown>, calls: number): Promise<number[]> {
+  const out: number[] = []
+  for (let i = 0; i < calls; i++) {
+    const t0 = performance.now()
+    await fn()
+    out.push((performance.now() - t0) * 1000)
+  }
+  return out
+}
+
+async function firstItem(p: Pool): Promise<void> {
+  const call = p.run(b.one)
+  for await (const _ of call) break
+}
+
+async function cold(options: Parameters<typeof pool>[0]): Promise<number> {
+  const t0 = performance.now()
+  const p = await pool(options)
+  for await (const _ of p.run(b.one)) break
+  const ms = performance.now() - t0
+  await p.close()
+  return ms
+}
+
+export async function run(): Promise<Section> {
+  const g = await grpc()
+  const rows: Row[] = []
+  // Each run is a batch of CALLS calls; its p50 and p99 are the run's figures.
+  const grpcUnary = await repeat(() => g.unary(CALLS).then((r) => r.p50), 5, 0)
+  const grpcFirst = await repeat(() => g.firstMessage(CALLS).then((r) => r.p50), 5, 0)
+  const unary = { name: 'gRPC unary p50', measure: measure(grpcUnary, 'µs', false) }
+  const lowerThanUnary = { text: '< 1× (below gRPC unary p50)', holds: (r: number) => r < 1 }
+  for (const [where, p] of [['local pool', await localPool()], ['SSH', await sshPool()]] as const) {
+    const p50 = (s: number[]) => percentile(s, 50)
+    const p99 = (s: number[]) => percentile(s, 99)
+    const tiny: number[][] = []
+    const first: number[][] = []
+    for (let r = 0; r < 5; r++) {
+      tiny.push(await samples(() => p.run(b.noop) as PromiseLike<number> as Promise<number>, CALLS))
+      first.push(await samples(() => firstItem(p), CALLS))
+    }
+    rows.push({ figure: `tiny call round trip p50, ${where}`, farpipe: measure(tiny.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
+    rows.push({ figure: `tiny call round trip p99, ${where}`, farpipe: measure(tiny.map(p99), 'µs', false) })
+    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
+    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first.map(p50), 'µs', false), anchor: { name: 'gRPC first message p50', measure: measure(grpcFirst, 'µs', false) } })
+    rows.push({ figure: `time to first item p99, ${where}`, farpipe: measure(first.map(p99), 'µs', false) })
+  }
+  const host = (await sshd()).alias
+  const fresh = () => mkdtempSync(path.join(tmpdir(), 'farpipe-cold-'))
+  const cached = fresh()
+  await cold({ hosts: [host], cacheDir: cached })
+  rows.push({ figure: 'cold: pool() to first item, local (default workers)', farpipe: measure(await repeat(() => cold({ cacheDir: cached }), 5, 0), 'ms', false) })
+  rows.push({ figure: 'cold: pool() to first item, SSH, bundles cached on the host', farpipe: measure(await repeat(() => cold({ hosts: [host], cacheDir: cached }), 5, 0), 'ms', false) })
+  rows.push({ figure: 'cold: pool() to first item, SSH, nothing cached (uploads)', farpipe: measure(await repeat(() => cold({ hosts: [host], cacheDir: fresh() }), 5, 0), 'ms', false) })
+  return {
+    title: '4. Latency',
+    rows,
+    notes: [
+      `Warm: ${CALLS} sequential calls per run on a pool with one worker. Tiny call: \`await p.run(noop)\`. First item: start a generator call, await its first item, break (which cancels it). Cold: \`pool()\` with the default number of workers, then the first item of a generator; the local pool starts processes; over SSH it connects, probes, and uploads what is missing.`,
+    ],
+  }
+}

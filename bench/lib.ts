@@ -1,0 +1,118 @@
+// What every benchmark shares: repeated runs, medians with their range, and
+// the rows RESULTS.md is made of. Benchmarks are not tests: they measure and
+// report, they assert nothing.
+import { readFileSync } from 'node:fs'
+
+/** How many times each figure is measured (the median is reported, with min and max). */
+export const RUNS = Number(process.env.FARPIPE_BENCH_RUNS ?? 5)
+
+/** One measured quantity: its runs, and whether more is better. */
+export interface Measure {
+  values: number[]
+  unit: string
+  /** True for throughput, false for latency and memory. */
+  higherIsBetter: boolean
+}
+
+/** One row of a results table: farpipe's figure, the anchor's from the same run, their ratio, and the target. */
+export interface Row {
+  figure: string
+  farpipe: Measure
+  anchor?: { name: string; measure: Measure }
+  /** What the ratio must reach, e.g. `≥ 3×` or `< 1×`; shown with whether it holds. */
+  target?: { text: string; holds: (ratio: number, farpipe: number) => boolean }
+  note?: string
+}
+
+/** A section of RESULTS.md: one question, its rows, and notes. */
+export interface Section {
+  title: string
+  rows: Row[]
+  notes: string[]
+}
+
+/** Runs `fn` `n` times (after `warmup` unmeasured runs) and returns what each run measured. */
+export async function repeat(fn: () => Promise<number>, n = RUNS, warmup = 1): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn()
+  const out: number[] = []
+  for (let i = 0; i < n; i++) out.push(await fn())
+  return out
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
+}
+
+/** The p-th percentile (0..100) of a list of samples. */
+export function percentile(samples: number[], p: number): number {
+  const s = [...samples].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!
+}
+
+export const measure = (values: number[], unit: string, higherIsBetter = true): Measure => ({ values, unit, higherIsBetter })
+
+function fmt(x: number): string {
+  const a = Math.abs(x)
+  if (a >= 1e6) return `${(x / 1e6).toFixed(2)}M`
+  if (a >= 1e4) return `${(x / 1e3).toFixed(0)}k`
+  if (a >= 100) return x.toFixed(0)
+  if (a >= 10) return x.toFixed(1)
+  return x.toFixed(2)
+}
+
+/** `median (min–max) unit`. */
+export function show(m: Measure): string {
+  return `${fmt(median(m.values))} (${fmt(Math.min(...m.values))}–${fmt(Math.max(...m.values))}) ${m.unit}`
+}
+
+/** farpipe ÷ anchor for throughput; anchor ÷ farpipe would hide which is better, so latency ratios are farpipe ÷ anchor too (lower is better). */
+export function ratio(row: Row): number | undefined {
+  if (!row.anchor) return undefined
+  return median(row.farpipe.values) / median(row.anchor.measure.values)
+}
+
+/** Renders a section as Markdown. */
+export function renderSection(s: Section): string {
+  const lines = [`## ${s.title}`, '', '| figure | farpipe | anchor (same run) | ratio | target |', '|---|---|---|---|---|']
+  for (const r of s.rows) {
+    const q = ratio(r)
+    const target = r.target ? `${r.target.text} ${r.target.holds(q ?? NaN, median(r.farpipe.values)) ? '✅' : '❌'}` : ''
+    lines.push(
+      `| ${r.figure} | ${show(r.farpipe)} | ${r.anchor ? `${r.anchor.name}: ${show(r.anchor.measure)}` : ''} | ${q === undefined ? '' : `${q.toFixed(2)}×`} | ${target} |`,
+    )
+  }
+  for (const n of s.notes) lines.push('', n)
+  return lines.join('\n')
+}
+
+/** Peak and current RSS of a process on this machine, from /proc (KiB → bytes). */
+export function rssOf(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0) * 1024
+  return { rss: kb('VmRSS'), peak: kb('VmHWM') }
+}
+
+/** Resets a process's peak RSS (VmHWM) to its current RSS, where the kernel allows (Linux ≥ 4.0). */
+export function resetPeak(pid: number): boolean {
+  try {
+    // Writing 5 to clear_refs resets the peak RSS.
+    require('node:fs').writeFileSync(`/proc/${pid}/clear_refs`, '5')
+    return true
+  } catch {
+    return false
+  }
+}
+
+const require = (await import('node:module')).createRequire(import.meta.url)
+
+/** Items per second from a count and a start time. */
+export function perSecond(n: number, t0: number): number {
+  return n / ((performance.now() - t0) / 1000)
+}
+
+/** MiB per second. */
+export function mibps(bytes: number, t0: number): number {
+  return bytes / 1048576 / ((performance.now() - t0) / 1000)
+}
