@@ -3,7 +3,7 @@
 // `cat > /dev/null` up), and a bare ssh2 exec channel (the transport's ceiling).
 import type { Pool } from 'farpipe'
 import { sshAnchors, sshPool } from './context.ts'
-import { measure, mibps, repeat, type Row, type Section } from './lib.ts'
+import { measure, mibps, pair, type Row, type Section } from './lib.ts'
 import * as b from './tasks.ts'
 
 const BYTES = Number(process.env.FARPIPE_BENCH_BYTES ?? 1 << 30)
@@ -48,9 +48,12 @@ export async function run(): Promise<Section> {
     ['echo', echo, () => a.ssh2Echo(BYTES), undefined, ''],
   ] as const
   for (const [dir, mine, bare, openssh, opensshName] of directions) {
-    const fp = measure(await repeat(() => mine(p)), 'MiB/s')
-    rows.push({ figure: `${gib} ${dir}`, farpipe: fp, anchor: { name: 'bare ssh2 channel', measure: measure(await repeat(bare), 'MiB/s') }, target: { text: '≥ 0.95×', holds: (r) => r >= 0.95 } })
-    if (openssh) rows.push({ figure: `${gib} ${dir}`, farpipe: fp, anchor: { name: `OpenSSH \`${opensshName}\``, measure: measure(await repeat(openssh), 'MiB/s') }, target: { text: '≥ 0.9×', holds: (r) => r >= 0.9 } })
+    const [fp, ssh2] = await pair(() => mine(p), bare)
+    rows.push({ figure: `${gib} ${dir}`, farpipe: measure(fp, 'MiB/s'), anchor: { name: 'bare ssh2 channel', measure: measure(ssh2, 'MiB/s') }, target: { text: '≥ 0.95×', holds: (r) => r >= 0.95 } })
+    if (openssh) {
+      const [fp2, ossh] = await pair(() => mine(p), openssh)
+      rows.push({ figure: `${gib} ${dir}`, farpipe: measure(fp2, 'MiB/s'), anchor: { name: `OpenSSH \`${opensshName}\``, measure: measure(ossh, 'MiB/s') }, target: { text: '≥ 0.9×', holds: (r) => r >= 0.9 } })
+    }
   }
   const ciphers = await a.ciphers()
   return {

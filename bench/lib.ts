@@ -39,6 +39,23 @@ export async function repeat(fn: () => Promise<number>, n = RUNS, warmup = 1): P
   return out
 }
 
+/**
+ * Runs `a` and `b` alternately, `n` times each (after one unmeasured run of
+ * each), and returns what each measured. Alternating keeps slow drifts of
+ * the machine (other load, CPU frequency) out of the ratio between them.
+ */
+export async function pair(a: () => Promise<number>, b: () => Promise<number>, n = RUNS): Promise<[number[], number[]]> {
+  await a()
+  await b()
+  const as: number[] = []
+  const bs: number[] = []
+  for (let i = 0; i < n; i++) {
+    as.push(await a())
+    bs.push(await b())
+  }
+  return [as, bs]
+}
+
 export function median(values: number[]): number {
   const s = [...values].sort((a, b) => a - b)
   const mid = s.length >> 1

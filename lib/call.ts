@@ -441,7 +441,7 @@ export class CallCore implements SessionCall {
     switch (f.kind) {
       case Kind.data: {
         if (this.state !== State.Running) return
-        const items = readItems(f.payload)
+        const items = readItems(f.payload, f.owned)
         this.lastActivity = performance.now()
         this.output.push(items, f.payload.byteLength)
         return

@@ -26,6 +26,9 @@ const Tag = { bytes: 3, arrayBuffer: 4, value: 6, numbers: 7, json: 8 } as const
 /** Bytes of an item's own header (tag and length). */
 const ITEM_HEADER = 5
 
+/** Byte items at least this large are sent from the caller's own buffer, not copied into the batch. */
+const OWN_FRAME_BYTES = 16 * 1024
+
 /** Hooks that turn streamed arguments into ids (sender) and ids into streams (receiver). */
 export interface StreamHooks {
   /** Returns an id for a value that must be streamed, or undefined to send it whole. */
@@ -372,6 +375,15 @@ export class ItemWriter {
       return 1 + w.utf8(text)
     }
     this.close()
+    if (bytes && bytes.byteLength >= OWN_FRAME_BYTES) {
+      // A large chunk gets a frame of its own and is not copied: yielding it
+      // hands it over, as enqueueing a chunk in any stream does.
+      const head = Buffer.allocUnsafe(ITEM_HEADER)
+      head[0] = tag
+      head.writeUInt32LE(bytes.byteLength, 1)
+      w.splitAround((kind, call, stream) => w.frameWithBody(kind, call, stream, head, bytes!))
+      return ITEM_HEADER + bytes.byteLength
+    }
     if (w.frameBytes > HEADER_BYTES && w.frameBytes + ITEM_HEADER + size > this.limits.softFrameBytes) w.split()
     const before = w.frameBytes
     w.u8(tag)
@@ -407,8 +419,12 @@ export class ItemWriter {
   }
 }
 
-/** Reads every item of a data frame's payload. */
-export function readItems(payload: Uint8Array): unknown[] {
+/**
+ * Reads every item of a data frame's payload. Bytes items are copied out of
+ * the payload unless `owned` (the payload's buffer belongs to this frame
+ * alone): then they are views of it, saving a copy of every bulk chunk.
+ */
+export function readItems(payload: Uint8Array, owned = false): unknown[] {
   const b = asBuffer(payload)
   const end = b.byteLength
   let out: unknown[] | undefined
@@ -442,6 +458,10 @@ export function readItems(payload: Uint8Array): unknown[] {
     out ??= []
     switch (tag) {
       case Tag.bytes: {
+        if (owned) {
+          out.push(new Uint8Array(b.buffer, b.byteOffset + o, n))
+          break
+        }
         const copy = new Uint8Array(n)
         copy.set(b.subarray(o, o + n))
         out.push(copy)

@@ -129,7 +129,13 @@ export class CreditWindow {
 
 /** When to write out a batch of frames. */
 export interface FlushLimits {
-  /** Write at once when this many bytes are waiting. @default 65536 */
+  /**
+   * Write at once when this many bytes are waiting. Large enough that bulk
+   * bytes leave in writes of several 64 KiB items (an SSH channel cuts each
+   * write into 32 KiB packets: a lone 64 KiB item plus its header would make
+   * a third, nearly empty one).
+   * @default 262144
+   */
   maxBytes: number
   /**
    * Write at once when this many items are waiting, so the receiver starts

@@ -20,6 +20,8 @@ import { resolveLimits, type Limits } from './options.ts'
 export interface Channel {
   /** Sends bytes, in order. The channel keeps the buffer; the caller does not touch it again. */
   write(chunk: Uint8Array): void
+  /** Sends several buffers in order, ideally in one system call. Optional: without it, each is written. */
+  writev?(chunks: Uint8Array[]): void
   /** Closes the sending direction: the other side sees the end of its input. */
   end(): void
   /** Tears the channel down at once. */
@@ -55,7 +57,7 @@ export abstract class Link implements ChannelEvents {
     this.limits = resolveLimits(limits)
     this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
     this.items = new ItemWriter(this.out, this.limits)
-    this.policy = new FlushPolicy({ maxBytes: Math.min(64 * 1024, this.limits.softFrameBytes), maxItems: 1024, maxDelayMs: 2 }, Date.now)
+    this.policy = new FlushPolicy({ maxBytes: this.limits.softFrameBytes, maxItems: 1024, maxDelayMs: 2 }, Date.now)
   }
 
   /** The largest payload a frame may carry. */
@@ -173,11 +175,11 @@ export abstract class Link implements ChannelEvents {
   /** Writes the batch out now. */
   flush(): void {
     this.closeOpenFrame()
-    const batch = this.out.take()
+    const parts = this.out.takeParts()
     this.policy.flushed()
-    if (!batch) return
-    if (this.closedWith || !this.channel) return
-    this.channel.write(batch)
+    if (parts.length === 0 || this.closedWith || !this.channel) return
+    if (parts.length > 1 && this.channel.writev) this.channel.writev(parts)
+    else for (const part of parts) this.channel.write(part)
   }
 
   private wrote(): void {

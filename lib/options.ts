@@ -17,11 +17,12 @@ export interface CallOptions {
   /**
    * Items queued at most by the receiving side of each stream of the call:
    * the output (here) and each streamed argument (on the worker). The
-   * remote producer runs at most this far ahead of the consumer.
-   * @default 1024
+   * remote producer runs at most this far ahead of the consumer. Several
+   * batches (of up to 1024 items) fit, so both sides work at once.
+   * @default 4096
    */
   highWaterMark?: number
-  /** Bytes queued at most by the receiving side of each stream (plus one item). @default 16777216 (16 MiB) */
+  /** Bytes queued at most by the receiving side of each stream (plus one item). @default 8388608 (8 MiB) */
   highWaterBytes?: number
 }
 
@@ -37,7 +38,7 @@ export interface ResolvedCallOptions {
 /** The defaults of {@link CallOptions}. */
 export const callDefaults = {
   highWaterMark: 4096,
-  highWaterBytes: 16 * 1024 * 1024,
+  highWaterBytes: 8 * 1024 * 1024,
 } as const
 
 /** Wire limits, the same for every call of a pool. */

@@ -62,6 +62,12 @@ export interface Frame {
   call: number
   stream: number
   payload: Uint8Array
+  /**
+   * True when the payload sits in a buffer of its own (a frame that arrived
+   * in pieces and was assembled): a receiver may keep views of it instead of
+   * copying. False when it shares the input chunk with other frames.
+   */
+  owned: boolean
 }
 
 /** The name of a frame kind number, for messages. */
@@ -126,7 +132,7 @@ export class FrameDecoder {
       input.copy(this.partial, this.partialFilled, 0, take)
       this.partialFilled += take
       if (take < want) return frames
-      frames.push(this.frameOf(this.partial, 0, this.partial.byteLength))
+      frames.push(this.frameOf(this.partial, 0, this.partial.byteLength, true))
       this.partial = undefined
       this.partialFilled = 0
       input = input.subarray(take)
@@ -175,8 +181,9 @@ export class FrameDecoder {
     }
   }
 
-  private frameOf(buf: Buffer, offset: number, total: number): Frame {
+  private frameOf(buf: Buffer, offset: number, total: number, owned = false): Frame {
     return {
+      owned,
       kind: buf[offset + 4]!,
       call: buf.readUInt32LE(offset + 5),
       stream: buf.readUInt16LE(offset + 9),
@@ -235,8 +242,8 @@ export function asBuffer(p: Uint8Array): Buffer {
   return Buffer.isBuffer(p) ? p : Buffer.from(p.buffer, p.byteOffset, p.byteLength)
 }
 
-/** The size of a fresh write buffer; several 64 KiB items fit in one. */
-const SEGMENT_BYTES = 256 * 1024
+/** The size of a fresh write buffer: several batches of 64 KiB items fit in one, so batches rarely straddle two. */
+const SEGMENT_BYTES = 1024 * 1024
 
 /**
  * Builds frames straight into one growing buffer, so a batch of frames from
@@ -299,6 +306,18 @@ export class FrameWriter {
     this.begin(this.kind, this.call, this.stream)
   }
 
+  /**
+   * Closes the open frame (dropping it if empty), lets `write` add whole
+   * frames for the same kind, call and stream, then opens a new one.
+   */
+  splitAround(write: (kind: number, call: number, stream: number) => void): void {
+    const { kind, call, stream } = this
+    if (this.frameBytes <= HEADER_BYTES) this.abandon()
+    else this.end()
+    write(kind, call, stream)
+    this.begin(kind, call, stream)
+  }
+
   private kind = 0
   private call = 0
   private stream = 0
@@ -308,6 +327,25 @@ export class FrameWriter {
     if (this.frameAt < 0) return
     this.pos = this.frameAt
     this.frameAt = -1
+  }
+
+  /**
+   * Writes a whole frame whose payload is `head` (copied) followed by `body`,
+   * which is not copied: it goes out as a part of its own, so a large chunk
+   * of bytes reaches the channel without passing through this buffer. The
+   * body must not change until it has been written (as with any stream).
+   */
+  frameWithBody(kind: number, call: number, stream: number, head: Uint8Array, body: Uint8Array): void {
+    if (this.frameAt >= 0) throw new Error('FrameWriter.frameWithBody: a frame is open')
+    this.ensure(HEADER_BYTES + head.byteLength)
+    writeHeader(this.buf, this.pos, kind, call, stream, head.byteLength + body.byteLength)
+    this.pos += HEADER_BYTES
+    this.buf.set(head, this.pos)
+    this.pos += head.byteLength
+    const before = this.buf.subarray(this.start, this.pos)
+    this.parts.push(before, Buffer.from(body.buffer, body.byteOffset, body.byteLength))
+    this.partsBytes += before.byteLength + body.byteLength
+    this.start = this.pos
   }
 
   /** Writes a whole frame with the given payload. */
@@ -378,18 +416,27 @@ export class FrameWriter {
 
   /** Hands out every closed frame written so far, as one buffer. */
   take(): Buffer | undefined {
+    const parts = this.takeParts()
+    return parts.length <= 1 ? parts[0] : Buffer.concat(parts)
+  }
+
+  /**
+   * Hands out every closed frame written so far, as the buffers it was
+   * written in (usually one; several when the batch outgrew a buffer), to be
+   * written one after the other without joining them first.
+   */
+  takeParts(): Buffer[] {
     if (this.frameAt >= 0) throw new Error('FrameWriter.take: a frame is still open')
-    if (this.pending === 0) return undefined
+    if (this.pending === 0) return []
     const tail = this.buf.subarray(this.start, this.pos)
     this.start = this.pos
     this.moved = 0
     if (this.buf.byteLength - this.pos < 4096) this.fresh(SEGMENT_BYTES)
-    if (this.parts.length === 0) return tail
-    this.parts.push(tail)
-    const out = Buffer.concat(this.parts, this.partsBytes + tail.byteLength)
+    const parts = this.parts
+    if (tail.byteLength > 0) parts.push(tail)
     this.parts = []
     this.partsBytes = 0
-    return out
+    return parts
   }
 
   private ensure(n: number): void {

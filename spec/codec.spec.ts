@@ -160,7 +160,8 @@ function roundTripItems(values: unknown[], l = limits): { back: unknown[]; frame
   w.begin(Kind.data, 1, 0)
   const sizes = values.map((v, i) => items.write(v, () => `yield[${i}]`))
   items.close()
-  w.end()
+  if (w.frameBytes > HEADER_BYTES) w.end()
+  else w.abandon()
   const frames = new FrameDecoder().decode(w.take()!)
   const back: unknown[] = []
   for (const f of frames) back.push(...readItems(f.payload))
@@ -198,10 +199,30 @@ items('splits a long run across frames at the soft limit', () => {
 })
 
 items('starts a new frame rather than grow one past the soft limit', () => {
-  const chunk = new Uint8Array(100 * 1024)
-  const { back, frames } = roundTripItems([chunk, chunk, chunk, chunk])
+  const chunk = new Uint8Array(10 * 1024)
+  const { back, frames } = roundTripItems([chunk, chunk, chunk, chunk], { softFrameBytes: 24 * 1024, maxFrameBytes: 1 << 20 })
   assert.is(back.length, 4)
   assert.is(frames, 2)
+})
+
+items('sends a large chunk in a frame of its own, from its own buffer', () => {
+  const big = new Uint8Array(100 * 1024).map((_, i) => i & 255)
+  const w = new FrameWriter()
+  const items = new ItemWriter(w, limits)
+  w.begin(Kind.data, 1, 0)
+  items.write(1, () => 'yield[0]')
+  items.write(big.subarray(10), () => 'yield[1]')
+  items.write(2, () => 'yield[2]')
+  items.close()
+  w.end()
+  const parts = w.takeParts()
+  assert.ok(parts.some((p) => p.buffer === big.buffer), 'the chunk itself is one of the parts written')
+  const frames = new FrameDecoder().decode(Buffer.concat(parts))
+  assert.is(frames.length, 3)
+  const back = frames.flatMap((f) => readItems(f.payload))
+  assert.is(back[0], 1)
+  assert.equal([...(back[1] as Uint8Array)], [...big.subarray(10)])
+  assert.is(back[2], 2)
 })
 
 items('refuses an item larger than maxFrameBytes, naming it, with nothing written', () => {

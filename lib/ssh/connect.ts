@@ -220,6 +220,7 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
       if (settled) return
       settled = true
       client.setNoDelay(true)
+      coalesceWrites(client)
       resolve(client)
     })
     client.on('error', (err: Error & { level?: string; code?: string }) => {
@@ -233,6 +234,31 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
       fail(connectError(err as Error, hop, tried, via))
     }
   })
+}
+
+/**
+ * ssh2 writes every SSH packet (at most 32 KiB of channel data) to its socket
+ * with a write of its own: a system call each. Corking the socket for the
+ * rest of the current tick whenever a write arrives lets the packets made in
+ * one tick (a batch of frames, or a window's worth released by a window
+ * adjust) leave in one writev.
+ */
+function coalesceWrites(client: ClientType): void {
+  const sock = (client as unknown as { _sock?: import('node:net').Socket })._sock
+  if (!sock || typeof sock.cork !== 'function') return
+  const write = sock.write.bind(sock) as (...args: unknown[]) => boolean
+  let corked = false
+  sock.write = ((...args: unknown[]) => {
+    if (!corked) {
+      corked = true
+      sock.cork()
+      process.nextTick(() => {
+        corked = false
+        sock.uncork()
+      })
+    }
+    return write(...args)
+  }) as typeof sock.write
 }
 
 /** ssh2 algorithm names for a key type found in known_hosts. */

@@ -77,6 +77,11 @@ export class LocalTransport implements Transport {
     child.stdin!.setDefaultEncoding?.('binary')
     return {
       write: (chunk) => void child.stdin!.write(chunk),
+      writev: (chunks) => {
+        child.stdin!.cork()
+        for (const c of chunks) child.stdin!.write(c)
+        child.stdin!.uncork()
+      },
       end: () => child.stdin!.end(),
       destroy: () => child.kill('SIGKILL'),
       unref: () => {

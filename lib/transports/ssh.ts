@@ -41,6 +41,44 @@ interface Group {
   channels: Set<{ close(error: Error): void }>
 }
 
+/** The largest channel data the server takes in one packet (OpenSSH: 32 KiB). */
+function packetSize(ch: ClientChannel): number {
+  const size = (ch as unknown as { outgoing?: { packetSize?: number } }).outgoing?.packetSize
+  return typeof size === 'number' && size > 0 ? size : 32 * 1024
+}
+
+/**
+ * Cuts a batch into writes of exactly one SSH packet each (the last may be
+ * shorter). ssh2 makes a packet per write, cut at the packet size: written
+ * as they come, a frame header and a 64 KiB chunk would make four packets
+ * where two and a bit do, and every packet costs encryption, random padding
+ * and a system call. Slices within one buffer are views; only a packet that
+ * straddles two buffers is copied.
+ */
+export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
+  const out: Uint8Array[] = []
+  let pending: Uint8Array[] = []
+  let pendingBytes = 0
+  const emit = () => {
+    if (pendingBytes === 0) return
+    out.push(pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes))
+    pending = []
+    pendingBytes = 0
+  }
+  for (const chunk of chunks) {
+    let at = 0
+    while (at < chunk.byteLength) {
+      const take = Math.min(size - pendingBytes, chunk.byteLength - at)
+      pending.push(chunk.subarray(at, at + take))
+      pendingBytes += take
+      at += take
+      if (pendingBytes === size) emit()
+    }
+  }
+  emit()
+  return out
+}
+
 /** Worker processes on one SSH host. */
 export class SshTransport implements Transport {
   readonly host: string
@@ -113,6 +151,9 @@ export class SshTransport implements Transport {
     })
     return {
       write: (chunk) => void ch.write(chunk),
+      writev: (chunks) => {
+        for (const packet of packets(chunks, packetSize(ch))) ch.write(packet)
+      },
       end: () => ch.end(),
       destroy: () => {
         ch.close()

@@ -42,6 +42,12 @@ let exiting = false
 
 const channel: Channel = {
   write: (chunk) => void out.write(chunk),
+  writev: (chunks) => {
+    const o = out as NodeJS.WritableStream & { cork?(): void; uncork?(): void }
+    o.cork?.()
+    for (const c of chunks) out.write(c)
+    o.uncork?.()
+  },
   end: () => out.end(),
   destroy: () => process.exit(1),
 }

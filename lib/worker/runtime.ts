@@ -144,7 +144,7 @@ export class WorkerRuntime extends Link {
     // Frames for a call that has just finished are in flight by design: drop them.
     if (!call) return
     switch (f.kind) {
-      case Kind.data: return call.inputData(f.stream, f.payload)
+      case Kind.data: return call.inputData(f.stream, f.payload, f.owned)
       case Kind.end: return call.inputEnd(f.stream)
       case Kind.error: return call.inputError(f.stream, readValue(f.payload))
       case Kind.cancel: return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
@@ -324,10 +324,10 @@ class RunningCall {
     return new ItemStream(q)
   }
 
-  inputData(stream: number, payload: Uint8Array): void {
+  inputData(stream: number, payload: Uint8Array, owned: boolean): void {
     const q = this.inputs.get(stream)
     if (!q) return
-    const items = readItems(payload)
+    const items = readItems(payload, owned)
     q.push(items, payload.byteLength)
   }
 
