@@ -16,8 +16,13 @@ const once = <T>(make: () => Promise<T>): (() => Promise<T>) => {
 }
 const stops: (() => Promise<unknown>)[] = []
 
+let started: Sshd | undefined
+/** The sshd, if a benchmark started it. */
+export const sshdIfStarted = (): Sshd | undefined => started
+
 export const sshd = once(async (): Promise<Sshd> => {
   const s = await startSshd({ alias: 'farpipe-bench' })
+  started = s
   // farpipe reads ~/.ssh/config and known_hosts from HOME: the harness's.
   process.env.HOME = s.home
   delete process.env.SSH_AUTH_SOCK

@@ -29,6 +29,12 @@ try {
     console.log(renderSection(section))
     console.log(`  (${((performance.now() - t0) / 1000).toFixed(0)} s)\n`)
   }
+} catch (err) {
+  // Say what sshd saw, if it was involved: a dropped connection is otherwise a mystery.
+  const { sshdIfStarted } = await import('./context.ts')
+  const s = sshdIfStarted()
+  if (s) console.error(`sshd log (last lines):\n${s.log().split('\n').slice(-30).join('\n')}`)
+  throw err
 } finally {
   await stopAll()
 }

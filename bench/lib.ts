@@ -124,6 +124,27 @@ export function resetPeak(pid: number): boolean {
 
 const require = (await import('node:module')).createRequire(import.meta.url)
 
+/** CPU seconds (user + system) a process has used so far, from /proc (0 if it is gone). */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
+    // After the command name: state is field 3, utime 14, stime 15 (1-based), in clock ticks (100 Hz).
+    return (Number(fields[11]) + Number(fields[12])) / 100
+  } catch {
+    return 0
+  }
+}
+
+/** Runs `fn` and reports how busy each process was meanwhile (CPU seconds per wall second, 1 = one core). */
+export async function busy<T>(pids: Record<string, number[]>, fn: () => Promise<T>): Promise<{ result: T; load: Record<string, number> }> {
+  const before = Object.fromEntries(Object.entries(pids).map(([k, ps]) => [k, ps.reduce((s, p) => s + cpuSeconds(p), 0)]))
+  const t0 = performance.now()
+  const result = await fn()
+  const wall = (performance.now() - t0) / 1000
+  const load = Object.fromEntries(Object.entries(pids).map(([k, ps]) => [k, (ps.reduce((s, p) => s + cpuSeconds(p), 0) - before[k]!) / wall]))
+  return { result, load }
+}
+
 /** Items per second from a count and a start time. */
 export function perSecond(n: number, t0: number): number {
   return n / ((performance.now() - t0) / 1000)

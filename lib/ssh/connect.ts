@@ -131,7 +131,9 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
   const lookupHost = hop.hostKeyAlias ?? hop.hostname
   const lookupPort = hop.hostKeyAlias ? 22 : hop.port
   let hostKeyError: HostKeyError | undefined
-  const verify = async (key: Buffer): Promise<boolean> => {
+  // Recording an accepted new key is the one asynchronous part; the connection waits for it below.
+  let recording: Promise<void> | undefined
+  const verify = (key: Buffer): boolean => {
     if (hop.knownHosts === 'off') return true
     const fp = fingerprint(key)
     const type = keyTypeOf(key)
@@ -156,7 +158,7 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
       case 'unknown': {
         if (hop.knownHosts === 'accept-new') {
           const file = hop.knownHostsFiles[0]
-          if (file) await appendKnownHost(file, knownHostsLine(lookupHost, lookupPort, key, { hash: hop.hashKnownHosts }))
+          if (file) recording = appendKnownHost(file, knownHostsLine(lookupHost, lookupPort, key, { hash: hop.hashKnownHosts }))
           return true
         }
         hostKeyError = new HostKeyError(
@@ -197,12 +199,11 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
     sock: sock as ConnectConfig['sock'],
     readyTimeout: hop.connectTimeout,
     keepaliveInterval: 0,
-    hostVerifier: (key: Buffer, done: (ok: boolean) => void) => {
-      verify(key).then(done, (err) => {
-        hostKeyError = new HostKeyError(`could not verify the host key of ${hopLabel(hop)}: ${(err as Error).message}`, fingerprint(key), { cause: err })
-        done(false)
-      })
-    },
+    // Synchronous on purpose: ssh2 asks again at every key re-exchange, and
+    // an answer given later lets it send a packet in the middle of the
+    // exchange that corrupts the stream (sshd: "Bad packet length"), which
+    // with OpenSSH's default rekeying ended transfers after a few GiB.
+    hostVerifier: (key: Buffer): boolean => verify(key),
     authHandler: authHandler as ConnectConfig['authHandler'],
     ...(known.length ? { algorithms: { serverHostKey: { prepend: known } as never } } : {}),
   }
@@ -218,10 +219,16 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
     }
     client.once('ready', () => {
       if (settled) return
-      settled = true
-      client.setNoDelay(true)
-      coalesceWrites(client)
-      resolve(client)
+      void (recording ?? Promise.resolve()).then(
+        () => {
+          if (settled) return
+          settled = true
+          client.setNoDelay(true)
+          coalesceWrites(client)
+          resolve(client)
+        },
+        (err) => fail(new HostKeyError(`accepted the new host key of ${hopLabel(hop)} but could not record it: ${(err as Error).message}`, '', { cause: err })),
+      )
     })
     client.on('error', (err: Error & { level?: string; code?: string }) => {
       if (hostKeyError) return fail(hostKeyError)

@@ -149,11 +149,21 @@ export class SshTransport implements Transport {
         close(err)
       })
     })
+    // Writes made in one tick are gathered and cut into whole packets together
+    // (a credit frame and a batch, or several flushes, share packets).
+    let queued: Uint8Array[] = []
+    const drain = () => {
+      const chunks = queued
+      queued = []
+      for (const packet of packets(chunks, packetSize(ch))) ch.write(packet)
+    }
+    const enqueue = (chunks: Uint8Array[]) => {
+      if (queued.length === 0) process.nextTick(drain)
+      for (const c of chunks) queued.push(c)
+    }
     return {
-      write: (chunk) => void ch.write(chunk),
-      writev: (chunks) => {
-        for (const packet of packets(chunks, packetSize(ch))) ch.write(packet)
-      },
+      write: (chunk) => enqueue([chunk]),
+      writev: enqueue,
       end: () => ch.end(),
       destroy: () => {
         ch.close()

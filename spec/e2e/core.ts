@@ -516,6 +516,15 @@ function backpressure(target: Target): void {
     await call.cancel()
   })
 
+  s('a stalled consumer does not hold up other calls on the same worker (no head-of-line blocking)', async () => {
+    const stalled = p.with({ highWaterMark: 4 }).run(t.countedProducer)
+    await stalled[Symbol.asyncIterator]().next()
+    // The worker's channel is shared; the stalled call's items wait in its own queue, not in the channel.
+    assert.equal(await collect(p.run(t.countAsync, 50)), Array.from({ length: 50 }, (_, i) => i))
+    assert.is(await p.run(t.add, 20, 22), 42)
+    await stalled.cancel()
+  })
+
   s('a stalled remote holds a local iterator source within the high-water mark', async () => {
     const hwm = 16
     let pulled = 0

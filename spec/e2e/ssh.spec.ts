@@ -253,6 +253,25 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
     }
   })
 
+  c('streams survive key re-exchanges in both directions (regression: an asynchronous host key check corrupted the stream at rekey)', async () => {
+    const rekeying = await startSshd({ alias: 'farpipe-rekey', home: sshd.home, extraConfig: 'RekeyLimit 1M' })
+    try {
+      const p = await pool({ hosts: [rekeying.alias], workers: 1, cacheDir: tempDir() })
+      try {
+        const chunk = new Uint8Array(64 * 1024)
+        const total = 48 * 1024 * 1024
+        let back = 0
+        for await (const c of p.run(t.echoBytes, (function* () { for (let n = 0; n < total; n += chunk.byteLength) yield chunk })())) back += c.byteLength
+        assert.is(back, total)
+      } finally {
+        await p.close()
+      }
+      assert.not.match(rekeying.log(), 'Bad packet length')
+    } finally {
+      await rekeying.stop()
+    }
+  })
+
   c('a second run uploads nothing: the worker and the bundles are found in the cache', async () => {
     const cacheDir = tempDir()
     const p1 = await open({ workers: 1, cacheDir })
