@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { pool, type Pool } from 'farpipe'
 import { grpc, localPool, sshd, sshPool } from './context.ts'
-import { measure, percentile, repeat, type Row, type Section } from './lib.ts'
+import { measure, percentile, repeat, RUNS, type Row, type Section } from './lib.ts'
 import * as b from './tasks.ts'
 
 const CALLS = Number(process.env.FARPIPE_BENCH_CALLS ?? 10_000)
@@ -46,27 +46,35 @@ async function cold(options: Parameters<typeof pool>[0]): Promise<number> {
 export async function run(): Promise<Section> {
   const g = await grpc()
   const rows: Row[] = []
+  const pools = [['local pool', await localPool()], ['SSH', await sshPool()]] as const
+  const p50 = (s: number[]) => percentile(s, 50)
+  const p99 = (s: number[]) => percentile(s, 99)
   // Each run is a batch of CALLS calls; its p50 and p99 are the run's figures.
-  const grpcUnary = await repeat(() => g.unary(CALLS).then((r) => r.p50), 5, 0)
-  const grpcFirst = await repeat(() => g.firstMessage(CALLS).then((r) => r.p50), 5, 0)
+  // Runs alternate between gRPC and farpipe, so that whatever else the
+  // machine does at the time weighs on both alike.
+  const grpcUnary: number[] = []
+  const grpcFirst: number[] = []
+  const tiny = pools.map((): number[][] => [])
+  const first = pools.map((): number[][] => [])
+  await g.unary(CALLS)
+  for (let r = 0; r < RUNS; r++) {
+    grpcUnary.push((await g.unary(CALLS)).p50)
+    grpcFirst.push((await g.firstMessage(CALLS)).p50)
+    for (const [i, [, p]] of pools.entries()) {
+      tiny[i]!.push(await samples(() => p.run(b.noop) as PromiseLike<number> as Promise<number>, CALLS))
+      const f: number[] = []
+      for (let c = 0; c < CALLS; c++) f.push(await firstItem(p))
+      first[i]!.push(f)
+    }
+  }
   const unary = { name: 'gRPC unary p50', measure: measure(grpcUnary, 'µs', false) }
   const lowerThanUnary = { text: '< 1× (below gRPC unary p50)', holds: (r: number) => r < 1 }
-  for (const [where, p] of [['local pool', await localPool()], ['SSH', await sshPool()]] as const) {
-    const p50 = (s: number[]) => percentile(s, 50)
-    const p99 = (s: number[]) => percentile(s, 99)
-    const tiny: number[][] = []
-    const first: number[][] = []
-    for (let r = 0; r < 5; r++) {
-      tiny.push(await samples(() => p.run(b.noop) as PromiseLike<number> as Promise<number>, CALLS))
-      const f: number[] = []
-      for (let i = 0; i < CALLS; i++) f.push(await firstItem(p))
-      first.push(f)
-    }
-    rows.push({ figure: `tiny call round trip p50, ${where}`, farpipe: measure(tiny.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
-    rows.push({ figure: `tiny call round trip p99, ${where}`, farpipe: measure(tiny.map(p99), 'µs', false) })
-    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
-    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first.map(p50), 'µs', false), anchor: { name: 'gRPC first message p50', measure: measure(grpcFirst, 'µs', false) } })
-    rows.push({ figure: `time to first item p99, ${where}`, farpipe: measure(first.map(p99), 'µs', false) })
+  for (const [i, [where]] of pools.entries()) {
+    rows.push({ figure: `tiny call round trip p50, ${where}`, farpipe: measure(tiny[i]!.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
+    rows.push({ figure: `tiny call round trip p99, ${where}`, farpipe: measure(tiny[i]!.map(p99), 'µs', false) })
+    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first[i]!.map(p50), 'µs', false), anchor: unary, target: lowerThanUnary })
+    rows.push({ figure: `time to first item p50, ${where}`, farpipe: measure(first[i]!.map(p50), 'µs', false), anchor: { name: 'gRPC first message p50', measure: measure(grpcFirst, 'µs', false) } })
+    rows.push({ figure: `time to first item p99, ${where}`, farpipe: measure(first[i]!.map(p99), 'µs', false) })
   }
   const host = (await sshd()).alias
   const fresh = () => mkdtempSync(path.join(tmpdir(), 'farpipe-cold-'))
@@ -79,7 +87,7 @@ export async function run(): Promise<Section> {
     title: '4. Latency',
     rows,
     notes: [
-      `Warm: ${CALLS} sequential calls per run on a pool with one worker. Tiny call: \`await p.run(noop)\`. First item: from starting a generator call to its first item (the \`break\` that follows, which cancels it, is not timed; gRPC's first message is from a one-item stream the server ends, as cancelling thousands of gRPC streams trips HTTP/2 reset protection). Cold: \`pool()\` with the default number of workers, then the first item of a generator; the local pool starts processes; over SSH it connects, probes, and uploads what is missing.`,
+      `Warm: ${CALLS} sequential calls per run on a pool with one worker; runs alternate with gRPC's. Tiny call: \`await p.run(noop)\`. First item: from starting a generator call to its first item (the \`break\` that follows, which cancels it, is not timed; gRPC's first message is from a one-item stream the server ends, as cancelling thousands of gRPC streams trips HTTP/2 reset protection). Cold: \`pool()\` with the default number of workers, then the first item of a generator; the local pool starts processes; over SSH it connects, probes, and uploads what is missing.`,
     ],
   }
 }
