@@ -6,7 +6,7 @@ import { existsSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stopAll } from './context.ts'
-import { renderSection, type Section } from './lib.ts'
+import { renderSection, RUNS, type Section } from './lib.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory']
@@ -39,12 +39,14 @@ try {
   await stopAll()
 }
 
+// Settings that shrink a run are part of the command that produced it.
+const knobs = Object.entries(process.env).filter(([k]) => k.startsWith('FARPIPE_BENCH_')).map(([k, v]) => `${k}=${v} `).join('')
 const addon = existsSync(path.join(here, '..', 'node_modules/ssh2/lib/protocol/crypto/build/Release/sshcrypto.node'))
 const machine = [
   `- Machine: ${cpus().length} × ${cpus()[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, Linux ${release()}`,
   `- Node ${process.version}; ssh2 native crypto addon: ${addon ? 'built' : 'MISSING (SSH figures are not representative)'}`,
-  `- Command: \`npm run bench${filters.length ? ` -- ${filters.join(' ')}` : ''}\` (${started.toISOString().slice(0, 16).replace('T', ' ')} UTC)`,
-  '- Every figure is the median of 5 runs with min–max; every anchor was measured in the same run, on the same machine, against the same loopback sshd.',
+  `- Command: \`${knobs}npm run bench${filters.length ? ` -- ${filters.join(' ')}` : ''}\` (${started.toISOString().slice(0, 16).replace('T', ' ')} UTC)`,
+  `- Every figure is the median of ${RUNS} runs with min–max; every anchor was measured in the same run, on the same machine, against the same loopback sshd.`,
   "- gRPC is `@grpc/grpc-js` at its best: channel option `grpc.per_rpc_retry_buffer_size: 0` (without it, its client and bidi streaming run about 15× slower).",
 ]
 const out = ['# Benchmark results', '', ...machine, '', ...sections.map(renderSection).flatMap((s) => [s, ''])].join('\n')
