@@ -47,13 +47,18 @@ function packetSize(ch: ClientChannel): number {
   return typeof size === 'number' && size > 0 ? size : 32 * 1024
 }
 
+/** Pieces up to this size may be copied to share a packet; larger ones are only ever sliced. */
+const JOIN_LIMIT = 2048
+
 /**
- * Cuts a batch into writes of exactly one SSH packet each (the last may be
- * shorter). ssh2 makes a packet per write, cut at the packet size: written
- * as they come, a frame header and a 64 KiB chunk would make four packets
- * where two and a bit do, and every packet costs encryption, random padding
- * and a system call. Slices within one buffer are views; only a packet that
- * straddles two buffers is copied.
+ * Cuts a batch into writes of one SSH packet each (ssh2 makes a packet per
+ * write, and every packet costs encryption, random padding and a system
+ * call). A large buffer is sliced into packet-sized views and never copied;
+ * small pieces between large ones (frame headers, say) are joined into one
+ * packet. So a frame header and a 64 KiB chunk make three packets: one short
+ * and two full. Topping up the header's packet with 32 KiB of the chunk
+ * would save that short packet, but the copy and the garbage it leaves cost
+ * the caller more (measured: about a third more CPU per MiB uploaded).
  */
 export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   const out: Uint8Array[] = []
@@ -67,6 +72,12 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   }
   for (const chunk of chunks) {
     let at = 0
+    while (chunk.byteLength - at > JOIN_LIMIT) {
+      emit()
+      const take = Math.min(size, chunk.byteLength - at)
+      out.push(chunk.subarray(at, at + take))
+      at += take
+    }
     while (at < chunk.byteLength) {
       const take = Math.min(size - pendingBytes, chunk.byteLength - at)
       pending.push(chunk.subarray(at, at + take))
