@@ -32,10 +32,10 @@ export async function until<T>(check: () => T | undefined | false, ms = 10_000, 
   }
 }
 
-/** The JSON a remote function wrote to `file`, once it exists. */
+/** The JSON a remote function wrote to `file`, once it exists and is complete. */
 export async function readMarker(file: string): Promise<any> {
-  await until(() => existsSync(file), 10_000, `marker ${file}`)
-  return JSON.parse(readFileSync(file, 'utf8'))
+  const text = await until(() => existsSync(file) && readFileSync(file, 'utf8'), 10_000, `marker ${file}`)
+  return JSON.parse(text)
 }
 
 /** Collects an async iterable into an array. */

@@ -410,7 +410,7 @@ function cancellation(target: Target): void {
   s('cancelling a non-generator aborts its context signal', async () => {
     const marker = markerPath()
     const call = p.run(t.waitForAbort, marker)
-    await sleep(50)
+    await readMarker(`${marker}.started`)
     await call.cancel()
     assert.equal(await readMarker(marker), { aborted: true })
     assert.instance(await rejection(call), CancelError)
