@@ -241,7 +241,7 @@ function errors(target: Target): void {
     assert.equal(items, [1, { ok: true }])
     assert.instance(err, SerializeError)
     assert.match(err.message, 'yield[2].bad: function')
-    await until(() => existsSync(marker), 5000, 'finally')
+    await until(() => existsSync(marker), 10_000, 'finally')
     assert.is(await p.run(t.add, 2, 2), 4)
   })
 
@@ -265,7 +265,7 @@ function errors(target: Target): void {
     const err = await rejection(p.run(t.sum, source()))
     assert.instance(err, SerializeError)
     assert.match(err.message, 'args[0][1]: function')
-    await until(() => cleaned, 5000, 'source finally')
+    await until(() => cleaned, 10_000, 'source finally')
     assert.is(await p.run(t.add, 1, 1), 2)
   })
 
@@ -430,7 +430,7 @@ function cancellation(target: Target): void {
     await it.next()
     await it.next()
     await call.cancel()
-    await until(() => cleaned, 5000, 'local source finally')
+    await until(() => cleaned, 10_000, 'local source finally')
   })
 
   s('timeout raises TimeoutError and cancels the remote', async () => {
@@ -617,7 +617,7 @@ function workers(target: Target): void {
     const p = await target.open({ workers: 1, cacheDir: tempDir(), onLog: (e) => void logs.push(e) })
     try {
       assert.equal(await collect(p.run(t.chatty)), [1, 2])
-      await until(() => logs.length >= 5, 5000, 'log lines')
+      await until(() => logs.length >= 5, 10_000, 'log lines')
       const lines = logs.map((e) => [e.fd, e.line])
       assert.ok(lines.some(([fd, l]) => fd === 1 && l === 'hello from console.log'), JSON.stringify(lines))
       assert.ok(lines.some(([fd, l]) => fd === 2 && l === 'hello from console.error'))

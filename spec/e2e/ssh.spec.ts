@@ -345,7 +345,7 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
     const p = await open({ workers: 1, cacheDir: tempDir(), onLog: (e) => void lines.push(`[${e.where}] ${e.line}`) })
     try {
       await collect(p.run(t.chatty))
-      await until(() => lines.length >= 4, 5000, 'log lines')
+      await until(() => lines.length >= 4, 10_000, 'log lines')
       assert.ok(lines.includes(`[${sshd.alias}/0] hello from console.log`), lines.join('\n'))
     } finally {
       await p.close()
