@@ -63,11 +63,11 @@ export async function run(): Promise<Section> {
   const perMiB: string[] = []
   const ms = (load: number, mibs: number) => ((load / mibs) * 1000).toFixed(2)
   for (const [dir, mine, bare] of directions) {
-    const f = await busy({ caller: [process.pid], worker: [workerPid], sshd: s.sessionPids() }, () => mine(p))
-    const b2 = await busy({ caller: [process.pid], sshd: s.sessionPids() }, bare)
-    const [l, r] = [f.load, f.result]
-    loads.push(`${dir}: caller ${l.caller!.toFixed(2)}, sshd ${l.sshd!.toFixed(2)}, worker ${l.worker!.toFixed(2)}`)
-    perMiB.push(`${dir}: farpipe caller ${ms(l.caller!, r)}, sshd ${ms(l.sshd!, r)}, worker ${ms(l.worker!, r)}; bare ssh2 caller ${ms(b2.load.caller!, b2.result)}, sshd ${ms(b2.load.sshd!, b2.result)}`)
+    const ours = await busy({ caller: [process.pid], worker: [workerPid], sshd: s.sessionPids() }, () => mine(p))
+    const theirs = await busy({ caller: [process.pid], sshd: s.sessionPids() }, bare)
+    const { load, result: mibs } = ours
+    loads.push(`${dir}: caller ${load.caller!.toFixed(2)}, sshd ${load.sshd!.toFixed(2)}, worker ${load.worker!.toFixed(2)}`)
+    perMiB.push(`${dir}: farpipe caller ${ms(load.caller!, mibs)}, sshd ${ms(load.sshd!, mibs)}, worker ${ms(load.worker!, mibs)}; bare ssh2 caller ${ms(theirs.load.caller!, theirs.result)}, sshd ${ms(theirs.load.sshd!, theirs.result)}`)
   }
   const ciphers = await a.ciphers()
   return {
