@@ -26,6 +26,12 @@ const Tag = { bytes: 3, arrayBuffer: 4, value: 6, numbers: 7, json: 8 } as const
 /** Bytes of an item's own header (tag and length). */
 const ITEM_HEADER = 5
 
+/** Bytes of a run of numbers before its first item: tag and count. */
+const NUMBERS_RUN_HEADER = 5
+
+/** Bytes of a JSON run besides its items' text and separators: tag, count, length, and the closing `]`. */
+const JSON_RUN_HEADER = 10
+
 /** Byte items at least this large are sent from the caller's own buffer, not copied into the batch. */
 const OWN_FRAME_BYTES = 16 * 1024
 
@@ -50,8 +56,47 @@ const typedArrays: Record<string, new (buffer: ArrayBuffer) => ArrayBufferView> 
   Float32Array, Float64Array, BigInt64Array, BigUint64Array, DataView,
 }
 
-/** What the error reducer records: [name, message, stack, own props, cause?, errors?]. */
+/**
+ * Decimal BigInts longer than this are refused on receipt. farpipe itself
+ * sends BigInts as hex, which parses in linear time; devalue's decimal form
+ * can only come from another implementation, and its parse time grows faster
+ * than its length (a million digits: about 100 ms), so a frame full of it
+ * could stall the receiver for many seconds.
+ */
+const MAX_DECIMAL_BIGINT_DIGITS = 10_000
+
+/**
+ * `table[name]` when `name` is an own key of `table`. A plain `table[name]`
+ * would also find what every object inherits (`constructor`, `toString`,
+ * `__proto__`, ...), and a peer must never pick what gets constructed.
+ */
+function own<T>(table: Readonly<Record<string, T>>, name: unknown): T | undefined {
+  return typeof name === 'string' && Object.hasOwn(table, name) ? table[name] : undefined
+}
+
+/** What the error reducer records: [name, message, stack, own props, has cause, cause, errors, class]. */
 type ErrorRecord = [string, string, string, Record<string, unknown>, ...unknown[]]
+
+/**
+ * Every class an error may be rebuilt as, by the name it travels under
+ * (see {@link wireErrorClasses}): an error is rebuilt as the nearest of
+ * these on its prototype chain, and keeps its own name.
+ */
+const wireClasses: Readonly<Record<string, new (message: string) => Error>> = {
+  ...wireErrorClasses,
+  AggregateError: AggregateError as unknown as new (message: string) => Error,
+  ...(wireFarpipeErrors as unknown as Record<string, new (message: string) => Error>),
+}
+const wireClassNames = new Map<unknown, string>(Object.entries(wireClasses).map(([name, c]) => [c, name]))
+
+/** The name of the nearest class on `e`'s prototype chain that the receiver rebuilds. */
+function wireClass(e: Error): string {
+  for (let p = Object.getPrototypeOf(e) as object | null; p; p = Object.getPrototypeOf(p) as object | null) {
+    const name = Object.hasOwn(p, 'constructor') ? wireClassNames.get((p as { constructor: unknown }).constructor) : undefined
+    if (name) return name
+  }
+  return 'Error'
+}
 
 function reducers(attachments: Uint8Array[], hooks: StreamHooks | undefined): Record<string, (v: any) => unknown> {
   const r: Record<string, (v: any) => unknown> = {}
@@ -69,13 +114,18 @@ function reducers(attachments: Uint8Array[], hooks: StreamHooks | undefined): Re
     attachments.push(new Uint8Array(v.buffer, v.byteOffset, v.byteLength))
     return [attachments.length - 1, kind]
   }
-  r.Error = (v) => (v instanceof Error ? errorRecord(v, attachments, hooks) : undefined)
+  r.Error = (v) => (v instanceof Error ? errorRecord(v, hooks) : undefined)
+  // Hex, not devalue's decimal text: writing and parsing decimal takes time
+  // that grows faster than the number of digits; hex takes linear time.
+  // Named `BigInt` so that its reviver also receives devalue's own form.
+  r.BigInt = (v) => (typeof v === 'bigint' ? (v < 0n ? '-0x' + (-v).toString(16) : '0x' + v.toString(16)) : undefined)
   return r
 }
 
 function errorName(e: Error): string {
   const name = typeof e.name === 'string' ? e.name : 'Error'
-  if (name !== 'Error') return name
+  // An inherited "Error" says little (`class MyError extends Error {}`): the class name says more. An own one was meant.
+  if (name !== 'Error' || Object.hasOwn(e, 'name')) return name
   const ctor = (e as { constructor?: { name?: unknown } }).constructor?.name
   return typeof ctor === 'string' && ctor ? ctor : 'Error'
 }
@@ -85,18 +135,21 @@ function errorName(e: Error): string {
  * description rather than failing the whole error: an error must always be
  * able to say what went wrong.
  */
-function errorRecord(e: Error, attachments: Uint8Array[], hooks: StreamHooks | undefined): ErrorRecord {
+function errorRecord(e: Error, hooks: StreamHooks | undefined): ErrorRecord {
   const props: Record<string, unknown> = {}
   for (const key of Object.keys(e)) {
-    if (key === 'message' || key === 'stack' || key === 'cause' || key === 'errors') continue
-    props[key] = sendable((e as unknown as Record<string, unknown>)[key], attachments, hooks)
+    // An own `__proto__` key cannot cross (devalue refuses it both ways, and
+    // assigning it here would replace `props`' prototype): it is left out.
+    if (key === 'message' || key === 'stack' || key === 'cause' || key === 'errors' || key === '__proto__') continue
+    props[key] = sendable((e as unknown as Record<string, unknown>)[key], key, hooks)
   }
   const record: ErrorRecord = [errorName(e), String(e.message), String(e.stack ?? ''), props]
   const hasCause = Object.hasOwn(e, 'cause')
   // A cause chain that loops back (err.cause === err) cannot be rebuilt through a reviver: say so instead.
   const cause = hasCause && causeLoops(e) ? `[circular cause: ${errorName(e)}: ${e.message}]` : e.cause
-  record.push(hasCause ? 1 : 0, hasCause ? sendable(cause, attachments, hooks) : undefined)
-  if (e instanceof AggregateError && Array.isArray(e.errors)) record.push(e.errors.map((x) => sendable(x, attachments, hooks)))
+  record.push(hasCause ? 1 : 0, hasCause ? sendable(cause, 'cause', hooks) : undefined)
+  record.push(e instanceof AggregateError && Array.isArray(e.errors) ? e.errors.map((x, i) => sendable(x, `errors[${i}]`, hooks)) : undefined)
+  record.push(wireClass(e))
   return record
 }
 
@@ -109,24 +162,30 @@ function causeLoops(e: Error): boolean {
   return false
 }
 
-function sendable(v: unknown, attachments: Uint8Array[], hooks: StreamHooks | undefined): unknown {
+/** `v` if it can be sent, else a note saying where (from `path`) and why it cannot. */
+function sendable(v: unknown, path: string, hooks: StreamHooks | undefined): unknown {
   if (v instanceof Error) return v
   try {
     devalue.stringify(v, reducers([], hooks))
     return v
-  } catch {
-    return `[unsendable ${describe(v)}]`
+  } catch (err) {
+    return `[unsendable: ${serializeError(err, path).message}]`
   }
 }
 
+/** What a value that devalue refused is, for messages. */
 function describe(v: unknown): string {
   if (typeof v === 'function') return 'function'
   if (typeof v === 'symbol') return 'symbol'
   if (typeof v === 'object' && v !== null) {
-    const proto = Object.getPrototypeOf(v)
-    const name = proto?.constructor?.name
     if (typeof (v as { then?: unknown }).then === 'function') return 'promise'
-    return name && name !== 'Object' ? `instance of ${name}` : 'object with symbol keys'
+    const proto: unknown = Object.getPrototypeOf(v)
+    if (proto === Object.prototype || proto === null) {
+      return Object.getOwnPropertySymbols(v).length > 0 ? 'object with symbol keys' : 'object'
+    }
+    const name = (proto as { constructor?: { name?: unknown } }).constructor?.name
+    if (typeof name === 'string' && name && name !== 'Object') return `instance of ${name}`
+    return 'object with a prototype other than Object.prototype or null'
   }
   return typeof v
 }
@@ -134,40 +193,76 @@ function describe(v: unknown): string {
 function revivers(attachments: Uint8Array[], hooks: StreamHooks | undefined): Record<string, (v: any) => unknown> {
   const r: Record<string, (v: any) => unknown> = {}
   const fromId = hooks?.fromId
-  r.Stream = (id: number) => {
+  r.Stream = (id: unknown) => {
+    if (typeof id !== 'number' || !Number.isInteger(id) || id < 1 || id > 0xffff) {
+      throw new ProtocolError(`a streamed value names stream ${typeof id === 'number' ? id : typeof id}, not a stream id (1 to 65535)`)
+    }
     if (!fromId) throw new ProtocolError(`a streamed value (stream ${id}) arrived where none may be`)
     return fromId(id)
   }
-  r.Bytes = ([index, kind]: [number, string]) => {
-    const att = attachments[index]
-    const Ctor = typedArrays[kind]
-    if (!att || (!Ctor && kind !== 'ArrayBuffer')) throw new ProtocolError(`bad binary attachment ${index} (${kind})`)
+  // The sender writes one attachment per view; a payload naming one twice
+  // would make the receiver copy it again and again (a small frame asking
+  // for gigabytes), so each may be used once.
+  const used = new Set<number>()
+  r.Bytes = (v: unknown) => {
+    const [index, kind] = Array.isArray(v) ? (v as unknown[]) : []
+    const att = typeof index === 'number' && Number.isInteger(index) ? attachments[index] : undefined
+    const Ctor = own(typedArrays, kind)
+    if (!att || (!Ctor && kind !== 'ArrayBuffer')) {
+      throw new ProtocolError(`bad binary attachment ${typeof index === 'number' ? index : typeof index} (${typeof kind === 'string' ? kind : typeof kind}) of ${attachments.length}`)
+    }
+    if (used.has(index as number)) throw new ProtocolError(`binary attachment ${index} is used twice`)
+    used.add(index as number)
     const copy = new Uint8Array(att.byteLength)
     copy.set(att)
     if (kind === 'ArrayBuffer') return copy.buffer
     if (kind === 'Uint8Array') return copy
     return new Ctor!(copy.buffer)
   }
-  r.Error = (record: unknown[]) => reviveError(record)
+  r.Error = (record: unknown) => reviveError(record)
+  r.BigInt = (text: unknown) => {
+    if (typeof text !== 'string') throw new ProtocolError(`a BigInt arrived as ${typeof text}, not as text`)
+    const negative = text.startsWith('-')
+    const digits = negative ? text.slice(1) : text
+    if (digits.startsWith('0x')) {
+      const n = BigInt(digits)
+      return negative ? -n : n
+    }
+    if (digits.length > MAX_DECIMAL_BIGINT_DIGITS) {
+      throw new ProtocolError(`a BigInt of ${digits.length} decimal digits exceeds the limit of ${MAX_DECIMAL_BIGINT_DIGITS} (farpipe sends BigInts as hex)`)
+    }
+    return BigInt(text)
+  }
   return r
 }
 
 /** Rebuilds an error from its record, constructing only allow-listed classes. */
-function reviveError(record: unknown[]): Error {
-  const [name, message, stack, props, hasCause, cause, errors] = record as [string, string, string, Record<string, unknown>, number, unknown, unknown[] | undefined]
+function reviveError(record: unknown): Error {
+  const [name, message, stack, props, hasCause, cause, errors, base] = Array.isArray(record) ? (record as unknown[]) : []
+  if (typeof name !== 'string' || typeof message !== 'string' || typeof stack !== 'string' || !isRecord(props) || (errors !== undefined && !Array.isArray(errors))) {
+    throw new ProtocolError('an error arrived as a malformed record (expected name, message, stack, properties)')
+  }
+  // The class the sender found on the error's prototype chain; from a peer that did not say, the one its name names.
+  const cls = own(wireClasses, base) ? (base as string) : own(wireClasses, name) ? name : 'Error'
   let e: Error
-  const farpipe = (wireFarpipeErrors as Record<string, unknown>)[name]
-  if (name === 'AggregateError') e = new AggregateError(errors ?? [], message)
-  else if (name === 'SerializeError') e = new wireFarpipeErrors.SerializeError(message, String(props.path ?? ''))
-  else if (farpipe) e = new (farpipe as new (m: string) => Error)(message)
-  else e = new (wireErrorClasses[name] ?? Error)(message)
+  if (cls === 'AggregateError') e = new AggregateError(errors ?? [], message)
+  else if (cls === 'SerializeError') e = new wireFarpipeErrors.SerializeError(message, typeof props.path === 'string' ? props.path : '')
+  else e = new wireClasses[cls]!(message)
   if (e.name !== name) Object.defineProperty(e, 'name', { value: name, writable: true, configurable: true, enumerable: false })
   Object.defineProperty(e, 'stack', { value: stack, writable: true, configurable: true, enumerable: false })
   for (const [k, v] of Object.entries(props)) {
+    if (k === '__proto__') continue // devalue refuses the key already; never assign it
     try { (e as unknown as Record<string, unknown>)[k] = v } catch { /* a read-only property of the class */ }
   }
   if (hasCause) Object.defineProperty(e, 'cause', { value: cause, writable: true, configurable: true, enumerable: false })
   return e
+}
+
+/** True for an object devalue builds from `{...}` (its prototype is Object.prototype or null). */
+function isRecord(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false
+  const proto: unknown = Object.getPrototypeOf(v)
+  return proto === Object.prototype || proto === null
 }
 
 /**
@@ -178,7 +273,16 @@ function serializeError(err: unknown, root: string): SerializeError {
   if (err instanceof SerializeError) return err
   if (err instanceof devalue.DevalueError) {
     const path = root + err.path
-    return new SerializeError(`${path}: ${describe(err.value)} cannot be sent`, path, { cause: err })
+    const v: unknown = err.value
+    if (typeof v === 'object' && v !== null && Object.hasOwn(v, '__proto__')) {
+      const at = `${path}.__proto__`
+      return new SerializeError(
+        `${at}: an own "__proto__" key cannot be sent (the receiving side would take it for the object's prototype, so devalue refuses it); rename the key or send a Map`,
+        at,
+        { cause: err },
+      )
+    }
+    return new SerializeError(`${path}: ${describe(v)} cannot be sent`, path, { cause: err })
   }
   const message = err instanceof Error ? err.message : String(err)
   return new SerializeError(`${root}: cannot be sent (${message})`, root, { cause: err })
@@ -190,6 +294,7 @@ function serializeError(err: unknown, root: string): SerializeError {
  */
 export function encodeValue(value: unknown, root: string, hooks?: StreamHooks): EncodedValue {
   const attachments: Uint8Array[] = []
+  hooks = onceEach(hooks)
   let text: string
   try {
     text = devalue.stringify(value, reducers(attachments, hooks))
@@ -199,6 +304,29 @@ export function encodeValue(value: unknown, root: string, hooks?: StreamHooks): 
   let bytes = 8 + Buffer.byteLength(text, 'utf8')
   for (const a of attachments) bytes += 4 + a.byteLength
   return { text, attachments, bytes }
+}
+
+/**
+ * Hooks whose `toId` gives a stream the same id each time it is asked.
+ * Error properties are encoded once on trial (to replace what cannot be
+ * sent) before the real encoding, and `toId` starts pumping the stream it
+ * numbers: asked twice, it would start two.
+ */
+function onceEach(hooks: StreamHooks | undefined): StreamHooks | undefined {
+  const toId = hooks?.toId
+  if (!toId) return hooks
+  const ids = new Map<unknown, number>()
+  return {
+    ...hooks,
+    toId(v) {
+      let id = ids.get(v)
+      if (id === undefined) {
+        id = toId(v)
+        if (id !== undefined) ids.set(v, id)
+      }
+      return id
+    },
+  }
 }
 
 /** Writes an encoded value: `u32 text length | text | u32 count | (u32 length | bytes)*`. */
@@ -260,8 +388,10 @@ function readValueAt(b: Buffer, start: number, end: number, hooks?: StreamHooks)
   try {
     return devalue.parse(text, revivers(attachments, hooks))
   } catch (err) {
+    // Whatever a malformed payload makes devalue, JSON or a constructor
+    // throw (including a stack overflow on deep nesting) is the peer's fault.
     if (err instanceof ProtocolError) throw err
-    throw new ProtocolError(`a value could not be decoded: ${(err as Error).message}`, { cause: err })
+    throw new ProtocolError(`a value could not be decoded: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
   }
 }
 
@@ -332,12 +462,17 @@ export class ItemWriter {
   write(v: unknown, path: () => string): number {
     const w = this.w
     if (typeof v === 'number') {
+      // The first item of a run also counts for the run's header, so the items
+      // of a frame count for exactly its payload: the receiver checks byte
+      // credit against payload sizes, and both sides must agree to the byte.
+      let header = 0
       if (this.run !== Tag.numbers || w.frameBytes + 8 > this.limits.softFrameBytes) {
         this.startRun(Tag.numbers, 13)
+        header = NUMBERS_RUN_HEADER
       }
       w.f64(v)
       this.runCount++
-      return 8
+      return header + 8
     }
     let text: string | undefined
     let bytes: Uint8Array | undefined
@@ -365,14 +500,16 @@ export class ItemWriter {
       throw new SerializeError(`${p}: item of ${size + ITEM_HEADER} bytes exceeds maxFrameBytes ${this.limits.maxFrameBytes}`, p)
     }
     if (text !== undefined) {
+      let header = 0
       if (this.run !== Tag.json || w.frameBytes + size + 1 > this.limits.softFrameBytes) {
         this.startRun(Tag.json, size + 10)
         w.u8(0x5b) // [
+        header = JSON_RUN_HEADER
       } else {
         w.u8(0x2c) // ,
       }
       this.runCount++
-      return 1 + w.utf8(text)
+      return header + 1 + w.utf8(text)
     }
     this.close()
     if (bytes && bytes.byteLength >= OWN_FRAME_BYTES) {
@@ -445,7 +582,12 @@ export function readItems(payload: Uint8Array, owned = false): unknown[] {
       const len = b.readUInt32LE(o)
       o += 4
       if (o + len > end) throw new ProtocolError(`JSON run of ${len} bytes overruns its frame (${end - o} left)`)
-      const run = JSON.parse(b.toString('utf8', o, o + len)) as unknown[]
+      let run: unknown
+      try {
+        run = JSON.parse(b.toString('utf8', o, o + len))
+      } catch (err) {
+        throw new ProtocolError(`JSON run of ${len} bytes does not parse: ${(err as Error).message}`, { cause: err })
+      }
       if (!Array.isArray(run) || run.length !== n) throw new ProtocolError(`JSON run declares ${n} items, holds ${Array.isArray(run) ? run.length : 'no array'}`)
       o += len
       // The usual frame is one run: its array is the batch, no copy.

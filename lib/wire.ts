@@ -17,7 +17,7 @@
 import { ProtocolError } from './errors.ts'
 
 /** The protocol version both sides announce in their hello frames. */
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** Bytes before a frame's payload. */
 export const HEADER_BYTES = 11
@@ -96,6 +96,7 @@ export function encodeFrame(kind: number, call: number, stream: number, payload:
 }
 
 const EMPTY = new Uint8Array(0)
+const EMPTY_BUFFER = Buffer.alloc(0)
 
 /**
  * Splits a byte stream into frames. Partial input is kept until the rest
@@ -105,8 +106,8 @@ const EMPTY = new Uint8Array(0)
 export class FrameDecoder {
   /** Frames longer than this are refused. */
   maxFrameBytes: number
-  /** Bytes received but not yet part of a returned frame. */
-  private pending: Buffer = Buffer.alloc(0)
+  /** The start of a header (fewer than {@link HEADER_BYTES} bytes) whose rest has not arrived. */
+  private pending: Buffer = EMPTY_BUFFER
   /** A frame whose length is known and whose bytes are still arriving. */
   private partial: Buffer | undefined
   private partialFilled = 0
@@ -123,7 +124,23 @@ export class FrameDecoder {
   /** Feeds bytes; returns every frame they complete, in order. */
   decode(chunk: Uint8Array): Frame[] {
     const frames: Frame[] = []
-    let input = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
+    let input = asBuffer(chunk)
+    if (this.pending.byteLength > 0) {
+      // A header began in an earlier chunk: complete it from this one,
+      // copying at most a header's bytes (never the whole chunk), then read
+      // the frame's length and go on as for any frame begun in pieces.
+      const take = Math.min(HEADER_BYTES - this.pending.byteLength, input.byteLength)
+      const head = Buffer.concat([this.pending, input.subarray(0, take)])
+      input = input.subarray(take)
+      if (head.byteLength >= 4) this.check(head.readUInt32LE(0) + 4)
+      if (head.byteLength < HEADER_BYTES) {
+        this.pending = head
+        return frames
+      }
+      this.pending = EMPTY_BUFFER
+      this.partial = Buffer.allocUnsafe(head.readUInt32LE(0) + 4)
+      this.partialFilled = head.copy(this.partial, 0)
+    }
     if (this.partial) {
       // The frame's length was known: copy straight into its own buffer, so
       // a large frame arriving in many chunks is copied once, not re-joined.
@@ -137,20 +154,10 @@ export class FrameDecoder {
       this.partialFilled = 0
       input = input.subarray(take)
     }
-    if (this.pending.byteLength > 0) {
-      input = Buffer.concat([this.pending, input])
-      this.pending = Buffer.alloc(0)
-    }
     let offset = 0
     while (input.byteLength - offset >= 4) {
-      const length = input.readUInt32LE(offset)
-      const total = 4 + length
-      if (total > this.maxFrameBytes) {
-        throw new ProtocolError(`frame of ${total} bytes exceeds maxFrameBytes ${this.maxFrameBytes}`)
-      }
-      if (total < HEADER_BYTES) {
-        throw new ProtocolError(`frame of ${total} bytes is shorter than its ${HEADER_BYTES}-byte header`)
-      }
+      const total = 4 + input.readUInt32LE(offset)
+      this.check(total)
       if (input.byteLength - offset < total) {
         if (input.byteLength - offset >= HEADER_BYTES) {
           this.partial = Buffer.allocUnsafe(total)
@@ -166,6 +173,16 @@ export class FrameDecoder {
     return frames
   }
 
+  /** Refuses a frame length before anything of the frame is allocated. */
+  private check(total: number): void {
+    if (total > this.maxFrameBytes) {
+      throw new ProtocolError(`frame of ${total} bytes exceeds maxFrameBytes ${this.maxFrameBytes}`)
+    }
+    if (total < HEADER_BYTES) {
+      throw new ProtocolError(`frame of ${total} bytes is shorter than its ${HEADER_BYTES}-byte header`)
+    }
+  }
+
   /**
    * Declares the input finished. Bytes left over are a truncated frame: the
    * peer stopped mid-frame, which is never a normal end.
@@ -174,7 +191,7 @@ export class FrameDecoder {
     const left = this.buffered
     if (left > 0) {
       const expected = this.partial ? ` of a ${this.partial.byteLength}-byte frame` : ''
-      this.pending = Buffer.alloc(0)
+      this.pending = EMPTY_BUFFER
       this.partial = undefined
       this.partialFilled = 0
       throw new ProtocolError(`input ended with ${left} bytes${expected} left over`)
@@ -226,14 +243,35 @@ export const payloads = {
   },
   readBundle(p: Uint8Array): { hash: string; code: Buffer } {
     const b = asBuffer(p)
-    const n = b.readUInt16LE(0)
+    const n = b.byteLength >= 2 ? b.readUInt16LE(0) : -1
+    if (n < 0 || 2 + n > b.byteLength) throw new ProtocolError(`bundle payload of ${b.byteLength} bytes is shorter than its hash`)
     return { hash: b.toString('utf8', 2, 2 + n), code: b.subarray(2 + n) }
+  },
+  /**
+   * The payload of a call's end frame: `u8 flags` (1: the function returned
+   * a generator, so its call streamed) then the encoded return value.
+   */
+  end(streamed: boolean, value: Uint8Array): Buffer {
+    const b = Buffer.allocUnsafe(1 + value.byteLength)
+    b[0] = streamed ? 1 : 0
+    b.set(value, 1)
+    return b
+  },
+  readEnd<T>(p: Uint8Array, read: (value: Uint8Array) => T): { streamed: boolean; value: T } {
+    if (p.byteLength < 1) throw new ProtocolError('end frame without its flags byte')
+    const flags = p[0]!
+    if (flags > 1) throw new ProtocolError(`end frame with unknown flags ${flags}`)
+    return { streamed: flags === 1, value: read(p.subarray(1)) }
   },
   json(value: unknown): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8')
   },
   readJson<T>(p: Uint8Array): T {
-    return JSON.parse(asBuffer(p).toString('utf8')) as T
+    try {
+      return JSON.parse(asBuffer(p).toString('utf8')) as T
+    } catch (err) {
+      throw new ProtocolError(`JSON payload of ${p.byteLength} bytes does not parse: ${(err as Error).message}`, { cause: err })
+    }
   },
 }
 

@@ -107,6 +107,79 @@ decode('ends cleanly on a frame boundary', () => {
   d.end()
 })
 
+decode('regression: a header split across chunks copies only the header, not the whole next chunk', () => {
+  // Many small frames in one large chunk, the first header begun in the previous chunk.
+  const small = encodeFrame(Kind.data, 1, 0, new Uint8Array(20))
+  const many = Buffer.concat(Array.from({ length: 20_000 }, () => small))
+  const d = new FrameDecoder(1024)
+  assert.is(d.decode(many.subarray(0, 5)).length, 0)
+  const sizes = spyAllocations(() => assert.is(d.decode(many.subarray(5)).length, 20_000))
+  assert.ok(Math.max(0, ...sizes) <= 1024, `allocated ${Math.max(...sizes)} bytes at once with maxFrameBytes 1024`)
+  d.end()
+})
+
+decode('refuses an oversized length whose bytes straddle two chunks before buffering anything more', () => {
+  const header = Buffer.alloc(HEADER_BYTES)
+  header.writeUInt32LE(5000, 0)
+  for (let cut = 1; cut < 4; cut++) {
+    const d = new FrameDecoder(1024)
+    assert.equal(d.decode(header.subarray(0, cut)), [])
+    const err = assertThrows(() => spyAllocations(() => d.decode(Buffer.concat([header.subarray(cut), new Uint8Array(100_000)]))))
+    assert.instance(err, ProtocolError)
+    assert.match(err.message, 'frame of 5004 bytes exceeds maxFrameBytes 1024')
+  }
+})
+
+/** Runs `fn` and returns the sizes of the Buffers it allocated (through Buffer.alloc, allocUnsafe and concat). */
+function spyAllocations(fn: () => void): number[] {
+  const sizes: number[] = []
+  const { alloc, allocUnsafe, concat } = Buffer
+  Buffer.alloc = ((n: number, ...rest: never[]) => (sizes.push(n), alloc.call(Buffer, n, ...rest))) as typeof Buffer.alloc
+  Buffer.allocUnsafe = ((n: number) => (sizes.push(n), allocUnsafe.call(Buffer, n))) as typeof Buffer.allocUnsafe
+  Buffer.concat = ((list: readonly Uint8Array[], n?: number) => {
+    const out = concat.call(Buffer, list, n)
+    sizes.push(out.byteLength)
+    return out
+  }) as typeof Buffer.concat
+  try {
+    fn()
+  } finally {
+    Object.assign(Buffer, { alloc, allocUnsafe, concat })
+  }
+  return sizes
+}
+
+const fixed = suite('payloads')
+
+fixed('round-trip credit, log, bundle and JSON', () => {
+  assert.equal(payloads.readCredit(payloads.credit(3, 4096)), { items: 3, bytes: 4096 })
+  assert.equal(payloads.readLog(payloads.log(2, 'héllo')), { fd: 2, text: 'héllo' })
+  const b = payloads.readBundle(payloads.bundle('abc', Uint8Array.of(1, 2)))
+  assert.is(b.hash, 'abc')
+  assert.equal([...b.code], [1, 2])
+  assert.equal(payloads.readJson(payloads.json({ v: 1 })), { v: 1 })
+})
+
+fixed('regression: a bundle payload shorter than it says is a protocol error (escaped as a RangeError or read short)', () => {
+  for (const bad of [new Uint8Array(0), Uint8Array.of(5), Uint8Array.of(5, 0, 97)]) {
+    const err = assertThrows(() => payloads.readBundle(bad))
+    assert.instance(err, ProtocolError)
+  }
+})
+
+fixed('regression: a JSON payload that does not parse is a protocol error (escaped as a SyntaxError)', () => {
+  for (const text of ['', '{', 'hello', '{"v":1']) {
+    const err = assertThrows(() => payloads.readJson(Buffer.from(text)))
+    assert.instance(err, ProtocolError)
+  }
+})
+
+fixed('a JSON payload with a __proto__ key leaves Object.prototype alone', () => {
+  const h = payloads.readJson<Record<string, unknown>>(Buffer.from('{"__proto__":{"polluted":true},"v":1}'))
+  assert.is(h.v, 1)
+  assert.is(({} as { polluted?: unknown }).polluted, undefined)
+})
+
 const writer = suite('FrameWriter')
 
 writer('writes frames that decode to what was written, in one buffer per batch', () => {
@@ -184,4 +257,5 @@ function assertThrows(fn: () => unknown): any {
 }
 
 decode.run()
+fixed.run()
 writer.run()
