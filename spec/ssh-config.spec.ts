@@ -141,6 +141,7 @@ Host web
     identityFiles: [],
     identitiesOnly: false,
     knownHostsFiles: [path.join(home, '.ssh/known_hosts'), path.join(home, '.ssh/known_hosts2')],
+    globalKnownHostsFiles: ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'],
     knownHosts: 'strict',
     hashKnownHosts: false,
     keepaliveInterval: 15000,
@@ -302,6 +303,26 @@ config('refuses a bad value in the config naming the directive and the host', as
     assert.instance(err, FarpipeError)
     assert.match(err.message, `SSH config ${path.join(home, '.ssh/config')}, host "web": ${message}`)
   }
+})
+
+config('refuses ServerAliveInterval and ConnectTimeout beyond what Node timers can wait, naming the directive, value and limit (regression: fired after 1 ms)', async () => {
+  for (const [line, message] of [
+    ['ServerAliveInterval 2147484', 'ServerAliveInterval 2147484 is 2147484000 ms, more than 2147483647 ms (about 24.8 days, the longest timer Node.js can set)'],
+    ['ConnectTimeout 25d', 'ConnectTimeout 25d is 2160000000 ms, more than 2147483647 ms (about 24.8 days, the longest timer Node.js can set)'],
+  ]) {
+    const home = withConfig(`Host web\n  ${line}\n`)
+    const err = await rejection(resolve('web', home))
+    assert.instance(err, FarpipeError)
+    assert.match(err.message, `SSH config ${path.join(home, '.ssh/config')}, host "web": ${message}`)
+  }
+  const home = withConfig('Host web\n  ServerAliveInterval 2147483\n  ConnectTimeout 24d\n')
+  const h = await resolve('web', home)
+  assert.is(h.keepaliveInterval, 2_147_483_000)
+  assert.is(h.connectTimeout, 24 * 86_400_000)
+})
+
+config('takes ServerAliveCountMax 0 through as 0 (the transport reads it as 1, see HostOptions.keepaliveCountMax)', async () => {
+  assert.is((await resolve('web', withConfig('Host web\n  ServerAliveCountMax 0\n'))).keepaliveCountMax, 0)
 })
 
 config('refuses a config ssh-config cannot parse, naming the file', async () => {
@@ -617,6 +638,27 @@ keys('takes UserKnownHostsFile none as no file', async () => {
   assert.equal((await resolve('web', home)).knownHostsFiles, [])
 })
 
+keys('takes GlobalKnownHostsFile paths from the config (regression: never read), and none as no file', async () => {
+  const home = withConfig(`
+Host web
+  HostName web.example.com
+  GlobalKnownHostsFile /etc/ssh/ssh_known_hosts "~/global hosts %h"
+Host none
+  GlobalKnownHostsFile none
+`)
+  assert.equal((await resolve('web', home)).globalKnownHostsFiles, ['/etc/ssh/ssh_known_hosts', path.join(home, 'global hosts web.example.com')])
+  assert.equal((await resolve('none', home)).globalKnownHostsFiles, [])
+  assert.equal((await resolve('other', home)).globalKnownHostsFiles, ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2'])
+})
+
+keys('lets the globalKnownHostsFile option beat GlobalKnownHostsFile, without touching the user files', async () => {
+  const home = withConfig('Host web\n  GlobalKnownHostsFile /etc/ssh/ssh_known_hosts\n  UserKnownHostsFile ~/mine\n')
+  const h = await resolve({ host: 'web', globalKnownHostsFile: '~/spec/global' }, home)
+  assert.equal(h.globalKnownHostsFiles, [path.join(home, 'spec/global')])
+  assert.equal(h.knownHostsFiles, [path.join(home, 'mine')])
+  assert.equal((await resolve({ host: 'web', globalKnownHostsFile: ['/a', '/b'] }, home)).globalKnownHostsFiles, ['/a', '/b'])
+})
+
 keys('uses $SSH_AUTH_SOCK unless IdentityAgent says otherwise', async () => {
   const home = withConfig(`
 Host noagent
@@ -686,6 +728,12 @@ Host web
   assert.is((await resolve({ host: 'web', agent: '/run/mine.sock' }, home)).agent, '/run/mine.sock')
 })
 
+opts('takes timeouts of exactly 2^31-1 ms', async () => {
+  const h = await resolve({ host: 'web', keepaliveInterval: 2_147_483_647, connectTimeout: 2_147_483_647 }, homeWith({}))
+  assert.is(h.keepaliveInterval, 2_147_483_647)
+  assert.is(h.connectTimeout, 2_147_483_647)
+})
+
 opts('carries workers, node, env, cacheDir and passphrase through', async () => {
   const h = await resolve({ host: 'alice@web:2022', workers: 4, node: 'upload', env: { A: '1' }, cacheDir: '/var/cache/fp', passphrase: 'secret' }, homeWith({}))
   assert.is(h.user, 'alice')
@@ -710,6 +758,14 @@ const badOptions: [string, unknown, typeof TypeError | typeof RangeError, string
   ['agent true', { host: 'web', agent: true }, TypeError, 'host "web": option agent must be a socket path or false, got true'],
   ['a negative keepaliveInterval', { host: 'web', keepaliveInterval: -1 }, RangeError, 'host "web": option keepaliveInterval must be a finite number of milliseconds >= 0, got -1'],
   ['an env value that is not a string', { host: 'web', env: { A: 1 } }, TypeError, 'host "web": option env.A must be a string, got 1'],
+  ['an env name with "-"', { host: 'web', env: { 'A-B': '1' } }, TypeError, 'host "web": option env has a bad variable name "A-B" (names are letters, digits and _, not starting with a digit)'],
+  ['an env name starting with a digit', { host: 'web', env: { '1A': '1' } }, TypeError, 'host "web": option env has a bad variable name "1A"'],
+  ['an env name that is shell code', { host: 'web', env: { '$(touch x)': '1' } }, TypeError, 'host "web": option env has a bad variable name "$(touch x)"'],
+  ['an env value with a NUL', { host: 'web', env: { A: 'a\0b' } }, TypeError, 'host "web": option env.A contains a NUL character'],
+  ['a node path starting with "-"', { host: 'web', node: '-e' }, TypeError, 'host "web": option node must be a path that does not start with "-", or "upload", got "-e"'],
+  ['a keepaliveInterval beyond 2^31-1 ms', { host: 'web', keepaliveInterval: 2 ** 31 }, RangeError, 'host "web": option keepaliveInterval must be at most 2147483647 ms (about 24.8 days, the longest timer Node.js can set), got 2147483648'],
+  ['a connectTimeout beyond 2^31-1 ms', { host: 'web', connectTimeout: 3e9 }, RangeError, 'host "web": option connectTimeout must be at most 2147483647 ms (about 24.8 days, the longest timer Node.js can set), got 3000000000'],
+  ['a globalKnownHostsFile that is not a path', { host: 'web', globalKnownHostsFile: [''] }, TypeError, 'host "web": option globalKnownHostsFile must be a path or a non-empty array of paths'],
   ['an empty user', { host: 'web', user: '' }, TypeError, 'host "web": option user must be a non-empty string, got ""'],
   ['a misspelt option', { host: 'web', identityfile: '~/k' }, TypeError, 'host "web": unknown option "identityfile" (known: host, user, port,'],
   ['no host', { user: 'alice' }, TypeError, 'option host must be an SSH destination string, got undefined'],

@@ -15,6 +15,7 @@ import * as fs from 'node:fs'
 import type { Client as ClientType } from 'ssh2'
 import type { WorkerBundle } from '../worker/locate.ts'
 import { TransportError } from '../errors.ts'
+import { ENV_NAME } from './config.ts'
 
 /** The oldest Node a worker runs on. */
 export const MIN_NODE_MAJOR = 20
@@ -157,18 +158,14 @@ async function probe(client: ClientType, host: { name: string; cacheDir?: string
   return { ok: true, facts, worker: parsed.worker }
 }
 
-let ownNode: Promise<{ hash: string; size: number }> | undefined
-/** The hash of this process's node binary (read once). */
-function ownNodeHash(): Promise<{ hash: string; size: number }> {
+let ownNode: Promise<{ hash: string }> | undefined
+/** The SHA-256 of this process's node binary (read once). */
+function ownNodeHash(): Promise<{ hash: string }> {
   return (ownNode ??= new Promise((resolve, reject) => {
     const h = createHash('sha256')
-    let size = 0
     fs.createReadStream(process.execPath)
-      .on('data', (c) => {
-        h.update(c)
-        size += c.length
-      })
-      .on('end', () => resolve({ hash: h.digest('hex'), size }))
+      .on('data', (c) => h.update(c))
+      .on('end', () => resolve({ hash: h.digest('hex') }))
       .on('error', reject)
   }))
 }
@@ -177,31 +174,52 @@ const UNAME: Record<string, string> = { Linux: 'linux', Darwin: 'darwin', FreeBS
 const MACHINE: Record<string, string> = { x86_64: 'x64', amd64: 'x64', aarch64: 'arm64', arm64: 'arm64' }
 
 /**
+ * The shell commands that print the SHA-256 of a file (`"$f"`) as the first
+ * 64 characters of their output, tried in turn: GNU and busybox coreutils,
+ * then the BSD/macOS and OpenSSL spellings. Their stderr is dropped, so a
+ * missing one just yields nothing.
+ */
+const SHA256_SHELL = '{ sha256sum "$f" || shasum -a 256 "$f" || openssl dgst -sha256 -r "$f"; } 2>/dev/null'
+
+/**
  * Ships this process's node binary to the host's cache (once: it is named by
  * its hash and kept) when the host's OS and CPU match ours. Returns its path.
+ *
+ * A copy already there is used only if its SHA-256 is ours, computed on the
+ * host by a tool that is not the copy itself: a binary that was swapped or
+ * damaged in place (even one of the right size) must not get to run, not
+ * even to say its own hash. When the host has no SHA-256 tool, the copy
+ * cannot be checked and is uploaded again.
  */
 async function uploadNode(client: ClientType, host: { name: string; cacheDir?: string }): Promise<string> {
-  const { hash, size } = await ownNodeHash()
+  const { hash } = await ownNodeHash()
   const dirExpr = cacheDirShell(host.cacheDir)
   const name = `node-${process.version}-${hash.slice(0, 16)}`
-  // One exec: where the cache is, what the machine is, whether our node is already there.
-  const look = await run(client, `umask 077; d=${dirExpr}; mkdir -p "$d" && chmod 700 "$d" && printf '%s\\n%s\\n' "$d" "$(uname -sm)" && ls -l "$d"/${shq(name)} 2>/dev/null`)
-  const [dir, uname, listing] = look.stdout.toString('utf8').split('\n')
-  if (look.code !== 0 && !dir) throw new TransportError(`cannot prepare the cache on ${host.name}: ${look.stderr.trim()}`, { host: host.name, reason: 'node' })
-  const [sys, machine] = (uname ?? '').trim().split(/\s+/)
+  // One exec: what the machine is, the hash of our node if it is already there, and where the cache is.
+  // The directory comes last and unterminated, so a name with a line break in it is read whole.
+  const look = await run(
+    client,
+    `umask 077; d=${dirExpr}; mkdir -p "$d" && chmod 700 "$d" && f="$d"/${shq(name)} && ` +
+      `printf '%s\\n%s\\n%s' "$(uname -sm)" "$(if [ -f "$f" ]; then ${SHA256_SHELL}; fi)" "$d"`,
+  )
+  const out = look.stdout.toString('utf8')
+  const [uname = '', sum = ''] = out.split('\n', 2)
+  const dir = out.split('\n').slice(2).join('\n')
+  if (look.code !== 0 || !dir) throw new TransportError(`cannot prepare the cache on ${host.name}: ${look.stderr.trim() || `exit ${look.code}`}`, { host: host.name, reason: 'node' })
+  const [sys, machine] = uname.trim().split(/\s+/)
   const platform = UNAME[sys ?? ''] ?? sys
   const arch = MACHINE[machine ?? ''] ?? machine
   if (platform !== process.platform || arch !== process.arch) {
-    throw new TransportError(`cannot upload node to ${host.name}: it is ${uname?.trim()}, this machine is ${process.platform} ${process.arch}; install Node >= ${MIN_NODE_MAJOR} there`, { host: host.name, reason: 'node' })
+    throw new TransportError(`cannot upload node to ${host.name}: it is ${uname.trim()}, this machine is ${process.platform} ${process.arch}; install Node >= ${MIN_NODE_MAJOR} there`, { host: host.name, reason: 'node' })
   }
   const target = `${dir}/${name}`
-  const present = listing ? Number(listing.trim().split(/\s+/)[4]) === size : false
-  if (!present) {
-    // Streamed, not buffered: the binary is large. Written under a temp name, then moved into place.
-    const r = await run(client, `umask 077; cat > ${shq(target)}.tmp && chmod 700 ${shq(target)}.tmp && mv ${shq(target)}.tmp ${shq(target)} && echo ok`, { file: process.execPath })
-    if (r.stdout.toString().trim() !== 'ok') throw new TransportError(`uploading node to ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
+  if (sum.slice(0, 64) !== hash) {
+    // Streamed, not buffered: the binary is large. Written under a temp name, then moved into place (over a bad copy, if any).
+    const r = await run(client, `umask 077; cat > ${shq(target)}.tmp && chmod 700 ${shq(target)}.tmp && mv -f ${shq(target)}.tmp ${shq(target)} && echo ok`, { file: process.execPath })
+    if (r.stdout.toString().trim() !== 'ok') throw new TransportError(`uploading node to ${target} on ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
+    // Just written by us through the authenticated channel: it may check its own bytes.
     const check = await run(client, `${shq(target)} -e ${shq("process.stdout.write(require('crypto').createHash('sha256').update(require('fs').readFileSync(process.execPath)).digest('hex'))")}`)
-    if (check.stdout.toString() !== hash) throw new TransportError(`the node uploaded to ${host.name} does not match its hash`, { host: host.name, reason: 'node' })
+    if (check.stdout.toString() !== hash) throw new TransportError(`the node uploaded to ${target} on ${host.name} does not match its hash`, { host: host.name, reason: 'node' })
   }
   return target
 }
@@ -214,12 +232,21 @@ function cacheDirShell(dir: string | undefined): string {
   return shq(dir)
 }
 
-/** The command that starts one worker: exec'd, so the shell leaves and signals reach node. */
+/**
+ * The command that starts one worker: exec'd, so the shell leaves and
+ * signals reach node. Every word is built apart and quoted whole, so spaces,
+ * quotes and line breaks inside a path or a value reach node unchanged, and
+ * nothing in them is run by the remote shell. Throws a TypeError for an
+ * environment variable name that is not `[A-Za-z_][A-Za-z0-9_]*`.
+ */
 export function workerCommand(facts: HostFacts, env: Record<string, string> | undefined, nodeArgs: string[]): string {
-  const vars = Object.entries(env ?? {}).map(([k, v]) => {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name`)
-    return shq(`${k}=${v}`)
-  })
-  const prefix = vars.length ? `env ${vars.join(' ')} ` : ''
-  return `exec ${prefix}${shq(facts.node)} --enable-source-maps ${nodeArgs.map(shq).join(' ')} ${shq(facts.workerFile)}`.replace(/ +/g, ' ')
+  const words = ['exec']
+  const vars = Object.entries(env ?? {})
+  if (vars.length > 0) words.push('env')
+  for (const [k, v] of vars) {
+    if (!ENV_NAME.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name (letters, digits and _, not starting with a digit)`)
+    words.push(shq(`${k}=${v}`))
+  }
+  words.push(shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile))
+  return words.join(' ')
 }

@@ -49,17 +49,43 @@ export interface HostOptions {
   node?: string
   /** How the host key is checked. @default from `StrictHostKeyChecking` in the config (`yes`/`ask` → strict, `accept-new`, `no`/`off` → off), else `'strict'` */
   knownHosts?: KnownHostsPolicy
-  /** known_hosts files to check (and add to). `~` is expanded. @default `UserKnownHostsFile` from the config, else `~/.ssh/known_hosts` and `~/.ssh/known_hosts2` */
+  /** The user's known_hosts files: checked, and the first one added to under `'accept-new'`. `~` is expanded. @default `UserKnownHostsFile` from the config, else `~/.ssh/known_hosts` and `~/.ssh/known_hosts2` */
   knownHostsFile?: string | string[]
-  /** Milliseconds between keepalive pings; 0 for none. @default `ServerAliveInterval` × 1000 from the config, else 15000 */
+  /**
+   * The system-wide known_hosts files: checked like the user's (a key in
+   * either is known, `@revoked` in either refuses, another key for the host
+   * in either means it changed), never written to. `~` is expanded.
+   * @default `GlobalKnownHostsFile` from the config, else `/etc/ssh/ssh_known_hosts` and `/etc/ssh/ssh_known_hosts2`
+   */
+  globalKnownHostsFile?: string | string[]
+  /**
+   * Milliseconds between keepalive pings; 0 for none. At most 2147483647
+   * (about 24.8 days), the longest delay Node's timers take.
+   * @default `ServerAliveInterval` × 1000 from the config, else 15000
+   */
   keepaliveInterval?: number
-  /** Unanswered pings in a row after which the host counts as dead. @default `ServerAliveCountMax` from the config, else 3 */
+  /**
+   * Unanswered pings in a row after which the host counts as dead. 0 is
+   * taken as 1: OpenSSH's ssh with `ServerAliveCountMax 0` gives up after one
+   * interval without a word from the server, so here one ping is sent and
+   * the host counts as dead when it is still unanswered at the next one. A
+   * host that answers is never dropped, and a dead one is still noticed.
+   * @default `ServerAliveCountMax` from the config, else 3
+   */
   keepaliveCountMax?: number
-  /** Milliseconds to wait for the connection (TCP and SSH handshake); 0 for no limit. @default `ConnectTimeout` × 1000 from the config, else 20000 */
+  /**
+   * Milliseconds to wait for the connection (TCP and SSH handshake); 0 for
+   * no limit. At most 2147483647, the longest delay Node's timers take.
+   * @default `ConnectTimeout` × 1000 from the config, else 20000
+   */
   connectTimeout?: number
-  /** Environment variables for the workers on the host (carried through). @default {} */
+  /** Environment variables for the workers on the host (carried through). Names must match `[A-Za-z_][A-Za-z0-9_]*`. @default {} */
   env?: Record<string, string>
-  /** Where the host caches worker bundles (carried through). @default `~/.cache/farpipe` there */
+  /**
+   * Where the host caches the worker and the function bundles; a leading
+   * `~` or `~/` is the remote user's home. Beats the pool's `cacheDir`.
+   * @default the pool's `cacheDir`, else `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe` there
+   */
   cacheDir?: string
 }
 
@@ -81,8 +107,10 @@ export interface ResolvedHost {
   passphrase?: string
   /** The ssh-agent socket; undefined for none. */
   agent?: string
-  /** Absolute known_hosts files, in the order they are checked. */
+  /** The user's absolute known_hosts files, in the order they are checked; `'accept-new'` adds to the first. */
   knownHostsFiles: string[]
+  /** The system-wide absolute known_hosts files (`GlobalKnownHostsFile`), checked after the user's and never written to. */
+  globalKnownHostsFiles: string[]
   /** `HostKeyAlias`: the name to look the host key up under instead of `hostname`. */
   hostKeyAlias?: string
   /** How the host key is checked: explicit, else from `StrictHostKeyChecking`, else `strict`. */
@@ -91,7 +119,7 @@ export interface ResolvedHost {
   hashKnownHosts: boolean
   /** Milliseconds between keepalive pings: explicit, else `ServerAliveInterval`, else 15000. */
   keepaliveInterval: number
-  /** Unanswered pings before the connection counts as dead: explicit, else `ServerAliveCountMax`, else 3. */
+  /** Unanswered pings before the connection counts as dead: explicit, else `ServerAliveCountMax`, else 3. 0 counts as 1 (see {@link HostOptions.keepaliveCountMax}). */
   keepaliveCountMax: number
   /** Milliseconds for the TCP connection and SSH handshake: explicit, else `ConnectTimeout`, else 20000. */
   connectTimeout: number
@@ -119,7 +147,14 @@ const DEFAULT_PORT = 22
 const DEFAULT_KEEPALIVE_INTERVAL = 15_000
 const DEFAULT_KEEPALIVE_COUNT_MAX = 3
 const DEFAULT_CONNECT_TIMEOUT = 20_000
-/** OpenSSH's READCONF_MAX_DEPTH. */
+/** The system-wide known_hosts files OpenSSH reads when `GlobalKnownHostsFile` is not set. */
+const DEFAULT_GLOBAL_KNOWN_HOSTS = ['/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']
+/**
+ * The longest delay, in milliseconds, Node's setTimeout and setInterval
+ * take (2^31 − 1). A longer one fires after 1 ms instead, with only a
+ * warning, so a keepalive or connect timeout beyond it is refused.
+ */
+const MAX_TIMER_MS = 2_147_483_647
 
 // ─── destinations ────────────────────────────────────────────────────────
 
@@ -208,7 +243,7 @@ export function parseDestination(dest: string): { user?: string; host: string; p
 
 const HOST_OPTION_KEYS: readonly (keyof HostOptions)[] = [
   'host', 'user', 'port', 'identityFile', 'passphrase', 'agent', 'workers', 'node', 'knownHosts',
-  'knownHostsFile', 'keepaliveInterval', 'keepaliveCountMax', 'connectTimeout', 'env', 'cacheDir',
+  'knownHostsFile', 'globalKnownHostsFile', 'keepaliveInterval', 'keepaliveCountMax', 'connectTimeout', 'env', 'cacheDir',
 ]
 
 /** Checks a HostOptions object field by field; throws a TypeError or RangeError saying what was expected and what arrived. */
@@ -245,6 +280,7 @@ function checkHostOptions(value: unknown): HostOptions {
     if (v === undefined) return
     if (typeof v !== 'number') throw type(name, 'a number of milliseconds')
     if (!Number.isFinite(v) || v < 0) throw new RangeError(`${where}: option ${name} must be a finite number of milliseconds >= 0, got ${v}`)
+    if (v > MAX_TIMER_MS) throw new RangeError(`${where}: option ${name} must be at most ${MAX_TIMER_MS} ms (about 24.8 days, the longest timer Node.js can set), got ${v}`)
   }
 
   text('user')
@@ -257,23 +293,33 @@ function checkHostOptions(value: unknown): HostOptions {
   if (o.agent !== undefined && o.agent !== false && (typeof o.agent !== 'string' || o.agent === '')) throw type('agent', 'a socket path or false')
   integer('workers', 1)
   text('node')
+  // The probe would only fail to find it, but a leading "-" would be read as an option by the remote shell's exec.
+  if (typeof o.node === 'string' && o.node.startsWith('-')) throw type('node', 'a path that does not start with "-", or "upload"')
   if (o.knownHosts !== undefined && !['strict', 'accept-new', 'off'].includes(o.knownHosts as string)) {
     throw type('knownHosts', '"strict", "accept-new" or "off"')
   }
   paths('knownHostsFile')
+  paths('globalKnownHostsFile')
   millis('keepaliveInterval')
   integer('keepaliveCountMax', 0)
   millis('connectTimeout')
   if (o.env !== undefined) {
     if (o.env === null || typeof o.env !== 'object' || Array.isArray(o.env)) throw type('env', 'an object of strings')
     for (const [k, v] of Object.entries(o.env)) {
-      if (k === '' || k.includes('=') || k.includes('\0')) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)}`)
+      // The names reach the remote command line (quoted, but `env` would take a name with "-" as an option or one with "=" as part of the value).
+      if (!ENV_NAME.test(k)) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)} (names are letters, digits and _, not starting with a digit)`)
       if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
+      // A NUL would cut the command line short on the host.
+      if (v.includes('\0')) throw new TypeError(`${where}: option env.${k} contains a NUL character, which no environment variable can hold`)
     }
   }
   text('cacheDir')
+  if (typeof o.cacheDir === 'string' && o.cacheDir.includes('\0')) throw type('cacheDir', 'a path without NUL characters')
   return o as unknown as HostOptions
 }
+
+/** What an environment variable name may be, as POSIX shells and `env` take one. */
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 
 // ─── resolving ───────────────────────────────────────────────────────────
 
@@ -365,6 +411,12 @@ function resolveOne(ctx: Context, name: string, o: Omit<HostOptions, 'host'>, ju
     : userKnownHosts === undefined ? [path.join(ctx.home, '.ssh', 'known_hosts'), path.join(ctx.home, '.ssh', 'known_hosts2')]
     : userKnownHosts.length === 1 && userKnownHosts[0]!.toLowerCase() === 'none' ? []
     : userKnownHosts.map(expand('UserKnownHostsFile'))
+  const globalKnownHosts = list('globalknownhostsfile')
+  const globalKnownHostsFiles =
+    o.globalKnownHostsFile !== undefined ? toList(o.globalKnownHostsFile).map(tilde)
+    : globalKnownHosts === undefined ? [...DEFAULT_GLOBAL_KNOWN_HOSTS]
+    : globalKnownHosts.length === 1 && globalKnownHosts[0]!.toLowerCase() === 'none' ? []
+    : globalKnownHosts.map(expand('GlobalKnownHostsFile'))
 
   const strict = get('stricthostkeychecking')?.toLowerCase()
   if (strict !== undefined && !Object.hasOwn(STRICT, strict)) throw fail(`StrictHostKeyChecking must be yes, ask, accept-new, no or off, got ${JSON.stringify(strict)}`)
@@ -378,12 +430,13 @@ function resolveOne(ctx: Context, name: string, o: Omit<HostOptions, 'host'>, ju
     identityFiles,
     identitiesOnly: configFlag(get('identitiesonly'), 'IdentitiesOnly', fail) ?? false,
     knownHostsFiles,
+    globalKnownHostsFiles,
     knownHosts: o.knownHosts ?? (strict === undefined ? 'strict' : STRICT[strict]!),
     hashKnownHosts: configFlag(get('hashknownhosts'), 'HashKnownHosts', fail) ?? false,
-    keepaliveInterval: o.keepaliveInterval ?? configMillis(get('serveraliveinterval'), 'ServerAliveInterval', fail) ?? DEFAULT_KEEPALIVE_INTERVAL,
+    keepaliveInterval: o.keepaliveInterval ?? configMillis(get('serveraliveinterval'), 'ServerAliveInterval', fail, MAX_TIMER_MS) ?? DEFAULT_KEEPALIVE_INTERVAL,
     keepaliveCountMax: o.keepaliveCountMax ?? configInteger(get('serveralivecountmax'), 'ServerAliveCountMax', 0, Infinity, fail) ?? DEFAULT_KEEPALIVE_COUNT_MAX,
     connectTimeout:
-      o.connectTimeout ?? (connectTimeoutSetting?.toLowerCase() === 'none' ? 0 : configMillis(connectTimeoutSetting, 'ConnectTimeout', fail)) ?? DEFAULT_CONNECT_TIMEOUT,
+      o.connectTimeout ?? (connectTimeoutSetting?.toLowerCase() === 'none' ? 0 : configMillis(connectTimeoutSetting, 'ConnectTimeout', fail, MAX_TIMER_MS)) ?? DEFAULT_CONNECT_TIMEOUT,
     proxyJump: [],
   }
   if (o.passphrase !== undefined) resolved.passphrase = o.passphrase
@@ -426,8 +479,6 @@ function toList(value: string | string[] | undefined): string[] {
   return value === undefined ? [] : Array.isArray(value) ? value : [value]
 }
 
-/** `~` and `~/...` become the home directory; `~user` is refused (farpipe cannot look up other users' homes portably). */
-
 /** Expands `%x` tokens; an unknown one is an error, as in OpenSSH. */
 function expandTokens(text: string, tokens: Record<string, string>, fail: (what: string) => Error): string {
   return text.replace(/%([\s\S]?)/g, (_, key: string) => {
@@ -456,13 +507,15 @@ function configInteger(value: string | undefined, directive: string, min: number
 
 const SECONDS: Record<string, number> = { '': 1, s: 1, m: 60, h: 3600, d: 86400, w: 604800 }
 
-/** A time as OpenSSH writes it (`30`, `90s`, `1m30s`), in milliseconds. */
-function configMillis(value: string | undefined, directive: string, fail: (what: string) => Error): number | undefined {
+/** A time as OpenSSH writes it (`30`, `90s`, `1m30s`), in milliseconds; more than `max` milliseconds is refused. */
+function configMillis(value: string | undefined, directive: string, fail: (what: string) => Error, max = Infinity): number | undefined {
   if (value === undefined) return undefined
   if (!/^(\d+[smhdw]?)+$/i.test(value)) throw fail(`${directive} must be a time in seconds (like 30 or 1m30s), got ${JSON.stringify(value)}`)
   let seconds = 0
   for (const m of value.matchAll(/(\d+)([smhdw]?)/gi)) seconds += Number(m[1]) * SECONDS[(m[2] ?? '').toLowerCase()]!
-  return seconds * 1000
+  const ms = seconds * 1000
+  if (ms > max) throw fail(`${directive} ${value} is ${ms} ms, more than ${max} ms (about 24.8 days, the longest timer Node.js can set)`)
+  return ms
 }
 
 function localUserName(): string {

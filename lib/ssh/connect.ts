@@ -1,8 +1,10 @@
 /**
  * One SSH connection with ssh2: through any jump hosts, every hop's host key
- * verified against known_hosts, authenticated with the agent and key files,
- * kept alive by pings that notice a silent peer, and every failure turned
- * into an error that says which host, which user, and what went wrong.
+ * verified against known_hosts (the user's files and the system-wide ones)
+ * at the first key exchange and held to that key at every re-key,
+ * authenticated with the agent and key files, kept alive by pings that
+ * notice a silent peer, and every failure turned into an error that says
+ * which host, which user, and what went wrong.
  *
  * @module
  */
@@ -11,9 +13,10 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import type { Duplex } from 'node:stream'
 import type { AnyAuthMethod, AuthenticationType, Client as ClientType, ConnectConfig, NextAuthHandler } from 'ssh2'
-import { HostKeyError, TransportError } from '../errors.ts'
+import { TransportError } from '../errors.ts'
 import type { ResolvedHost } from './config.ts'
-import { appendKnownHost, checkHostKey, fingerprint, keyTypeOf, knownHostsLine, knownKeyTypes, readKnownHosts } from './known-hosts.ts'
+import { HostVerifier } from './host-verifier.ts'
+import { knownKeyTypes, readKnownHosts } from './known-hosts.ts'
 
 /** `user@hostname:port (name)`, how messages name a hop. */
 export function hopLabel(h: ResolvedHost): string {
@@ -43,12 +46,14 @@ export async function connect(target: ResolvedHost): Promise<Connection> {
   const { Client } = await loadSsh2()
   const hops = [...target.proxyJump, target]
   const clients: ClientType[] = []
+  const verifiers: HostVerifier[] = []
   let sock: Duplex | undefined
   try {
     for (let i = 0; i < hops.length; i++) {
       const hop = hops[i]!
-      const client = await connectHop(Client, hop, sock, i > 0 ? hops[i - 1]! : undefined)
+      const { client, verifier } = await connectHop(Client, hop, sock, i > 0 ? hops[i - 1]! : undefined)
       clients.push(client)
+      verifiers.push(verifier)
       const next = hops[i + 1]
       if (next) sock = await forward(client, hop, next)
     }
@@ -64,8 +69,10 @@ export async function connect(target: ResolvedHost): Promise<Connection> {
     c.on('error', (err: Error) => (lastError ??= err))
     c.once('close', () => {
       const hop = hops[i]!
-      const why = lastError ? `: ${lastError.message}` : ''
-      closedResolve(new TransportError(`connection to ${hopLabel(hop)} was lost${why}`, { host: target.name, reason: 'lost', cause: lastError }))
+      // A host key refused at a re-key says more than ssh2's "Host denied".
+      const cause = verifiers[i]!.error ?? lastError
+      const why = cause ? `: ${cause.message}` : ''
+      closedResolve(new TransportError(`connection to ${hopLabel(hop)} was lost${why}`, { host: target.name, reason: 'lost', cause }))
       for (const other of clients) other.end()
     })
   }
@@ -99,16 +106,19 @@ function forward(via: ClientType, hop: ResolvedHost, next: ResolvedHost): Promis
  * Pings every hop while the connection lives (a global request any sshd
  * answers, even with a refusal). A hop that leaves `keepaliveCountMax`
  * pings in a row unanswered is dead: the connection is torn down, so every
- * call on it fails within interval × (count + 1) instead of hanging. The
- * timer is unreferenced: pings never keep the process alive by themselves.
+ * call on it fails within interval × (count + 1) instead of hanging. A
+ * count of 0 is taken as 1: compared before any ping was sent, it would cut
+ * every connection at the first tick, however healthy. The timer is
+ * unreferenced: pings never keep the process alive by themselves.
  */
 function keepalive(clients: ClientType[], hops: ResolvedHost[], target: ResolvedHost): () => void {
   const interval = target.keepaliveInterval
   if (!(interval > 0)) return () => {}
+  const limit = Math.max(1, target.keepaliveCountMax)
   const missed = clients.map(() => 0)
   const timer = setInterval(() => {
     clients.forEach((c, i) => {
-      if (missed[i]! >= target.keepaliveCountMax) {
+      if (missed[i]! >= limit) {
         const err = new TransportError(`${hopLabel(hops[i]!)} did not answer ${missed[i]} keepalives ${interval} ms apart`, { host: target.name, reason: 'lost' })
         c.emit('error', err)
         c.destroy()
@@ -126,50 +136,26 @@ function keepalive(clients: ClientType[], hops: ResolvedHost[], target: Resolved
   return () => clearInterval(timer)
 }
 
-async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHost, sock: Duplex | undefined, via: ResolvedHost | undefined): Promise<ClientType> {
-  const entries = hop.knownHosts === 'off' ? [] : await readKnownHosts(hop.knownHostsFiles)
+async function connectHop(
+  Client: typeof import('ssh2').Client,
+  hop: ResolvedHost,
+  sock: Duplex | undefined,
+  via: ResolvedHost | undefined,
+): Promise<{ client: ClientType; verifier: HostVerifier }> {
+  // The user's files first, then the system-wide ones, as OpenSSH reads them; only the user's are written to.
+  const entries = hop.knownHosts === 'off' ? [] : await readKnownHosts([...hop.knownHostsFiles, ...hop.globalKnownHostsFiles])
   const lookupHost = hop.hostKeyAlias ?? hop.hostname
   const lookupPort = hop.hostKeyAlias ? 22 : hop.port
-  let hostKeyError: HostKeyError | undefined
-  // Recording an accepted new key is the one asynchronous part; the connection waits for it below.
-  let recording: Promise<void> | undefined
-  const verify = (key: Buffer): boolean => {
-    if (hop.knownHosts === 'off') return true
-    const fp = fingerprint(key)
-    const type = keyTypeOf(key)
-    const name = lookupPort === 22 ? lookupHost : `[${lookupHost}]:${lookupPort}`
-    const check = checkHostKey(entries, lookupHost, lookupPort, key)
-    switch (check.status) {
-      case 'known':
-        return true
-      case 'revoked':
-        hostKeyError = new HostKeyError(`host key ${type} ${fp} of ${hopLabel(hop)} is marked @revoked in ${check.entry.file}:${check.entry.line}`, fp)
-        return false
-      case 'changed': {
-        // Any other key on record counts, whatever its type (as OpenSSH does): an impostor must not pass by showing a type not seen yet.
-        const where = check.expected.map((e) => `${e.keyType} ${fingerprint(e.key)} at ${e.file}:${e.line}`).join(', ')
-        hostKeyError = new HostKeyError(
-          `HOST KEY OF ${hopLabel(hop)} HAS CHANGED: it presented ${type} ${fp}, but known_hosts holds other keys for ${name} (${where}). ` +
-            'This may be an attack, or the host was reinstalled; if you know why, remove the old entry (ssh-keygen -R) and connect again.',
-          fp,
-        )
-        return false
-      }
-      case 'unknown': {
-        if (hop.knownHosts === 'accept-new') {
-          const file = hop.knownHostsFiles[0]
-          if (file) recording = appendKnownHost(file, knownHostsLine(lookupHost, lookupPort, key, { hash: hop.hashKnownHosts }))
-          return true
-        }
-        hostKeyError = new HostKeyError(
-          `host key of ${hopLabel(hop)} is not known: it presented ${type} ${fp}, and ${hop.knownHostsFiles.join(', ') || 'no known_hosts file'} has no ${type} key for ${name}. ` +
-            "Check the fingerprint with the host's administrator, then add it (ssh-keyscan, or connect once with ssh), or pass knownHosts: 'accept-new'.",
-          fp,
-        )
-        return false
-      }
-    }
-  }
+  const verifier = new HostVerifier({
+    label: hopLabel(hop),
+    policy: hop.knownHosts,
+    entries,
+    host: lookupHost,
+    port: lookupPort,
+    userFiles: hop.knownHostsFiles,
+    globalFiles: hop.globalKnownHostsFiles,
+    hash: hop.hashKnownHosts,
+  })
 
   const auth = authPlan(hop)
   const tried: string[] = []
@@ -203,13 +189,14 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
     // an answer given later lets it send a packet in the middle of the
     // exchange that corrupts the stream (sshd: "Bad packet length"), which
     // with OpenSSH's default rekeying ended transfers after a few GiB.
-    hostVerifier: (key: Buffer): boolean => verify(key),
+    // The verifier also holds re-keys to the key accepted first.
+    hostVerifier: (key: Buffer): boolean => verifier.verify(key),
     authHandler: authHandler as ConnectConfig['authHandler'],
     ...(known.length ? { algorithms: { serverHostKey: { prepend: known } as never } } : {}),
   }
 
   const client = new Client()
-  return new Promise<ClientType>((resolve, reject) => {
+  return new Promise<{ client: ClientType; verifier: HostVerifier }>((resolve, reject) => {
     let settled = false
     const fail = (err: Error) => {
       if (settled) return
@@ -219,22 +206,23 @@ async function connectHop(Client: typeof import('ssh2').Client, hop: ResolvedHos
     }
     client.once('ready', () => {
       if (settled) return
-      void (recording ?? Promise.resolve()).then(
+      // A new key accepted under accept-new is on file before the connection is used.
+      verifier.recorded().then(
         () => {
           if (settled) return
           settled = true
           client.setNoDelay(true)
           coalesceWrites(client)
-          resolve(client)
+          resolve({ client, verifier })
         },
-        (err) => fail(new HostKeyError(`accepted the new host key of ${hopLabel(hop)} but could not record it: ${(err as Error).message}`, '', { cause: err })),
+        (err: Error) => fail(err),
       )
     })
     client.on('error', (err: Error & { level?: string; code?: string }) => {
-      if (hostKeyError) return fail(hostKeyError)
+      if (verifier.error) return fail(verifier.error)
       fail(connectError(err, hop, tried, via))
     })
-    client.once('close', () => fail(hostKeyError ?? new TransportError(`${hopLabel(hop)} closed the connection before it was ready`, { host: hop.name, reason: 'closed' })))
+    client.once('close', () => fail(verifier.error ?? new TransportError(`${hopLabel(hop)} closed the connection before it was ready`, { host: hop.name, reason: 'closed' })))
     try {
       client.connect(config)
     } catch (err) {

@@ -90,9 +90,23 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   return out
 }
 
+/**
+ * Refuses a cache directory no worker could use, before connecting: node
+ * cannot load an ES module from a path with a backslash in it (its file URL
+ * would hold an encoded one, ERR_INVALID_MODULE_SPECIFIER), and no path can
+ * hold a NUL.
+ */
+function checkCacheDir(dir: string | undefined, host: string): void {
+  if (dir === undefined) return
+  const bad = dir.includes('\0') ? 'a NUL character' : dir.includes('\\') ? 'a backslash, and node cannot load ES modules from such a path' : undefined
+  if (bad) throw new TypeError(`host ${JSON.stringify(host)}: cacheDir ${JSON.stringify(dir)} contains ${bad}`)
+}
+
 /** Worker processes on one SSH host. */
 export class SshTransport implements Transport {
   readonly host: string
+  /** The bundle cache on the host: its own `cacheDir`, else the pool's; the worker and the bundles share it. */
+  readonly cacheDir: string | undefined
   private readonly groups: Group[] = []
   private facts: HostFacts | undefined
   private failure: Error | undefined
@@ -100,6 +114,8 @@ export class SshTransport implements Transport {
 
   constructor(private readonly spec: ResolvedHost, private readonly options: SshTransportOptions = {}) {
     this.host = spec.name
+    this.cacheDir = spec.cacheDir ?? options.cacheDir
+    checkCacheDir(this.cacheDir, this.host)
   }
 
   get up(): boolean {
@@ -177,10 +193,24 @@ export class SshTransport implements Transport {
       writev: enqueue,
       end: () => ch.end(),
       destroy: () => {
+        // Closing the channel does not stop a worker that is stuck in a loop
+        // or stopped: ask sshd to kill it first (the "signal" request).
+        try {
+          ch.signal('KILL')
+        } catch {
+          // An old sshd may refuse signal requests; closing is all that is left.
+        }
         ch.close()
         close(new TransportError(`worker ${where} was destroyed`, { host: this.host, reason: 'lost' }))
       },
       unref: () => conn.unref(),
+      kill: (pid) => {
+        if (!Number.isSafeInteger(pid) || pid < 2) return
+        // sshd refuses signal requests for forced commands; a kill run over the same connection works everywhere.
+        conn.client.exec(`kill -KILL ${pid} 2>/dev/null`, (err, stream) => {
+          if (!err) stream.on('data', () => {}).on('close', () => {}).stderr.resume()
+        })
+      },
     }
   }
 
@@ -206,7 +236,7 @@ export class SshTransport implements Transport {
     const attempt = (async () => {
       const conn = await connect(this.spec)
       try {
-        if (n === 0 && !this.facts) this.facts = await bootstrap(conn.client, { name: this.host, node: this.spec.node, cacheDir: this.spec.cacheDir ?? this.options.cacheDir }, await workerBundle())
+        if (n === 0 && !this.facts) this.facts = await bootstrap(conn.client, { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, await workerBundle())
       } catch (err) {
         conn.end()
         throw err

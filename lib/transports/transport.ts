@@ -19,6 +19,8 @@ export interface Transport {
   readonly host: string
   /** False while the host is known to be unreachable (its last connection failed or dropped); the pool then prefers others. */
   readonly up: boolean
+  /** The bundle cache directory on that host, sent to its workers; undefined for the pool's `cacheDir` (or the workers' default). */
+  readonly cacheDir?: string
   /** Connects to the host and prepares it; resolves with how many workers to run there. Called again to reconnect. */
   connect(): Promise<number>
   /** Starts worker process `index` and returns its channel. Rejects with a clear error when it cannot. */

@@ -290,7 +290,8 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
   c("node: 'upload' ships this machine's node to a host that has none, once", async () => {
     // A host whose login PATH has the basic tools but no node.
     const bin = tempDir()
-    for (const tool of ['mkdir', 'chmod', 'uname', 'ls', 'cat', 'mv', 'env', 'sh']) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool))
+    // sha256sum lets bootstrap check the cached node by its hash (without it, node is uploaded again each time).
+    for (const tool of ['mkdir', 'chmod', 'uname', 'ls', 'cat', 'mv', 'env', 'sh', 'sha256sum']) symlinkSync(`/usr/bin/${tool}`, path.join(bin, tool))
     const bare = await startSshd({ alias: 'farpipe-bare', home: sshd.home, env: { PATH: bin } })
     try {
       const missing = await rejection(pool({ hosts: [bare.alias], workers: 1 }))

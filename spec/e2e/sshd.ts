@@ -473,7 +473,10 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   const untrack = track(killNow)
 
   // Only now the port is known: append rather than overwrite, for a shared home.
-  appendFileSync(configFile, (existsSync(configFile) ? '\n' : '') + clientBlock({ alias, port, user, clientKey, knownHosts }))
+  // A new config ends with a catch-all block, so that destinations without an
+  // alias (ssh://127.0.0.1:port) do not read the machine's /etc/ssh known_hosts either.
+  const fresh = !existsSync(configFile)
+  appendFileSync(configFile, (fresh ? '' : '\n') + clientBlock({ alias, port, user, clientKey, knownHosts }) + (fresh ? '\nHost *\n  GlobalKnownHostsFile /dev/null\n' : ''))
   appendFileSync(knownHosts, options.trustHostKey === false ? '' : `[127.0.0.1]:${port} ${hostKeyPublic}\n`)
   chmodSync(configFile, 0o600)
   chmodSync(knownHosts, 0o600)

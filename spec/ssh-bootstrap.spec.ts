@@ -1,0 +1,103 @@
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
+import * as path from 'node:path'
+import { tempDir, thrown } from './helpers.ts'
+import { shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+
+// The worker's command line, run here by the same shells a host would run
+// it with (`$SHELL -c`), with a stand-in for node that reports the words and
+// the environment it was started with.
+
+/** Strings a shell would do something with if they reached it unquoted. */
+function hostile(marker: string): string[] {
+  return [
+    `'; touch ${marker} #`,
+    `$(touch ${marker})`,
+    `\`touch ${marker}\``,
+    `x\ntouch ${marker}\n`,
+    `"; touch ${marker}; echo "`,
+    `two  spaces and a tab\there`,
+    `\\'\\"$HOME*?[a]{b,c}~!`,
+  ]
+}
+
+/** A fake node at `<dir>/<name>` that prints its arguments and $FARPIPE_V, NUL-separated. */
+function fakeNode(dir: string, name = 'node'): string {
+  mkdirSync(dir, { recursive: true })
+  const file = path.join(dir, name)
+  writeFileSync(file, `#!/bin/sh\nprintf '%s\\0' "$@" "$FARPIPE_V"\n`)
+  chmodSync(file, 0o755)
+  return file
+}
+
+function facts(node: string, workerFile: string): HostFacts {
+  return { node, version: 'v20.0.0', platform: 'linux', arch: 'x64', cores: 1, cacheDir: path.dirname(workerFile), workerFile }
+}
+
+const shells = ['sh', 'bash'].filter((s) => spawnSync(s, ['-c', 'true']).status === 0)
+
+/**
+ * Runs a command line as sshd would, with `shell -c`, in an empty directory
+ * that must stay empty (a stray `touch` of a relative path would land
+ * there); returns the NUL-separated words it printed.
+ */
+function runAs(shell: string, command: string): string[] {
+  const cwd = tempDir()
+  const r = spawnSync(shell, ['-c', command], { encoding: 'utf8', cwd })
+  assert.is(r.status, 0, `${shell} -c ${command}: ${r.stderr}`)
+  assert.equal(readdirSync(cwd), [], `${shell} -c ${command} wrote into its working directory`)
+  return r.stdout.split('\0').slice(0, -1)
+}
+
+const command = suite('workerCommand')
+
+for (const shell of shells) {
+  command(`keeps runs of spaces in the node path, the worker file and env values under ${shell} (regression: collapsed to one)`, () => {
+    const node = fakeNode(path.join(tempDir(), 'a  b'))
+    const workerFile = path.join(tempDir(), 'cache  dir', 'worker-x.mjs')
+    const words = runAs(shell, workerCommand(facts(node, workerFile), { FARPIPE_V: 'two  spaces' }, ['--max-old-space-size=64']))
+    assert.equal(words, ['--enable-source-maps', '--max-old-space-size=64', workerFile, 'two  spaces'])
+  })
+
+  command(`passes hostile strings through node path, worker file, env values and node arguments as data under ${shell}`, () => {
+    const marker = path.join(tempDir(), 'pwned')
+    for (const bad of hostile(marker)) {
+      const dir = path.join(tempDir(), bad.replace(/\//g, '_'))
+      const node = fakeNode(dir)
+      const workerFile = path.join(dir, 'worker.mjs')
+      const words = runAs(shell, workerCommand(facts(node, workerFile), { FARPIPE_V: bad }, [bad]))
+      assert.equal(words, ['--enable-source-maps', bad, workerFile, bad], JSON.stringify(bad))
+      assert.not.ok(existsSync(marker), `the shell ran something in ${JSON.stringify(bad)}`)
+    }
+  })
+}
+
+command('refuses an environment variable name that is not a shell name, naming it', () => {
+  const f = facts('/usr/bin/node', '/tmp/worker.mjs')
+  for (const name of ['A-B', '1A', 'A B', 'A=B', '$(x)', '-i', '']) {
+    const err = thrown(() => workerCommand(f, { [name]: 'v' }, []))
+    assert.instance(err, TypeError)
+    assert.match(err.message, `environment variable name ${JSON.stringify(name)} is not a valid name`)
+  }
+})
+
+command('starts node without env when there is no environment to set', () => {
+  assert.is(workerCommand(facts('/opt/node  20/bin/node', '/c/w.mjs'), {}, []), `exec '/opt/node  20/bin/node' --enable-source-maps '/c/w.mjs'`)
+})
+
+command.run()
+
+const quote = suite('shq')
+
+quote('quotes so that sh reads back exactly the string', () => {
+  const marker = path.join(tempDir(), 'pwned')
+  for (const s of [...hostile(marker), '', "'", "''", 'a\u00e9\u4e2d']) {
+    const r = spawnSync('sh', ['-c', `printf '%s' ${shq(s)}`], { encoding: 'utf8' })
+    assert.is(r.stdout, s)
+  }
+  assert.not.ok(existsSync(marker))
+})
+
+quote.run()
