@@ -10,13 +10,13 @@
  * @module
  */
 import { readItems, readValue, valueBytes } from './codec.ts'
-import { CancelError, FarpipeError, RemoteError, SerializeError, TimeoutError, type TransportError } from './errors.ts'
+import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, TimeoutError, type TransportError } from './errors.ts'
 import { CreditWindow, type Watermarks } from './flow.ts'
 import { isInput, isStreamSource, type Input, type StreamSource } from './input.ts'
-import type { ResolvedCallOptions } from './options.ts'
+import { describe, type ResolvedCallOptions } from './options.ts'
 import { ItemQueue, ItemStream } from './queue.ts'
 import type { Session, SessionCall } from './session.ts'
-import { Kind, payloads, type Frame } from './wire.ts'
+import { Kind, kindName, payloads, type Frame } from './wire.ts'
 import type { CallHeader, ErrorPayload } from './worker/runtime.ts'
 
 // -- types ----------------------------------------------------------------------
@@ -86,6 +86,7 @@ export class RemoteCall<In, Out, R> implements AsyncIterable<Out> {
   /** @internal */
   constructor(core: CallCore) {
     this.#core = core
+    cores.set(this, core)
     if (!core.generator) {
       Object.defineProperty(this, 'then', {
         value: (onFulfilled?: (v: R) => unknown, onRejected?: (e: unknown) => unknown) => this.result.then(onFulfilled, onRejected),
@@ -130,6 +131,13 @@ export class RemoteCall<In, Out, R> implements AsyncIterable<Out> {
 
 // -- the machinery ----------------------------------------------------------
 
+const cores = new WeakMap<RemoteCall<unknown, unknown, unknown>, CallCore>()
+
+/** The machinery of a call (for the pool; not exported from the package). */
+export function coreOf(call: RemoteCall<any, any, any>): CallCore {
+  return cores.get(call)!
+}
+
 /** Where a call runs: supplied by the pool. */
 export interface CallTarget {
   /** The session (worker) to run on, once one is free. */
@@ -146,7 +154,13 @@ class InputPump {
   stopped: unknown = undefined
   /** Items sent so far. */
   sent = 0
+  /** True while this side, not the worker, holds the stream up: the worker has granted room and the source has not filled it. */
+  get waitingHere(): boolean {
+    return this.stopped === undefined && this.window.open
+  }
   private closeSource: ((reason: unknown) => unknown) | undefined
+  /** True once {@link run} began pulling the source. */
+  private ran = false
 
   constructor(readonly core: CallCore, readonly id: number, readonly source: unknown, marks: Watermarks) {
     this.window = new CreditWindow(marks)
@@ -179,7 +193,7 @@ class InputPump {
     if (this.stopped !== undefined) return
     this.stopped = reason ?? new CancelError('the call has finished')
     this.wakeUp()
-    const close = this.closeSource
+    const close = this.closeSource ?? (this.ran ? undefined : () => closeUnread(this.source, reason))
     this.closeSource = undefined
     if (close) Promise.resolve().then(() => close(reason)).catch(() => {})
   }
@@ -193,7 +207,8 @@ class InputPump {
   /** Pulls the source while there is credit, until it ends, fails or the pump stops. */
   async run(): Promise<void> {
     const src = this.source as Record<PropertyKey, unknown>
-    if (this.isInputPlaceholder) return // fed by the writable
+    if (this.isInputPlaceholder || this.stopped !== undefined) return // fed by the writable, or already given up
+    this.ran = true
     try {
       if (src instanceof ReadableStream) {
         const reader = (src as ReadableStream<unknown>).getReader()
@@ -243,6 +258,19 @@ class InputPump {
   }
 }
 
+/**
+ * Lets a source that was never read clean up, as a source that was read is
+ * when its call ends: a call cancelled, aborted or failed before it started
+ * must not leave a ReadableStream (a file, a socket) open.
+ */
+function closeUnread(source: unknown, reason: unknown): unknown {
+  if (isInput(source)) return undefined
+  if (source instanceof ReadableStream) return source.locked ? undefined : source.cancel(reason)
+  const it = source as { return?: (v?: unknown) => unknown }
+  // Iterators (generator objects, array iterators) have return(); an iterable that is not its own iterator was never opened.
+  return typeof it.return === 'function' ? it.return() : undefined
+}
+
 const enum State {
   /** Not yet sent to a worker. */
   Starting,
@@ -275,7 +303,16 @@ export class CallCore implements SessionCall {
   /** Resolves once the worker's last frame for this call arrived, or never will. */
   readonly finalPromise: Promise<void>
   private timers: NodeJS.Timeout[] = []
+  /** Runs out when the worker has not confirmed a cancel in time (see {@link fail}). */
+  private graceTimer: NodeJS.Timeout | undefined
+  private idleTimer: NodeJS.Timeout | undefined
   private lastActivity = 0
+  /**
+   * True once the worker showed that the function returned a generator (it
+   * yielded, or its end frame says so): such a call streams, whether or not
+   * the function was declared with `function*`.
+   */
+  streamed: boolean
   private abortListener: (() => void) | undefined
   /** Resolves once the call frame is sent (or the call settled before it could be). */
   private readonly started: Promise<void>
@@ -290,6 +327,7 @@ export class CallCore implements SessionCall {
     maxFrameBytes: number,
   ) {
     this.generator = generator
+    this.streamed = generator
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve
       this.rejectResult = reject
@@ -336,7 +374,7 @@ export class CallCore implements SessionCall {
       this.abortListener = () => this.fail(signal.reason, true)
       signal.addEventListener('abort', this.abortListener, { once: true })
     }
-    this.lastActivity = performance.now()
+    this.activity()
     if (timeout !== undefined) this.timers.push(setTimeout(() => this.fail(new TimeoutError(`${this.label} did not finish within ${timeout} ms`)), timeout))
     if (idleTimeout !== undefined) this.watchIdle(idleTimeout)
     try {
@@ -395,10 +433,15 @@ export class CallCore implements SessionCall {
             throw err
           }
         },
-        close: () => {
+        // An input closed or aborted before the call frame went out must still
+        // reach the worker once it has: otherwise the remote waits for an end
+        // that was dropped, and the call never settles.
+        close: async () => {
+          await this.started
           if (pump.stopped === undefined) this.inputEnded(pump.id)
         },
-        abort: (reason) => {
+        abort: async (reason) => {
+          await this.started
           if (pump.stopped === undefined) this.inputFailed(pump.id, reason)
         },
       },
@@ -414,7 +457,7 @@ export class CallCore implements SessionCall {
   /** Writes one item of streamed argument `stream` (the pump checked the credit). */
   sendItem(stream: number, value: unknown, path: () => string): number {
     if (this.state !== State.Running || !this.session) throw new CancelError(`${this.label} is not running`)
-    this.lastActivity = performance.now()
+    this.activity()
     return this.session.sendItem(this.id, stream, value, path)
   }
 
@@ -440,26 +483,32 @@ export class CallCore implements SessionCall {
   frame(f: Frame): void {
     switch (f.kind) {
       case Kind.data: {
+        // The worker sends items only on the output stream; the input streams' items go the other way.
+        if (f.stream !== 0) throw new ProtocolError(`worker ${this.where} sent data on stream ${f.stream} of call ${this.id}, which only has an output stream 0`)
         if (this.state !== State.Running) return
         const items = readItems(f.payload, f.owned)
-        this.lastActivity = performance.now()
+        this.activity()
         this.output.push(items, f.payload.byteLength)
+        if (items.length > 0) this.streamed = true
         return
       }
       case Kind.credit:
-        this.pumps.get(f.stream)?.credit(payloads.readCredit(f.payload))
+        this.pump(f).credit(payloads.readCredit(f.payload))
+        if (this.state === State.Running) this.activity()
         return
       case Kind.cancel: {
         // The remote function stopped reading this argument.
-        const pump = this.pumps.get(f.stream)
-        if (!pump) return
+        const pump = this.pump(f)
         const err = new CancelError(`${this.label} stopped reading ${pump.isInputPlaceholder ? 'its input' : this.argPath(f.stream)}`)
         pump.stop(err)
         if (pump === this.inputPump) this.errorWritable(err)
         return
       }
       case Kind.end: {
-        const value = readValue(f.payload)
+        this.outputFrame(f)
+        // Decoded before anything changes: a payload that cannot be read is a protocol error, and the call fails with the session.
+        const { value, streamed } = payloads.readEnd(f.payload, readValue)
+        if (streamed) this.streamed = true
         this.finished()
         if (this.settle()) {
           this.output.end()
@@ -468,16 +517,21 @@ export class CallCore implements SessionCall {
         return
       }
       case Kind.error: {
+        this.outputFrame(f)
         const body = readValue(f.payload) as ErrorPayload
+        if (typeof body !== 'object' || body === null || !('error' in body) || typeof body.index !== 'number') {
+          throw new ProtocolError(`worker ${this.where} sent an error frame for call ${this.id} whose payload is not an error report (${describe(body)})`)
+        }
+        const err = this.remoteError(body)
         this.finished()
         if (this.settle()) {
-          const err = this.remoteError(body)
           this.output.fail(err)
           this.rejectResult(err)
         }
         return
       }
       case Kind.cancelled:
+        this.outputFrame(f)
         this.finished()
         if (this.settle()) {
           const err = new CancelError(`${this.label} was cancelled on its worker`)
@@ -486,6 +540,23 @@ export class CallCore implements SessionCall {
         }
         return
     }
+  }
+
+  /** The pump of the input stream a frame is about; a stream the call does not have is a protocol error. */
+  private pump(f: Frame): InputPump {
+    const pump = this.pumps.get(f.stream)
+    if (!pump) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.id}, which has no such input stream`)
+    return pump
+  }
+
+  /** Checks that a call's final frame is about its output (stream 0). */
+  private outputFrame(f: Frame): void {
+    if (f.stream !== 0) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.id}; a call ends on its output stream 0`)
+  }
+
+  /** `host/worker` of the session, for messages. */
+  private get where(): string {
+    return this.session?.where ?? 'unknown'
   }
 
   lost(error: TransportError): void {
@@ -521,9 +592,29 @@ export class CallCore implements SessionCall {
         reason = undefined
       }
       this.session.send(Kind.cancel, this.id, 0, reason)
+      this.awaitConfirmation()
     } else {
       this.finished()
     }
+  }
+
+  /**
+   * Bounds the wait for the worker's confirmation of a cancel. A remote
+   * stuck between yields (awaiting something that never settles, or
+   * computing) cannot reach its `finally` blocks; after the grace the call
+   * is given up on this side, and its worker, which may still be running
+   * it, is retired: it takes no new calls and is ended once its other calls
+   * are done (the pool starts a fresh one in its place).
+   */
+  private awaitConfirmation(): void {
+    const session = this.session
+    if (!session || this.graceTimer) return
+    this.graceTimer = setTimeout(() => {
+      this.graceTimer = undefined
+      if (this.final) return
+      this.finished()
+      session.stuck(`${this.label} (call ${this.id}) did not confirm its cancellation within ${this.options.cancelGrace} ms`)
+    }, this.options.cancelGrace)
   }
 
   /** Marks the outcome decided; false if it already was. Stops timers, pumps and the writable. */
@@ -533,6 +624,7 @@ export class CallCore implements SessionCall {
     this.startedResolve()
     for (const t of this.timers) clearTimeout(t)
     this.timers = []
+    clearTimeout(this.idleTimer)
     if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener)
     const stop = new CancelError(`${this.label} has finished`)
     for (const pump of this.pumps.values()) pump.stop(stop)
@@ -544,6 +636,8 @@ export class CallCore implements SessionCall {
   private finished(): void {
     if (this.final) return
     this.final = true
+    clearTimeout(this.graceTimer)
+    this.graceTimer = undefined
     if (this.session && this.id) this.session.release(this.id)
     this.finalResolve()
   }
@@ -572,12 +666,31 @@ export class CallCore implements SessionCall {
     )
   }
 
+  /** Something moved on the wire for this call (an item or a credit, either way). */
+  private activity(): void {
+    this.lastActivity = performance.now()
+  }
+
+  /**
+   * True while this side holds the call up: the consumer has not made room
+   * for more output (so the worker has no credit), or a streamed argument has
+   * credit that its local source has not used. That time is not remote
+   * silence, and does not count towards `idleTimeout`.
+   */
+  private waitingHere(): boolean {
+    if (!this.output.ledger.owes) return true
+    for (const pump of this.pumps.values()) if (pump.waitingHere) return true
+    return false
+  }
+
   private watchIdle(ms: number): void {
     const check = () => {
+      if (this.state === State.Settled) return
+      if (this.state === State.Running && this.waitingHere()) this.activity()
       const idle = performance.now() - this.lastActivity
-      if (idle >= ms) this.fail(new TimeoutError(`${this.label} saw no item in either direction for ${ms} ms`))
-      else this.timers.push(setTimeout(check, ms - idle))
+      if (idle >= ms) this.fail(new TimeoutError(`${this.label} saw nothing move in either direction for ${ms} ms while ready for more`))
+      else this.idleTimer = setTimeout(check, Math.max(1, Math.min(ms - idle, ms / 4)))
     }
-    this.timers.push(setTimeout(check, ms))
+    this.idleTimer = setTimeout(check, Math.max(1, ms / 4))
   }
 }

@@ -54,18 +54,30 @@ export class CreditLedger {
     this.owedBytes = marks.bytes
   }
 
+  /** True while the sender holds credit for at least one more item (granted, not yet used). */
+  get owes(): boolean {
+    return this.owedItems > 0 && this.owedBytes > 0
+  }
+
   /** The credit the sender starts with. */
   get initial(): Credit {
     return { items: this.marks.items, bytes: this.marks.bytes }
   }
 
   /**
-   * Records items that arrived. More items than granted is a protocol
-   * violation: the sender ignored flow control.
+   * Records items that arrived. More items than granted, or a frame sent
+   * with no byte credit left, is a protocol violation: the sender ignored
+   * flow control.
    */
   received(items: number, bytes: number): void {
     if (items > this.owedItems) {
       throw new ProtocolError(`sender sent ${items} items with credit for ${this.owedItems}`)
+    }
+    // The sender may send while it holds at least one byte of credit, and its
+    // last item may overdraw; a frame that starts with no credit left ignored
+    // flow control. So what is held stays within the window plus one frame.
+    if (this.owedBytes <= 0) {
+      throw new ProtocolError(`sender sent ${bytes} bytes with no byte credit left (${this.owedBytes} of a ${this.marks.bytes}-byte window)`)
     }
     this.owedItems -= items
     this.owedBytes -= bytes

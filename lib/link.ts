@@ -28,6 +28,12 @@ export interface Channel {
   destroy(): void
   /** Lets this process exit while the channel is open (an idle worker). Optional. */
   unref?(): void
+  /**
+   * Kills the worker process `pid` (as its hello gave it) where destroying
+   * the channel does not end it: over SSH, a worker stuck in a loop or
+   * stopped outlives its closed channel. Optional.
+   */
+  kill?(pid: number): void
 }
 
 /** What a channel reports to the link that reads it. */

@@ -24,6 +24,14 @@ export interface CallOptions {
   highWaterMark?: number
   /** Bytes queued at most by the receiving side of each stream (plus one item). @default 8388608 (8 MiB) */
   highWaterBytes?: number
+  /**
+   * Milliseconds a cancelled call (a `break`, `cancel()`, an abort or a
+   * timeout) waits for the worker to confirm that the function stopped and
+   * its `finally` blocks ran. A function stuck between yields cannot; after
+   * this grace the call settles anyway and its worker is replaced.
+   * @default 5000
+   */
+  cancelGrace?: number
 }
 
 /** Call options with every default filled in. */
@@ -33,13 +41,18 @@ export interface ResolvedCallOptions {
   idleTimeout: number | undefined
   highWaterMark: number
   highWaterBytes: number
+  cancelGrace: number
 }
 
 /** The defaults of {@link CallOptions}. */
 export const callDefaults = {
   highWaterMark: 4096,
   highWaterBytes: 8 * 1024 * 1024,
+  cancelGrace: 5000,
 } as const
+
+/** The longest delay a timer takes (Node fires longer ones after 1 ms). */
+export const MAX_TIMER_MS = 2 ** 31 - 1
 
 /** Wire limits, the same for every call of a pool. */
 export interface Limits {
@@ -76,8 +89,9 @@ export function resolveCallOptions(...layers: (CallOptions | undefined)[]): Reso
     if (!layer) continue
     for (const [k, v] of Object.entries(layer)) if (v !== undefined) (o as Record<string, unknown>)[k] = v
   }
-  checkOptional('timeout', o.timeout, 0)
-  checkOptional('idleTimeout', o.idleTimeout, 0)
+  checkOptional('timeout', o.timeout, 0, MAX_TIMER_MS)
+  checkOptional('idleTimeout', o.idleTimeout, 0, MAX_TIMER_MS)
+  checkOptional('cancelGrace', o.cancelGrace, 0, MAX_TIMER_MS)
   checkOptional('highWaterMark', o.highWaterMark, 1)
   checkOptional('highWaterBytes', o.highWaterBytes, 1)
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) {
@@ -89,14 +103,18 @@ export function resolveCallOptions(...layers: (CallOptions | undefined)[]): Reso
     idleTimeout: o.idleTimeout,
     highWaterMark: Math.floor(o.highWaterMark ?? callDefaults.highWaterMark),
     highWaterBytes: Math.floor(o.highWaterBytes ?? callDefaults.highWaterBytes),
+    cancelGrace: o.cancelGrace ?? callDefaults.cancelGrace,
   }
 }
 
-/** Checks that an optional option is a finite number of at least `min`. */
-export function checkOptional(name: string, value: unknown, min: number): void {
+/** Checks that an optional option is a finite number of at least `min` (and at most `max`, when given: a timer's limit, say). */
+export function checkOptional(name: string, value: unknown, min: number, max = Infinity): void {
   if (value === undefined) return
   if (typeof value !== 'number' || !Number.isFinite(value) || value < min) {
     throw new RangeError(`option ${name} must be a finite number >= ${min}, got ${describe(value)}`)
+  }
+  if (value > max) {
+    throw new RangeError(`option ${name} must be at most ${max}${max === MAX_TIMER_MS ? ' ms (about 24.8 days, the longest timer Node.js can set)' : ''}, got ${value}`)
   }
 }
 

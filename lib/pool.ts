@@ -7,10 +7,10 @@
  * @module
  */
 import { bundleModule } from './bundle.ts'
-import { CallCore, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
+import { CallCore, coreOf, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
-import { resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
+import { checkOptional, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
 import { exportNameOf, remoteInfo, stackSites, type Remote, type RemoteInfo } from './remote.ts'
 import { printLog, Session, type LogEntry } from './session.ts'
 import { LocalTransport } from './transports/local.ts'
@@ -48,6 +48,15 @@ export interface PoolOptions {
   transports?: Transport[]
   /** Extra arguments for `node` when starting local workers. @default [] */
   nodeArgs?: string[]
+  /** The `node` executable that runs local workers. @default this process's own executable (`process.execPath`) */
+  node?: string
+  /**
+   * Milliseconds a worker has to say hello once started; a worker that says
+   * nothing, or prints something else first (a login script's greeting on
+   * stdout), fails with a `TransportError` that quotes what it sent.
+   * @default 30000
+   */
+  startTimeout?: number
 }
 
 /** What a pool and its views (`Pool.with()`) can do. */
@@ -106,6 +115,8 @@ interface Slot {
   index: number
   session: Session | undefined
   starting: Promise<Session> | undefined
+  /** The session being started, until it said hello (so `close()` can stop it). */
+  pending: Session | undefined
 }
 
 /** One host: its transport, and its worker slots once it has connected and said how many. */
@@ -129,6 +140,8 @@ export class Pool implements Runner, AsyncDisposable {
   readonly #hosts: Host[]
   readonly #options: PoolOptions
   readonly #calls = new Set<CallCore>()
+  /** Workers retired because a call on them would not stop; ended once their other calls are done, destroyed by `close()`. */
+  readonly #retired = new Set<Session>()
   #keepAlive: NodeJS.Timeout | undefined
   #busyCount = 0
   readonly #limits: Limits
@@ -140,6 +153,7 @@ export class Pool implements Runner, AsyncDisposable {
     this.#options = options
     this.#limits = resolveLimits(options.limits)
     resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
+    checkOptional('startTimeout', options.startTimeout, 1, MAX_TIMER_MS)
     this.#hosts = transports.map((transport) => ({ transport, slots: [], connecting: undefined, error: undefined, lastAttempt: 0 }))
   }
 
@@ -192,7 +206,7 @@ export class Pool implements Runner, AsyncDisposable {
       try {
         const n = await host.transport.connect()
         if (!Number.isInteger(n) || n < 1) throw new RangeError(`host ${host.transport.host}: workers must be an integer >= 1, got ${String(n)}`)
-        for (let i = host.slots.length; i < n; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined })
+        for (let i = host.slots.length; i < n; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined, pending: undefined })
         host.error = undefined
       } catch (err) {
         host.error = err as Error
@@ -208,10 +222,14 @@ export class Pool implements Runner, AsyncDisposable {
   }
 
   broadcast<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A>[] {
-    if (this.#hosts.length > 1 && (args as unknown[]).some(isStreamSource)) {
+    return this.#broadcast(undefined, fn, args) as CallOf<F, A>[]
+  }
+
+  #broadcast(viewOptions: CallOptions | undefined, fn: Function, args: unknown[]): RemoteCall<unknown, unknown, unknown>[] {
+    if (this.#hosts.length > 1 && args.some(isStreamSource)) {
       throw new TypeError('broadcast() cannot send one streamed argument to several hosts; pass a value, or run() a call per host with a stream each')
     }
-    return this.#hosts.map((h) => this.#run(undefined, h, fn, args) as CallOf<F, A>)
+    return this.#hosts.map((h) => this.#run(viewOptions, h, fn, args))
   }
 
   /** @inheritDoc Runner.map */
@@ -227,7 +245,7 @@ export class Pool implements Runner, AsyncDisposable {
     resolveCallOptions(options) // refuse bad options here, not at the first call
     const view: Runner = {
       run: (fn, ...args) => this.#run(options, undefined, fn, args) as never,
-      broadcast: (fn, ...args) => this.#hosts.map((h) => this.#run(options, h, fn, args)) as never,
+      broadcast: (fn, ...args) => this.#broadcast(options, fn, args) as never,
       map: (fn, source, mapOptions) => this.#map(options, fn, source, mapOptions) as never,
       with: (more) => this.with({ ...options, ...more }),
     }
@@ -256,12 +274,19 @@ export class Pool implements Runner, AsyncDisposable {
       new Promise((r) => (grace = setTimeout(r, CLOSE_GRACE_MS))),
     ])
     clearTimeout(grace)
+    // Workers still starting are stopped, not left to come up after the pool is gone.
+    const starting: Promise<unknown>[] = []
     for (const h of this.#hosts) {
       for (const s of h.slots) {
+        s.pending?.destroy('the pool was closed while it was starting')
+        if (s.starting) starting.push(s.starting)
         s.session?.end()
         s.session = undefined
       }
     }
+    for (const r of this.#retired) r.destroy('the pool was closed')
+    this.#retired.clear()
+    await Promise.allSettled(starting)
     await Promise.allSettled(this.#hosts.map((h) => h.transport.close()))
   }
 
@@ -300,7 +325,6 @@ export class Pool implements Runner, AsyncDisposable {
     const inflight: RemoteCall<unknown, unknown, unknown>[] = []
     let current: AsyncIterator<unknown> | undefined
     let sourceDone = false
-    const generator = remoteInfo(fn)?.generator ?? false
     const cancelAll = (reason: unknown) => Promise.allSettled(inflight.splice(0).map((c) => c.cancel(reason)))
     return new ReadableStream(
       {
@@ -314,16 +338,15 @@ export class Pool implements Runner, AsyncDisposable {
               }
               const head = inflight[0]
               if (!head) return controller.close()
-              if (!generator) {
-                const value = await head.result
-                inflight.shift()
-                return controller.enqueue(value)
-              }
+              // Every call's stream is read, so that a function that returns a
+              // generator without being declared `function*` streams here too
+              // (as its type says) instead of filling its window unread.
               current ??= head[Symbol.asyncIterator]()
               const r = await current.next()
               if (!r.done) return controller.enqueue(r.value)
               inflight.shift()
               current = undefined
+              if (!coreOf(head).streamed) return controller.enqueue(await head.result)
             }
           } catch (err) {
             await cancelAll(err)
@@ -388,7 +411,7 @@ export class Pool implements Runner, AsyncDisposable {
     const start = this.#turn++ % n
     for (let k = 0; k < n; k++) {
       const s = slots[(start + k) % n]!
-      const load = s.session && !s.session.dead ? s.session.load : s.starting ? 0.5 : 1
+      const load = s.session?.usable ? s.session.load : s.starting ? 0.5 : 1
       if (load < bestLoad) {
         best = s
         bestLoad = load
@@ -399,7 +422,7 @@ export class Pool implements Runner, AsyncDisposable {
 
   /** The slot's live session, starting a new worker when there is none. */
   #session(slot: Slot): Promise<Session> {
-    if (slot.session && !slot.session.dead) return Promise.resolve(slot.session)
+    if (slot.session?.usable) return Promise.resolve(slot.session)
     if (this.#closed) return Promise.reject(new FarpipeError('this pool is closed'))
     if (!slot.starting) {
       slot.starting = this.#startSession(slot).finally(() => (slot.starting = undefined))
@@ -414,21 +437,40 @@ export class Pool implements Runner, AsyncDisposable {
       host: transport.host,
       worker: slot.index,
       workers: slot.host.slots.length,
-      cacheDir: this.#options.cacheDir,
+      cacheDir: transport.cacheDir ?? this.#options.cacheDir,
       limits: this.#limits,
       onLog: this.#options.onLog,
+      startTimeout: this.#options.startTimeout,
     })
     const channel = await transport.open(slot.index, {
       data: (chunk) => session.data(chunk),
       close: (err) => session.close(err),
       stderr: (text) => session.stderr(text),
     })
-    session.start(channel)
-    await session.ready
+    if (this.#closed) {
+      channel.destroy()
+      throw new FarpipeError('this pool is closed')
+    }
+    slot.pending = session
+    try {
+      session.start(channel)
+      await session.ready
+    } finally {
+      slot.pending = undefined
+    }
+    if (this.#closed) {
+      session.destroy('the pool was closed while it was starting')
+      throw new FarpipeError('this pool is closed')
+    }
     // An idle worker must not keep this process alive; calls in flight do (see #track).
     channel.unref?.()
     session.onDeath = () => {
       if (slot.session === session) slot.session = undefined
+      this.#retired.delete(session)
+    }
+    session.onRetire = () => {
+      if (slot.session === session) slot.session = undefined
+      this.#retired.add(session)
     }
     slot.session = session
     return session
@@ -481,7 +523,7 @@ async function sshTransports(hosts: (string | HostOptions)[], options: PoolOptio
  * ```
  */
 export async function pool(options: PoolOptions = {}): Promise<Pool> {
-  const transports = options.transports ?? (options.hosts ? await sshTransports(options.hosts, options) : [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs })])
+  const transports = options.transports ?? (options.hosts ? await sshTransports(options.hosts, options) : [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs, node: options.node })])
   if (transports.length === 0) throw new RangeError('a pool needs at least one host')
   const p = new Pool(transports, options)
   try {

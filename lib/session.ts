@@ -49,7 +49,21 @@ export interface SessionOptions {
   cacheDir?: string
   limits?: Partial<Limits>
   onLog?: (entry: LogEntry) => void
+  /** Milliseconds the worker has to say hello once its channel is open. @default 30000 */
+  startTimeout?: number
 }
+
+/** The longest log line passed on whole; longer ones are passed on in pieces of this many characters. */
+export const MAX_LOG_LINE = 64 * 1024
+
+/** How long a retired worker has to exit once its channel is ended, before it is killed. */
+const RETIRE_KILL_MS = 1000
+
+/** The largest hello frame a worker may send first (it is a small JSON object). */
+const MAX_HELLO_BYTES = 4096
+
+/** Bytes kept from before the worker's hello, to say what arrived instead. */
+const FIRST_BYTES = 80
 
 /** The caller's end of one worker process. */
 export class Session extends Link {
@@ -62,9 +76,21 @@ export class Session extends Link {
   private readonly hello: CallerHello
   private readonly calls = new Map<number, SessionCall>()
   private nextId = 1
+  /** Call frames sent, and bundles the worker asked for: a worker asks once per bundle, so many more asks than calls is a flood. */
+  private callsSent = 0
+  private needs = 0
   private readonly onLog: (entry: LogEntry) => void
-  /** Partial lines per descriptor, until their newline arrives. */
-  private readonly partial = new Map<string, string>()
+  /** Partial lines per descriptor and call, until their newline arrives: pieces and their total length, so a long line is joined once. */
+  private readonly partial = new Map<string, { pieces: string[]; length: number }>()
+  private readonly startTimeout: number
+  private helloTimer: NodeJS.Timeout | undefined
+  private helloSeen = false
+  /** The first bytes the worker sent, kept until its hello (to say what arrived instead). */
+  private firstBytes = Buffer.alloc(0)
+  /** Set once the worker was retired: it takes no new calls and is ended when its calls are done. */
+  retired = false
+  /** Called once when the session is retired (the pool starts a fresh worker in its place). */
+  onRetire: (() => void) | undefined
   /** Why the session is gone, once it is. */
   dead: TransportError | undefined
   /** Called once when the session dies (the pool replaces it). */
@@ -75,6 +101,7 @@ export class Session extends Link {
     this.host = options.host
     this.worker = options.worker
     this.onLog = options.onLog ?? printLog
+    this.startTimeout = options.startTimeout ?? 30_000
     this.ready = new Promise<WorkerHello>((resolve, reject) => {
       this.readyResolve = resolve
       this.readyReject = reject
@@ -93,11 +120,40 @@ export class Session extends Link {
     return this.calls.size
   }
 
-  /** Connects the channel and says hello. */
+  /** True while the session can take new calls. */
+  get usable(): boolean {
+    return !this.dead && !this.retired
+  }
+
+  /** Connects the channel and says hello. The worker must answer within `startTimeout`. */
   start(channel: Channel): void {
     this.attach(channel)
+    this.helloTimer = setTimeout(() => {
+      this.destroyWith(new TransportError(`worker ${this.where} did not say hello within ${this.startTimeout} ms; ${this.received()}`))
+    }, this.startTimeout)
     this.send(Kind.hello, 0, 0, payloads.json(this.hello))
     this.flush()
+  }
+
+  /** Bytes from the worker. Until its hello, the first ones are kept and checked: a login script that prints to stdout is named at once. */
+  override data(chunk: Uint8Array): void {
+    if (!this.helloSeen && !this.dead) {
+      if (this.firstBytes.byteLength < FIRST_BYTES) this.firstBytes = Buffer.concat([this.firstBytes, chunk.subarray(0, FIRST_BYTES)])
+      const b = this.firstBytes
+      if (b.byteLength >= 5 && (b.readUInt32LE(0) > MAX_HELLO_BYTES || b[4] !== Kind.hello)) {
+        this.protocolFailure(new ProtocolError(`worker ${this.where} did not start with a hello frame; ${this.received()}`))
+        return
+      }
+    }
+    super.data(chunk)
+  }
+
+  /** What the worker sent before its hello, for messages. */
+  private received(): string {
+    const b = this.firstBytes
+    if (b.byteLength === 0) return 'it sent nothing'
+    const text = JSON.stringify(b.toString('latin1')).slice(1, -1)
+    return `it sent ${b.byteLength >= FIRST_BYTES ? `at least ${b.byteLength}` : b.byteLength} bytes first: "${text}" (is something on the host printing to stdout, such as a login script?)`
   }
 
   /** Registers a call and returns its id; the caller then sends its call frame. */
@@ -106,13 +162,40 @@ export class Session extends Link {
     const id = this.nextId++
     if (this.nextId > 0xffffffff) this.nextId = 1
     this.calls.set(id, call)
+    this.callsSent++
     return id
   }
 
-  /** Forgets a finished call. */
+  /** Forgets a finished call, and passes on what it printed without a final newline. */
   release(id: number): void {
     this.calls.delete(id)
+    this.flushLog(id)
+    this.drain()
   }
+
+  /**
+   * Retires the worker: a call on it did not stop when cancelled, so it may
+   * be stuck for good. It takes no new calls; once its other calls are done
+   * its channel is ended, and it is killed if it does not exit.
+   */
+  stuck(why: string): void {
+    if (this.dead || this.retired) return
+    this.retired = true
+    this.onLog({ where: this.where, fd: 2, line: `farpipe: ${why}; worker ${this.where} is replaced`, callId: 0 })
+    this.onRetire?.()
+    this.drain()
+  }
+
+  private drain(): void {
+    if (!this.retired || this.dead || this.calls.size > 0) return
+    this.end()
+    setTimeout(() => {
+      if (!this.dead) this.destroy('it was retired and did not exit')
+    }, RETIRE_KILL_MS).unref()
+  }
+
+  /** The worker's pid, once it said hello. */
+  private pid: number | undefined
 
   /** Feeds a chunk of the worker process's own stderr (outside the frame channel) to the log. */
   stderr(text: string): void {
@@ -122,8 +205,14 @@ export class Session extends Link {
   protected frame(f: Frame): void {
     switch (f.kind) {
       case Kind.hello: {
+        if (this.helloSeen) throw new ProtocolError(`worker ${this.where} said hello twice`)
         const h = payloads.readJson<WorkerHello>(f.payload)
+        if (typeof h !== 'object' || h === null) throw new ProtocolError(`worker ${this.where} sent a hello that is not an object`)
         if (h.v !== PROTOCOL_VERSION) throw new ProtocolError(`worker ${this.where} speaks protocol ${h.v}, this caller ${PROTOCOL_VERSION}`)
+        this.helloSeen = true
+        this.pid = typeof h.pid === 'number' ? h.pid : undefined
+        this.firstBytes = Buffer.alloc(0)
+        clearTimeout(this.helloTimer)
         this.readyResolve(h)
         return
       }
@@ -133,6 +222,12 @@ export class Session extends Link {
         return
       }
       case Kind.need: {
+        // Each answer is a whole bundle written towards the worker: a worker
+        // that asks far more often than calls were sent is flooding (and may
+        // not be reading what it asked for), so it is cut off.
+        if (++this.needs > this.callsSent + 8) {
+          throw new ProtocolError(`worker ${this.where} asked for bundles ${this.needs} times for ${this.callsSent} calls`)
+        }
         const hash = Buffer.from(f.payload).toString('utf8')
         const bundle = bundleByHash(hash)
         // An unknown hash gets an empty bundle: the worker's hash check then fails that call, not the session.
@@ -140,11 +235,14 @@ export class Session extends Link {
         return
       }
       default: {
+        if (!this.helloSeen) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame before its hello`)
         if (f.kind === Kind.call || f.kind === Kind.bundle || f.kind > Kind.cancelled) {
           throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from worker ${this.where}`)
         }
-        // A frame for a call already released (an item that crossed a cancel) is dropped.
-        this.calls.get(f.call)?.frame(f)
+        const call = this.calls.get(f.call)
+        if (call) return call.frame(f)
+        // A frame for a call already released (an item that crossed a cancel) is dropped; one for a call never started is a lie.
+        if (f.call === 0 || f.call >= this.nextId) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for call ${f.call}, which was never started`)
       }
     }
   }
@@ -155,9 +253,9 @@ export class Session extends Link {
     const err = cause instanceof TransportError ? cause : new TransportError(`worker ${this.where} is gone${detail}`, { cause })
     this.dead = err
     this.closedWith = err
+    clearTimeout(this.helloTimer)
     this.readyReject(err)
-    for (const [fd, text] of this.partial) if (text) this.onLog({ where: this.where, fd: Number(fd.split(':')[0]), line: text, callId: 0 })
-    this.partial.clear()
+    for (const key of [...this.partial.keys()]) this.flushKey(key)
     const calls = [...this.calls.values()]
     this.calls.clear()
     for (const c of calls) c.lost(err)
@@ -172,17 +270,65 @@ export class Session extends Link {
 
   /** Tears the session down at once. */
   destroy(reason = 'the session was destroyed'): void {
-    this.closed(new TransportError(`worker ${this.where}: ${reason}`))
+    this.destroyWith(new TransportError(`worker ${this.where}: ${reason}`))
+  }
+
+  private destroyWith(err: TransportError): void {
+    const alive = !this.dead
+    this.closed(err)
+    // A retired worker may be stuck for good: where closing its channel would not end it, kill it by its pid
+    // (only while its channel is open: once it closed, the pid may belong to another process).
+    if (alive && this.retired && this.pid !== undefined) this.channel?.kill?.(this.pid)
     this.channel?.destroy()
   }
 
+  /**
+   * Passes on the complete lines of `text`. A partial line waits for its
+   * newline in pieces (joined once, so a line that arrives in many chunks
+   * costs no more than one that arrives whole); a line longer than
+   * {@link MAX_LOG_LINE} is passed on in pieces of that length, so a worker
+   * that never prints a newline cannot grow the caller's memory.
+   */
   private logText(fd: number, text: string, callId: number): void {
     const key = `${fd}:${callId}`
-    const lines = ((this.partial.get(key) ?? '') + text).split('\n')
-    const rest = lines.pop() ?? ''
-    if (rest) this.partial.set(key, rest)
+    let part = this.partial.get(key)
+    const nl = text.lastIndexOf('\n')
+    if (nl < 0) {
+      if (!part) this.partial.set(key, (part = { pieces: [], length: 0 }))
+      part.pieces.push(text)
+      part.length += text.length
+      if (part.length >= MAX_LOG_LINE) {
+        const joined = part.pieces.join('')
+        let at = 0
+        for (; joined.length - at >= MAX_LOG_LINE; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: joined.slice(at, at + MAX_LOG_LINE), callId })
+        part.pieces = at < joined.length ? [joined.slice(at)] : []
+        part.length = joined.length - at
+      }
+      return
+    }
+    const head = part ? part.pieces.join('') + text.slice(0, nl) : text.slice(0, nl)
+    const rest = text.slice(nl + 1)
+    if (rest) this.partial.set(key, { pieces: [rest], length: rest.length })
     else this.partial.delete(key)
-    for (const line of lines) this.onLog({ where: this.where, fd, line, callId })
+    for (const line of head.split('\n')) {
+      for (let at = 0; at === 0 || at < line.length; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: line.slice(at, at + MAX_LOG_LINE), callId })
+    }
+    if (rest.length >= MAX_LOG_LINE) this.logText(fd, '', callId)
+  }
+
+  /** Passes on what call `callId` printed without a final newline (it has ended). */
+  private flushLog(callId: number): void {
+    this.flushKey(`1:${callId}`)
+    this.flushKey(`2:${callId}`)
+  }
+
+  private flushKey(key: string): void {
+    const part = this.partial.get(key)
+    if (!part) return
+    this.partial.delete(key)
+    const [fd, callId] = key.split(':').map(Number) as [number, number]
+    const line = part.pieces.join('')
+    if (line) this.onLog({ where: this.where, fd, line, callId })
   }
 }
 

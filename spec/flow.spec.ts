@@ -39,6 +39,21 @@ ledger('refuses more items than were granted: the sender ignored flow control', 
   }
 })
 
+// Regression: byte credit was not checked on receipt, so a worker that
+// ignored it made the caller hold 196 MiB against an 8 MiB window.
+ledger('refuses a frame sent with no byte credit left: the sender ignored flow control', () => {
+  const l = new CreditLedger({ items: 1000, bytes: 100 })
+  l.received(1, 60)
+  l.received(1, 70) // overdraws by 30: allowed, the sender had credit when it began
+  try {
+    l.received(1, 10)
+    assert.unreachable('should have thrown')
+  } catch (err) {
+    assert.instance(err, ProtocolError)
+    assert.match((err as Error).message, 'sender sent 10 bytes with no byte credit left (-30 of a 100-byte window)')
+  }
+})
+
 ledger('is bounded in bytes: large items use up the byte window before the item window', () => {
   const l = new CreditLedger({ items: 1000, bytes: 100 })
   l.received(2, 120) // the last item took the sender's byte credit below zero, as allowed

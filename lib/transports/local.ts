@@ -20,6 +20,8 @@ export interface LocalOptions {
   nodeArgs?: string[]
   /** Extra environment variables for the workers (merged over this process's). */
   env?: Record<string, string>
+  /** The `node` executable to run workers with. @default this process's own (`process.execPath`) */
+  node?: string
 }
 
 /** How many lines of a worker's stderr are kept to explain its death. */
@@ -32,6 +34,11 @@ export class LocalTransport implements Transport {
   /** How many worker processes this transport runs. */
   readonly workers: number
   private readonly nodeArgs: string[]
+  private readonly node: string
+  /** Kills workers still running when this process exits (a worker stuck in a loop would not notice its stdin closing). */
+  private readonly onExit = () => {
+    for (const child of this.children) child.kill('SIGKILL')
+  }
   private readonly env: Record<string, string> | undefined
   private readonly children = new Set<ChildProcess>()
 
@@ -40,6 +47,10 @@ export class LocalTransport implements Transport {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`option workers must be an integer >= 1, got ${String(n)}`)
     this.workers = n
     this.nodeArgs = options.nodeArgs ?? []
+    if (options.node !== undefined && (typeof options.node !== 'string' || options.node === '')) {
+      throw new TypeError(`option node must be the path of a node executable, got ${JSON.stringify(options.node)}`)
+    }
+    this.node = options.node ?? process.execPath
     this.env = options.env
   }
 
@@ -49,11 +60,12 @@ export class LocalTransport implements Transport {
 
   async open(index: number, events: TransportEvents): Promise<Channel> {
     const { file } = await workerBundle()
-    const child = spawn(process.execPath, ['--enable-source-maps', ...this.nodeArgs, file], {
+    const child = spawn(this.node, ['--enable-source-maps', ...this.nodeArgs, file], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: this.env ? { ...process.env, ...this.env } : process.env,
       windowsHide: true,
     })
+    if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
     const where = `local/${index}`
     const tail: string[] = []
@@ -70,6 +82,7 @@ export class LocalTransport implements Transport {
     child.on('error', (err) => (spawnError = err))
     child.on('close', (code, signal) => {
       this.children.delete(child)
+      if (this.children.size === 0) process.off('exit', this.onExit)
       const how = spawnError ? `could not start: ${spawnError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`
       const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
       events.close(new TransportError(`worker ${where} (pid ${child.pid ?? '?'}) ${how}${last}`, { cause: spawnError }))

@@ -170,7 +170,7 @@ export class WorkerRuntime extends Link {
     }
     this.hello = hello
     this.adopt(hello.limits)
-    this.cacheDir = hello.cacheDir || defaultCacheDir()
+    this.cacheDir = (hello.cacheDir ?? '').replace(/^~(?=\/|$)/, () => os.homedir()) || defaultCacheDir() // a leading ~ or ~/ is this user's home, as in bootstrap's probe
     const mine: WorkerHello = {
       v: PROTOCOL_VERSION,
       node: process.version,
@@ -325,18 +325,24 @@ class RunningCall {
   }
 
   inputData(stream: number, payload: Uint8Array, owned: boolean): void {
-    const q = this.inputs.get(stream)
-    if (!q) return
+    const q = this.input(stream, 'data')
     const items = readItems(payload, owned)
     q.push(items, payload.byteLength)
   }
 
   inputEnd(stream: number): void {
-    this.inputs.get(stream)?.end()
+    this.input(stream, 'end').end()
   }
 
   inputError(stream: number, error: unknown): void {
-    this.inputs.get(stream)?.fail(error)
+    this.input(stream, 'error').fail(error)
+  }
+
+  /** The queue of streamed argument `stream`; a frame for a stream the call does not have is a protocol error. */
+  private input(stream: number, kind: string): ItemQueue<unknown> {
+    const q = this.inputs.get(stream)
+    if (!q) throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which has no such streamed argument`)
+    return q
   }
 
   credit(c: { items: number; bytes: number }): void {
@@ -384,7 +390,7 @@ class RunningCall {
       }
       const r = (isAsync ? await gen.next() : gen.next()) as IteratorResult<unknown, unknown>
       if (this.stopping) return this.stop(gen)
-      if (r.done) return this.end(r.value)
+      if (r.done) return this.end(r.value, true)
       let bytes: number
       try {
         bytes = this.rt.sendItem(this.id, 0, r.value, path)
@@ -394,7 +400,10 @@ class RunningCall {
         return this.fail(err, true)
       }
       this.window.spend(bytes)
-      this.index++
+      // The first item leaves at once: a function that yields and then
+      // computes without returning to the event loop must not hold back its
+      // first result (time to first item is time to first yield).
+      if (this.index++ === 0) this.rt.flush()
     }
   }
 
@@ -414,10 +423,10 @@ class RunningCall {
     w?.()
   }
 
-  private end(value: unknown): void {
+  private end(value: unknown, streamed = false): void {
     let payload: Buffer
     try {
-      payload = valueBytes(value, 'return')
+      payload = payloads.end(streamed, valueBytes(value, 'return'))
     } catch (err) {
       return this.fail(err, true)
     }

@@ -447,7 +447,7 @@ function cancellation(target: Target): void {
     const call = p.with({ idleTimeout: 200 }).run(t.slowItems, 3, 2000)
     const err = await rejection(collect(call))
     assert.instance(err, TimeoutError)
-    assert.match(err.message, 'no item in either direction for 200 ms')
+    assert.match(err.message, 'nothing move in either direction for 200 ms')
   })
 
   s('silence is never completion: a slow generator delivers every item', async () => {
