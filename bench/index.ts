@@ -1,15 +1,17 @@
 // `npm run bench [filter ...]`: runs the benchmark files (one per question)
 // whose names match the filters, and writes bench/RESULTS.md with the
-// machine, the command and every table.
+// machine, the command and every table. A run of `reliability` alone
+// replaces that one section of RESULTS.md (it takes minutes, the full run
+// most of an hour), with its own command and date under its heading.
 import { cpus, totalmem, release } from 'node:os'
-import { existsSync, writeFileSync } from 'node:fs'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { stopAll } from './context.ts'
 import { renderSection, RUNS, type Section } from './lib.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory']
+const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'reliability']
 const filters = process.argv.slice(2)
 const chosen = all.filter((name) => filters.length === 0 || filters.some((f) => name.includes(f)))
 if (chosen.length === 0) {
@@ -50,10 +52,33 @@ const machine = [
   "- gRPC is `@grpc/grpc-js` at its best: channel option `grpc.per_rpc_retry_buffer_size: 0` (without it, its client and bidi streaming run about 15× slower).",
 ]
 const out = ['# Benchmark results', '', ...machine, '', ...sections.map(renderSection).flatMap((s) => [s, ''])].join('\n')
+const results = path.join(here, 'RESULTS.md')
 if (filters.length === 0) {
-  writeFileSync(path.join(here, 'RESULTS.md'), out)
+  writeFileSync(results, out)
   console.log('wrote bench/RESULTS.md')
 } else {
   writeFileSync(path.join(here, `RESULTS.partial.md`), out)
-  console.log('a filtered run: wrote bench/RESULTS.partial.md (RESULTS.md is only written by a full run)')
+  if (chosen.length === 1 && chosen[0] === 'reliability' && sections.length === 1 && existsSync(results)) {
+    // Its own section of RESULTS.md, with the command and machine that produced it under the heading; the rest stays as the last full run left it.
+    const [heading, ...body] = renderSection(sections[0]!).split('\n')
+    const section = [heading, '', ...machine.slice(0, 3), ...body].join('\n') + '\n'
+    const old = readFileSync(results, 'utf8')
+    const start = old.search(/^## Reliability[ \t]*$/m)
+    let updated: string
+    if (start < 0) updated = `${old.replace(/\n*$/, '')}\n\n${section}`
+    else {
+      const next = old.slice(start + 1).search(/^## /m)
+      updated = old.slice(0, start) + section + (next < 0 ? '' : `\n${old.slice(start + 1 + next)}`)
+    }
+    writeFileSync(results, updated)
+    console.log('a run of reliability alone: replaced its section of bench/RESULTS.md (and wrote bench/RESULTS.partial.md)')
+  } else {
+    console.log('a filtered run: wrote bench/RESULTS.partial.md (RESULTS.md is only written by a full run, or by a run of reliability alone for its section)')
+  }
 }
+
+// Whatever a benchmark left running must not keep the bench from ending: say what it was, then end.
+setTimeout(() => {
+  console.error(`the bench is done but something keeps the process alive: ${JSON.stringify(process.getActiveResourcesInfo())}`)
+  process.exit(1)
+}, 10_000).unref()

@@ -29,6 +29,8 @@ export interface Section {
   title: string
   rows: Row[]
   notes: string[]
+  /** A table of its own shape, for sections that are not figures against anchors (shown after the rows, if any). */
+  table?: { head: string[]; rows: string[][] }
 }
 
 /** Runs `fn` `n` times (after `warmup` unmeasured runs) and returns what each run measured. */
@@ -92,13 +94,19 @@ export function ratio(row: Row): number | undefined {
 
 /** Renders a section as Markdown. */
 export function renderSection(s: Section): string {
-  const lines = [`## ${s.title}`, '', '| figure | farpipe | anchor (same run) | ratio | target |', '|---|---|---|---|---|']
+  const lines = [`## ${s.title}`]
+  if (s.rows.length > 0 || !s.table) lines.push('', '| figure | farpipe | anchor (same run) | ratio | target |', '|---|---|---|---|---|')
   for (const r of s.rows) {
     const q = ratio(r)
     const target = r.target ? `${r.target.text} ${r.target.holds(q ?? NaN, median(r.farpipe.values)) ? '✅' : '❌'}` : ''
     lines.push(
       `| ${r.figure} | ${show(r.farpipe)} | ${r.anchor ? `${r.anchor.name}: ${show(r.anchor.measure)}` : ''} | ${q === undefined ? '' : `${q.toFixed(2)}×`} | ${target} |`,
     )
+  }
+  if (s.table) {
+    const cell = (c: string) => c.replace(/\|/g, '\\|').replace(/\n/g, ' ')
+    lines.push('', `| ${s.table.head.map(cell).join(' | ')} |`, `|${s.table.head.map(() => '---').join('|')}|`)
+    for (const r of s.table.rows) lines.push(`| ${r.map(cell).join(' | ')} |`)
   }
   for (const n of s.notes) lines.push('', n)
   return lines.join('\n')

@@ -1,6 +1,8 @@
 // Remote functions the benchmarks call. No top-level side effects: this
 // module is bundled and evaluated on every worker.
-import { remote } from 'farpipe'
+import { appendFileSync } from 'node:fs'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { context, remote } from 'farpipe'
 
 export const numbers = remote(function* (n: number) {
   for (let i = 0; i < n; i++) yield i
@@ -45,3 +47,50 @@ export const counted = remote(async function* () {
   }
 })
 export const producedCount = remote(() => produced)
+
+// -- reliability ------------------------------------------------------------
+// The functions below mark their start (`s<id>`) and their `finally`
+// (`f<id>`) as lines appended to a tally file: O_APPEND writes of a few
+// bytes land whole even from several workers, so the caller can count the
+// remote `finally` blocks that ran, and name the calls whose did not. (The
+// bench's SSH host is this machine, so the caller reads the same file.)
+
+/** The tiny call. */
+export const add = remote((a: number, b: number) => a + b)
+
+/** Yields 0..n-1, pausing 1 ms (abortably) after every `every` items; returns n. */
+export const ticks = remote(async function* (tally: string, id: number, n: number, every: number) {
+  const { signal } = context()
+  appendFileSync(tally, `s${id}\n`)
+  try {
+    for (let i = 0; i < n; i++) {
+      yield i
+      if ((i + 1) % every === 0) await sleep(1, undefined, { signal })
+    }
+    return n
+  } finally {
+    appendFileSync(tally, `f${id}\n`)
+  }
+})
+
+/** Yields each item it is sent, doubled; returns how many it read. */
+export const doubled = remote(async function* (tally: string, id: number, data: AsyncIterable<number>) {
+  appendFileSync(tally, `s${id}\n`)
+  try {
+    let n = 0
+    for await (const x of data) {
+      n++
+      yield x * 2
+    }
+    return n
+  } finally {
+    appendFileSync(tally, `f${id}\n`)
+  }
+})
+
+/** Collects garbage on its worker (started with --expose-gc), stays busy `ms` (so that calls made together spread over the workers), and says which worker it was and its heap. */
+export const collect = remote(async (ms: number) => {
+  ;(globalThis as { gc?: () => void }).gc?.()
+  await sleep(ms)
+  return { pid: process.pid, heap: process.memoryUsage().heapUsed }
+})
