@@ -52,6 +52,17 @@ export async function checks(): Promise<void> {
   const notThenable: string = await p.run(gen, 1)
   void notThenable
 
+  // One rule for types and runtime: a function that returns a generator streams, declared with function* or not.
+  async function* inner(n: number) {
+    yield n
+    return 'done'
+  }
+  const returnsGen = remote((n: number) => inner(n))
+  const rg = p.run(returnsGen, 1)
+  expectType<Equal<typeof rg, RemoteCall<never, number, string>>>(true)
+  const mapped: ReadableStream<number> = p.map(returnsGen, [1, 2])
+  void mapped
+
   // @ts-expect-error run() takes only functions made with remote()
   p.run((x: number) => x, 1)
 
