@@ -3,7 +3,8 @@
 // structural equality that tells NaN, -0, error classes and causes apart.
 //
 // Env: FARPIPE_FUZZ_RUNS  cases per property (default 500; `npm run fuzz`: 100000)
-//      FARPIPE_FUZZ_SEED, FARPIPE_FUZZ_PATH  replay a failure (fast-check prints both)
+//      FARPIPE_FUZZ_SEED, FARPIPE_FUZZ_PATH, FARPIPE_FUZZ_ONLY  replay a failure
+//      (a failing property prints all three; ONLY skips the properties whose name does not contain it)
 import fc from 'fast-check'
 import type { Test } from 'uvu'
 import { CancelError, FarpipeError, ProtocolError, SerializeError, TimeoutError, TransportError } from '../../lib/errors.ts'
@@ -18,6 +19,8 @@ export const RUNS = Number(process.env.FARPIPE_FUZZ_RUNS ?? 500)
  * also prints how many cases it ran and how long they took.
  */
 export function property<Ts>(test: Test, name: string, prop: fc.IProperty<Ts>, runs = RUNS): void {
+  const only = process.env.FARPIPE_FUZZ_ONLY
+  if (only && !name.includes(only)) return void test.skip(name)
   test(name, () => {
     const seed = process.env.FARPIPE_FUZZ_SEED
     const path = process.env.FARPIPE_FUZZ_PATH
@@ -31,7 +34,7 @@ export function property<Ts>(test: Test, name: string, prop: fc.IProperty<Ts>, r
     if (process.env.FARPIPE_FUZZ_RUNS) process.stderr.write(`  [fuzz] ${name}: ${details.numRuns} cases in ${(ms / 1000).toFixed(1)} s\n`)
     if (details.failed) {
       const why = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance)
-      throw new Error(`${why}\n${fc.defaultReportMessage(details)}\nReplay: FARPIPE_FUZZ_SEED=${details.seed} FARPIPE_FUZZ_PATH=${details.counterexamplePath ?? ''}`)
+      throw new Error(`${why}\n${fc.defaultReportMessage(details)}\nReplay: FARPIPE_FUZZ_SEED=${details.seed} FARPIPE_FUZZ_PATH=${details.counterexamplePath ?? ''} FARPIPE_FUZZ_ONLY=${JSON.stringify(name)}`)
     }
   })
 }
