@@ -100,7 +100,7 @@ export abstract class Link implements ChannelEvents {
       try {
         this.frame(f)
       } catch (err) {
-        const e = err instanceof ProtocolError ? err : new ProtocolError(`bad ${f.kind} frame: ${(err as Error).message}`, { cause: err })
+        const e = err instanceof ProtocolError ? err : new ProtocolError(`bad ${kindName(f.kind)} frame: ${(err as Error).message}`, { cause: err })
         this.protocolFailure(e)
         return
       }

@@ -59,6 +59,9 @@ export const MAX_LOG_LINE = 64 * 1024
 /** How long a retired worker has to exit once its channel is ended, before it is killed. */
 const RETIRE_KILL_MS = 1000
 
+/** How often a retired worker is asked whether it still answers, and how long it has to. */
+const RETIRED_PING_MS = 2000
+
 /** The largest hello frame a worker may send first (it is a small JSON object). */
 const MAX_HELLO_BYTES = 4096
 
@@ -184,6 +187,25 @@ export class Session extends Link {
     this.onLog({ where: this.where, fd: 2, line: `farpipe: ${why}; worker ${this.where} is replaced`, callId: 0 })
     this.onRetire?.()
     this.drain()
+    this.ping()
+  }
+
+  private pingTimer: NodeJS.Timeout | undefined
+  private pongWanted = false
+
+  /**
+   * Asks a retired worker whether it still answers while it has calls. One
+   * stuck in a loop or stopped cannot: its other calls would never end, so
+   * it is destroyed and they fail with a TransportError (a worker that only
+   * has a call awaiting forever answers, and its other calls go on).
+   */
+  private ping(): void {
+    if (this.dead || this.calls.size === 0) return
+    this.pongWanted = true
+    this.send(Kind.ping, 0, 0, undefined, true)
+    this.pingTimer = setTimeout(() => {
+      if (this.pongWanted) this.destroy(`it stopped answering (no answer to a ping within ${RETIRED_PING_MS} ms) after a call on it did not stop`)
+    }, RETIRED_PING_MS).unref()
   }
 
   private drain(): void {
@@ -221,6 +243,13 @@ export class Session extends Link {
         this.logText(fd, text, f.call)
         return
       }
+      case Kind.pong: {
+        if (!this.pongWanted) throw new ProtocolError(`worker ${this.where} sent a pong that was not asked for`)
+        this.pongWanted = false
+        clearTimeout(this.pingTimer)
+        this.pingTimer = setTimeout(() => this.ping(), RETIRED_PING_MS).unref()
+        return
+      }
       case Kind.need: {
         // Each answer is a whole bundle written towards the worker: a worker
         // that asks far more often than calls were sent is flooding (and may
@@ -254,6 +283,7 @@ export class Session extends Link {
     this.dead = err
     this.closedWith = err
     clearTimeout(this.helloTimer)
+    clearTimeout(this.pingTimer)
     this.readyReject(err)
     for (const key of [...this.partial.keys()]) this.flushKey(key)
     const calls = [...this.calls.values()]

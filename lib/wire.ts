@@ -49,6 +49,10 @@ export const Kind = {
   bundle: 9,
   /** Worker → caller: the call stopped after a cancel; its `finally` blocks have run. */
   cancelled: 10,
+  /** Caller → worker: are you there? Answered at once with `pong` (a worker stuck in a loop or stopped cannot). */
+  ping: 11,
+  /** Worker → caller: the answer to `ping`. */
+  pong: 12,
 } as const
 
 /** The name of a frame kind. */

@@ -138,6 +138,7 @@ export class WorkerRuntime extends Link {
   protected frame(f: Frame): void {
     if (f.kind === Kind.hello) return this.onHello(payloads.readJson<CallerHello>(f.payload))
     if (!this.hello) throw new ProtocolError(`a ${kindName(f.kind)} frame arrived before hello`)
+    if (f.kind === Kind.ping) return this.send(Kind.pong, 0, 0, undefined, true)
     if (f.kind === Kind.call) return this.onCall(f)
     if (f.kind === Kind.bundle) return this.onBundle(f.payload)
     const call = this.calls.get(f.call)
@@ -186,8 +187,9 @@ export class WorkerRuntime extends Link {
   private onCall(f: Frame): void {
     if (this.calls.has(f.call)) throw new ProtocolError(`call ${f.call} started twice`)
     const b = asBuffer(f.payload)
-    const headerBytes = b.readUInt32LE(0)
-    const header = JSON.parse(b.toString('utf8', 4, 4 + headerBytes)) as CallHeader
+    const headerBytes = b.byteLength >= 4 ? b.readUInt32LE(0) : -1
+    if (headerBytes < 0 || 4 + headerBytes > b.byteLength) throw new ProtocolError(`call ${f.call}: a call frame of ${b.byteLength} bytes is shorter than its header`)
+    const header = payloads.readJson<CallHeader>(b.subarray(4, 4 + headerBytes))
     const call = new RunningCall(this, f.call, header, this.hello!)
     this.calls.set(f.call, call)
     // Streamed arguments exist from now on: their items may already be on the way.

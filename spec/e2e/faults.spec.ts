@@ -98,6 +98,29 @@ function faults(target: Target): void {
     }
   })
 
+  // Found by the faults bench: a call sent to the stopped worker during the
+  // cancel's grace hung for ever, and the retired worker waited for it.
+  s('a call sent to a stopped worker during the grace fails once the worker is found unresponsive', async () => {
+    const p = await target.open({ workers: 1, cacheDir: tempDir(), defaults: { cancelGrace: 300 }, onLog: () => {} })
+    let pid = 0
+    try {
+      pid = await p.run(h.pid)
+      const call = p.with({ idleTimeout: 300 }).run(t.slowItems, 1000, 5)
+      await call[Symbol.asyncIterator]().next()
+      process.kill(pid, 'SIGSTOP')
+      assert.instance(await rejection(call.result), TimeoutError)
+      const next = p.run(h.pid)
+      const err = await rejection(next)
+      assert.instance(err, TransportError)
+      assert.match(err.message, 'stopped answering')
+      await until(() => !running(pid), 10_000, `the stopped worker ${pid} to be killed`)
+      assert.is.not(await p.run(h.pid), pid)
+    } finally {
+      if (running(pid)) process.kill(pid, 'SIGKILL')
+      await p.close()
+    }
+  })
+
   s('a stopped worker with other calls on it: each call times out on its own, close() still settles', async () => {
     const p = await target.open({ workers: 1, cacheDir: tempDir(), defaults: { cancelGrace: 200 }, onLog: () => {} })
     let pid = 0

@@ -46,7 +46,18 @@ early('an empty ReadableStream piped into a cold pool’s writable ends the inpu
   }
 })
 
-early('writable.close() right after run() ends the input', async () => {
+early('writable.getWriter().close() right after run(), with nothing written, ends the input', async () => {
+  const p = await pool({ workers: 1, cacheDir: tempDir() })
+  try {
+    const call = p.run(h.total, input)
+    await call.writable.getWriter().close()
+    assert.is(await call.result, 0)
+  } finally {
+    await p.close()
+  }
+})
+
+early('writable.close() right after one write ends the input', async () => {
   const p = await pool({ workers: 1, cacheDir: tempDir() })
   try {
     const call = p.run(h.total, input)
