@@ -1,8 +1,9 @@
 // `npm run bench [filter ...]`: runs the benchmark files (one per question)
 // whose names match the filters, and writes bench/RESULTS.md with the
-// machine, the command and every table. A run of `reliability` alone
-// replaces that one section of RESULTS.md (it takes minutes, the full run
-// most of an hour), with its own command and date under its heading.
+// machine, the command and every table. A run of one of the benchmarks
+// that own a section (`reliability`, `faults`: they take minutes, the full
+// run most of an hour) alone replaces that one section of RESULTS.md, with
+// its own command and date under its heading.
 import { cpus, totalmem, release } from 'node:os'
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
@@ -11,7 +12,9 @@ import { stopAll } from './context.ts'
 import { renderSection, RUNS, type Section } from './lib.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'reliability']
+const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'reliability', 'faults']
+/** Benchmarks whose section a run of them alone replaces in RESULTS.md (found by its heading, the section's title). */
+const ownSection = new Set(['reliability', 'faults'])
 const filters = process.argv.slice(2)
 const chosen = all.filter((name) => filters.length === 0 || filters.some((f) => name.includes(f)))
 if (chosen.length === 0) {
@@ -58,12 +61,14 @@ if (filters.length === 0) {
   console.log('wrote bench/RESULTS.md')
 } else {
   writeFileSync(path.join(here, `RESULTS.partial.md`), out)
-  if (chosen.length === 1 && chosen[0] === 'reliability' && sections.length === 1 && existsSync(results)) {
+  const name = chosen[0]!
+  if (chosen.length === 1 && ownSection.has(name) && sections.length === 1 && existsSync(results)) {
     // Its own section of RESULTS.md, with the command and machine that produced it under the heading; the rest stays as the last full run left it.
     const [heading, ...body] = renderSection(sections[0]!).split('\n')
     const section = [heading, '', ...machine.slice(0, 3), ...body].join('\n') + '\n'
     const old = readFileSync(results, 'utf8')
-    const start = old.search(/^## Reliability[ \t]*$/m)
+    const title = sections[0]!.title.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+    const start = old.search(new RegExp(`^## ${title}[ \\t]*$`, 'm'))
     let updated: string
     if (start < 0) updated = `${old.replace(/\n*$/, '')}\n\n${section}`
     else {
@@ -71,9 +76,9 @@ if (filters.length === 0) {
       updated = old.slice(0, start) + section + (next < 0 ? '' : `\n${old.slice(start + 1 + next)}`)
     }
     writeFileSync(results, updated)
-    console.log('a run of reliability alone: replaced its section of bench/RESULTS.md (and wrote bench/RESULTS.partial.md)')
+    console.log(`a run of ${name} alone: replaced its section of bench/RESULTS.md (and wrote bench/RESULTS.partial.md)`)
   } else {
-    console.log('a filtered run: wrote bench/RESULTS.partial.md (RESULTS.md is only written by a full run, or by a run of reliability alone for its section)')
+    console.log(`a filtered run: wrote bench/RESULTS.partial.md (RESULTS.md is only written by a full run, or by a run of one of ${[...ownSection].join(', ')} alone for its section)`)
   }
 }
 

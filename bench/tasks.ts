@@ -1,6 +1,6 @@
 // Remote functions the benchmarks call. No top-level side effects: this
 // module is bundled and evaluated on every worker.
-import { appendFileSync } from 'node:fs'
+import { appendFileSync, writeFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { context, remote } from 'farpipe'
 
@@ -93,4 +93,29 @@ export const collect = remote(async (ms: number) => {
   ;(globalThis as { gc?: () => void }).gc?.()
   await sleep(ms)
   return { pid: process.pid, heap: process.memoryUsage().heapUsed }
+})
+
+// -- faults ------------------------------------------------------------------
+
+/** Yields 0..n-1, one every `ms` milliseconds: a stream that is mid-output whenever a fault strikes. */
+export const slowItems = remote(async function* (n: number, ms: number) {
+  for (let i = 0; i < n; i++) {
+    yield i
+    await sleep(ms)
+  }
+})
+
+/**
+ * Yields once, creates `marker` (so the caller knows it is stuck), then
+ * awaits something that never settles: a cancel cannot reach its `finally`,
+ * which would append to the marker.
+ */
+export const stuckAfterOne = remote(async function* (marker: string) {
+  try {
+    yield 1
+    writeFileSync(marker, 'stuck\n')
+    await new Promise(() => {})
+  } finally {
+    appendFileSync(marker, 'finally\n')
+  }
 })
