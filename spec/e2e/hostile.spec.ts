@@ -9,10 +9,13 @@ import { fileURLToPath } from 'node:url'
 import { pool, ProtocolError, TransportError, type LogEntry, type Pool } from 'farpipe'
 import { collect, rejection, tempDir } from '../helpers.ts'
 import * as t from '../fixtures/tasks.ts'
+import { findSshd, startSshd } from './sshd.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const hostileWorker = path.join(here, '..', 'fixtures', 'hostile-worker.ts')
 const MiB = 1024 * 1024
+// The sshd starts before any suite is registered (uvu runs what is registered once the module has loaded).
+const sshd = findSshd() ? await startSshd({ alias: 'farpipe-hostile' }) : undefined
 
 /** A pool of one hostile worker in `mode`. */
 function hostile(mode: string, options: { startTimeout?: number; onLog?: (e: LogEntry) => void } = {}): Promise<Pool> {
@@ -199,3 +202,84 @@ frames('a pool of good workers is not disturbed by a hostile one in another pool
 })
 
 frames.run()
+
+if (sshd) {
+  process.env.HOME = sshd.home
+  delete process.env.SSH_AUTH_SOCK
+  process.on('exit', () => void sshd.stop())
+  const overSsh = suite('hostile worker over SSH')
+  // The loopback host is this machine: the fake worker runs from this checkout, with tsx by its absolute URL.
+  const hostileOverSsh = (mode: string, options: { startTimeout?: number; onLog?: (e: LogEntry) => void } = {}) =>
+    pool({
+      hosts: [{ host: sshd.alias, env: { FARPIPE_HOSTILE: mode } }],
+      workers: 1,
+      cacheDir: tempDir(),
+      nodeArgs: ['--import', import.meta.resolve('tsx'), hostileWorker],
+      ...options,
+    })
+
+  overSsh("a login script's greeting is refused, quoting it and naming the host", async () => {
+    const err = await rejection(hostileOverSsh('greeting'))
+    assert.instance(err, TransportError)
+    assert.match(err.message, `worker ${sshd.alias}/0`)
+    assert.match(err.message, 'Welcome to the host!')
+  })
+
+  overSsh('a worker that never says hello fails after startTimeout', async () => {
+    const err = await rejection(hostileOverSsh('silent', { startTimeout: 1000 }))
+    assert.instance(err, TransportError)
+    assert.match(err.message, 'did not say hello within 1000 ms; it sent nothing')
+  })
+
+  overSsh('data beyond the byte credit is cut off, and the caller holds no more than the window', async () => {
+    const p = await hostileOverSsh('data-without-credit')
+    try {
+      const { value: err, growthMiB } = await peakGrowth(() => rejection(p.run(t.countAsync, 1).result))
+      assert.instance(err, TransportError)
+      assert.instance(err.cause, ProtocolError)
+      assert.match(err.cause.message, 'with no byte credit left')
+      assert.ok(growthMiB < 100, `the caller grew by ${growthMiB.toFixed(0)} MiB`)
+      // The host stays usable: the next pool there works.
+    } finally {
+      await p.close()
+    }
+    const good = await pool({ hosts: [sshd.alias], workers: 1, cacheDir: tempDir() })
+    try {
+      assert.is(await good.run(t.add, 20, 22), 42)
+    } finally {
+      await good.close()
+    }
+  })
+
+  overSsh('an error frame whose payload is null fails the call', async () => {
+    const p = await hostileOverSsh('bad-error-null')
+    try {
+      const err = await rejection(p.run(t.add, 1, 2))
+      assert.instance(err, TransportError)
+      assert.match(err.cause.message, 'whose payload is not an error report (null)')
+    } finally {
+      await p.close()
+    }
+  })
+
+  overSsh('a 64 MiB log line without a newline reaches onLog in bounded pieces', async () => {
+    let chars = 0
+    let longest = 0
+    const p = await hostileOverSsh('log-flood', {
+      onLog: (e) => {
+        if (e.fd !== 1) return
+        chars += e.line.length
+        longest = Math.max(longest, e.line.length)
+      },
+    })
+    try {
+      assert.is(await p.run(t.add, 1, 2), 'flooded')
+      assert.is(chars, 1024 * (64 * 1024 - 1))
+      assert.ok(longest <= 64 * 1024)
+    } finally {
+      await p.close()
+    }
+  })
+
+  overSsh.run()
+}
