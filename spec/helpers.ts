@@ -1,6 +1,6 @@
 // Shared by the specs: a guard that turns stray rejections into failures
 // (uvu would otherwise let them pass), temp dirs, and small waits.
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 
@@ -63,4 +63,32 @@ export function thrown(fn: () => unknown): any {
     return err
   }
   throw new Error('expected a throw, but the function returned')
+}
+
+/** Whether `pid` runs (a killed orphan may stay a zombie until it is reaped, which counts as gone). */
+export function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
+}
+
+/** This process's worker processes (zombies included; not esbuild's service), from /proc. */
+export function workerChildren(): { pid: number; state: string }[] {
+  const out: { pid: number; state: string }[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (Number(fields[1]) !== process.pid) continue
+      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('esbuild')) continue
+      out.push({ pid: Number(name), state: fields[0]! })
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out
 }

@@ -3,24 +3,14 @@
 // connection cut or stalled. Each gives the right error within its bound
 // (idleTimeout, cancelGrace, keepalive), the pool goes on, nothing is left.
 import { createServer, createConnection, type Server, type Socket } from 'node:net'
-import { readFileSync } from 'node:fs'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { pool, TimeoutError, TransportError, type HostOptions, type Pool, type PoolOptions } from 'farpipe'
 import * as h from '../fixtures/hardening.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, sleep, tempDir, until } from '../helpers.ts'
+import { collect, rejection, running, sleep, tempDir, until } from '../helpers.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
-/** Whether `pid` runs (a zombie counts as gone). */
-function running(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
-  } catch {
-    return false
-  }
-}
 
 /** A source of numbers that records whether it was cancelled. */
 function watchedSource(): { stream: ReadableStream<number>; cancelled: () => boolean; pulled: () => number } {

@@ -1,34 +1,17 @@
 // Regression specs for the defects found by the hardening review (issue 8),
 // on the embedded local pool: each failed before its fix.
 import { spawn } from 'node:child_process'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CancelError, input, MemoryTransport, pool, TimeoutError, type LogEntry, type Pool } from 'farpipe'
 import * as h from '../fixtures/hardening.ts'
-import { collect, markerPath, readMarker, rejection, sleep, tempDir, thrown, until } from '../helpers.ts'
+import { collect, markerPath, readMarker, rejection, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
-/** This process's worker processes (zombies included; not esbuild's service), from /proc. */
-function children(): { pid: number; state: string }[] {
-  const out: { pid: number; state: string }[] = []
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (Number(fields[1]) !== process.pid) continue
-      if (readFileSync(`/proc/${name}/cmdline`, 'utf8').includes('esbuild')) continue
-      out.push({ pid: Number(name), state: fields[0]! })
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out
-}
 
 // -- 1. an input that ends before the call has started ------------------------
 
@@ -138,7 +121,7 @@ stuck('break returns after the grace, and the stuck worker is replaced', async (
   assert.ok(logs.some((e) => /did not confirm its cancellation within 300 ms; worker local\/0 is replaced/.test(e.line)))
   const after = await p.run(h.pid)
   assert.is.not(after, before)
-  await until(() => !children().some((c) => c.pid === before), 10_000, `the stuck worker ${before} to be gone`)
+  await until(() => !workerChildren().some((c) => c.pid === before), 10_000, `the stuck worker ${before} to be gone`)
 })
 
 stuck('cancel() settles after the grace with CancelError', async () => {
@@ -163,19 +146,19 @@ stuck('a timeout settles the call with TimeoutError, and its cancel settles too'
 stuck('a remote that computes forever is given up on and its worker killed', async () => {
   const before = await p.run(h.pid)
   for await (const _ of p.run(h.spinAfterOne)) break
-  await until(() => !children().some((c) => c.pid === before), 10_000, `the spinning worker ${before} to be killed`)
+  await until(() => !workerChildren().some((c) => c.pid === before), 10_000, `the spinning worker ${before} to be killed`)
   assert.equal(await collect(p.run(h.fast, 2)), [0, 1])
 })
 
 stuck('close() with a stuck call settles', async () => {
-  const pidsBefore = new Set(children().map((c) => c.pid))
+  const pidsBefore = new Set(workerChildren().map((c) => c.pid))
   const q = await pool({ workers: 1, cacheDir: tempDir(), defaults: { cancelGrace: 200 }, onLog: () => {} })
   const call = q.run(h.stuckAfterOne, markerPath())
   await call[Symbol.asyncIterator]().next()
-  const worker = await until(() => children().find((c) => !pidsBefore.has(c.pid))?.pid, 10_000, 'the worker')
+  const worker = await until(() => workerChildren().find((c) => !pidsBefore.has(c.pid))?.pid, 10_000, 'the worker')
   await q.close()
   assert.instance(await rejection(call.result), CancelError)
-  await until(() => !children().some((c) => c.pid === worker), 10_000, 'the stuck worker to be gone')
+  await until(() => !workerChildren().some((c) => c.pid === worker), 10_000, 'the stuck worker to be gone')
 })
 
 stuck('a script that breaks out of a stuck call and forgets close() still exits', async () => {
@@ -248,14 +231,14 @@ misc('close() while a worker restarts settles and leaves no process behind', asy
   const q = await pool({ workers: 1, cacheDir: tempDir() })
   const first = await q.run(h.pid)
   process.kill(first, 'SIGKILL')
-  await until(() => !children().some((c) => c.pid === first && c.state !== 'Z'), 10_000, 'the worker to die')
+  await until(() => !workerChildren().some((c) => c.pid === first && c.state !== 'Z'), 10_000, 'the worker to die')
   await sleep(50)
   // The next call starts a fresh worker; close() begins while it is starting.
   const call = q.run(h.pid)
   const closing = q.close()
   await closing
   await rejection(call.result)
-  assert.equal(children().map((c) => [c.pid, c.state, readFileSync(`/proc/${c.pid}/cmdline`, 'utf8')]), [])
+  assert.equal(workerChildren().map((c) => [c.pid, c.state, readFileSync(`/proc/${c.pid}/cmdline`, 'utf8')]), [])
 })
 
 misc('idleTimeout does not count a slow local consumer as remote silence', async () => {
