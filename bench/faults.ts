@@ -274,6 +274,10 @@ async function closePool(f: Fixture): Promise<void> {
 const both: Target[] = ['local', 'ssh']
 const promptly = { text: `promptly (≤ ${PROMPT_MS} ms)`, max: PROMPT_MS }
 const isTransport = { text: 'TransportError', test: (e: unknown) => e instanceof TransportError }
+/** How long a retired worker has to answer a ping before it is destroyed (lib/session.ts). */
+const RETIRED_PING_MS = 2000
+/** A call sent to a stopped worker before it was retired fails once its ping goes unanswered: the grace, then the ping's wait. */
+const duringGraceBound = { text: `≤ (cancelGrace + ping ${RETIRED_PING_MS} ms) × ${SLACK}`, max: (GRACE_MS + RETIRED_PING_MS) * SLACK }
 const goneBound = { text: `≤ (cancelGrace + ${RETIRE_KILL_MS} ms) × ${SLACK}`, max: (GRACE_MS + RETIRE_KILL_MS) * SLACK }
 
 // -- 1, 2: a worker killed ------------------------------------------------------------
@@ -348,7 +352,10 @@ const killedMidInput = defineCase<Fixture>({
  * A stopped worker: the call's idleTimeout fails it, and the timeout's own
  * cancel, unconfirmed after cancelGrace, retires the worker. The next call
  * is made at once after the error (3a), or after `await call.cancel()`,
- * which returns once the grace is over (3b).
+ * which returns once the grace is over (3b). In 3a that call still goes to
+ * the stopped worker (it is not retired yet): it must fail with a
+ * TransportError once the retired worker does not answer a ping, and the
+ * call after it is served by a fresh worker.
  */
 const stoppedWorker = (cancelFirst: boolean) =>
   defineCase<Fixture>({
@@ -357,7 +364,8 @@ const stoppedWorker = (cancelFirst: boolean) =>
     expected: { text: 'TimeoutError', test: (e) => e instanceof TimeoutError },
     bound: { text: `≈ idleTimeout: ≤ ${IDLE_MS} × ${SLACK}`, max: IDLE_MS * SLACK },
     figures: [
-      { name: 'stopped worker gone (from the error)', unit: 'ms', bound: goneBound },
+      ...(cancelFirst ? [] : [{ name: 'call sent in the grace failed (from the error)', unit: 'ms' as const, bound: duringGraceBound }]),
+      { name: 'stopped worker gone (from the error)', unit: 'ms', bound: cancelFirst ? goneBound : duringGraceBound },
       ...(cancelFirst ? [{ name: 'cancel() returned (from the error)', unit: 'ms' as const, bound: { text: `≤ cancelGrace × ${SLACK}`, max: GRACE_MS * SLACK } }] : []),
     ],
     open: (target) => openPool(target, { defaults: { cancelGrace: GRACE_MS } }),
@@ -383,6 +391,13 @@ const stoppedWorker = (cancelFirst: boolean) =>
           const c = await timed(call.cancel())
           t.figures['cancel() returned (from the error)'] = c.at - r.at
           if (!c.ok) t.problems.push(`cancel() threw ${describe(c.error)}`)
+        }
+        if (!cancelFirst) {
+          at('awaiting the call sent during the grace')
+          const during = await deadline(timed(p.run(b.pid)), RECOVERY_DEADLINE_MS)
+          if (!during.done) t.problems.push(`the call sent during the grace did not settle within ${RECOVERY_DEADLINE_MS / 1000} s`)
+          else if (!during.value.ok && !(during.value.error instanceof TransportError)) t.problems.push(`the call sent during the grace failed with ${describe(during.value.error)}`)
+          else if (!during.value.ok) t.figures['call sent in the grace failed (from the error)'] = during.value.at - r.at
         }
         at('awaiting the next call')
         await next(t, p, r.at, (v) => typeof v === 'number' && v !== pid, () => p.run(b.pid))
