@@ -16,6 +16,7 @@ import { printLog, Session, type LogEntry } from './session.ts'
 import { LocalTransport } from './transports/local.ts'
 import type { Transport } from './transports/transport.ts'
 import type { HostOptions } from './ssh/config.ts'
+import { hostTransports } from './hosts.ts'
 
 /** Options of {@link pool}. */
 export interface PoolOptions {
@@ -492,27 +493,6 @@ function refuseTopLevel(fn: Function, info: RemoteInfo, below: Function): void {
   )
 }
 
-/** Resolves SSH destinations (with ~/.ssh/config) into transports; a bad destination throws here. */
-async function sshTransports(hosts: (string | HostOptions)[], options: PoolOptions): Promise<Transport[]> {
-  if (!Array.isArray(hosts)) throw new TypeError(`option hosts must be an array of destinations, got ${typeof hosts}`)
-  // The SSH modules load only for pools that use SSH.
-  const [{ resolveHost }, { SshTransport }] = await Promise.all([import('./ssh/config.ts'), import('./transports/ssh.ts')])
-  const resolved = await Promise.all(
-    hosts.map(async (h) => {
-      const r = await resolveHost(h, { configFile: options.sshConfig })
-      // Named as given (minus the scheme), so two ports of one address stay two hosts in messages and context().host.
-      r.name = (typeof h === 'string' ? h : h.host).replace(/^ssh:\/\//i, '').replace(/\/$/, '')
-      return r
-    }),
-  )
-  const names = new Set<string>()
-  for (const r of resolved) {
-    if (names.has(r.name)) throw new TypeError(`host ${r.name} is given twice; give it once, with workers: n for more workers`)
-    names.add(r.name)
-  }
-  return resolved.map((r) => new SshTransport(r, { workers: options.workers, nodeArgs: options.nodeArgs, cacheDir: options.cacheDir }))
-}
-
 /**
  * Opens a pool. With no transports it runs local worker processes (one per
  * core): the embedded default.
@@ -523,7 +503,7 @@ async function sshTransports(hosts: (string | HostOptions)[], options: PoolOptio
  * ```
  */
 export async function pool(options: PoolOptions = {}): Promise<Pool> {
-  const transports = options.transports ?? (options.hosts ? await sshTransports(options.hosts, options) : [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs, node: options.node })])
+  const transports = options.transports ?? (options.hosts ? await hostTransports(options.hosts, options) : [new LocalTransport({ workers: options.workers, nodeArgs: options.nodeArgs, node: options.node })])
   if (transports.length === 0) throw new RangeError('a pool needs at least one host')
   const p = new Pool(transports, options)
   try {
