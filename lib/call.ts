@@ -144,6 +144,8 @@ export interface CallTarget {
   session(): Promise<Session>
   /** Bundle hash, export name and module name of the function, once bundled. */
   locate(): Promise<{ bundle: string; fn: string; module: string }>
+  /** The call ended before it used the session it was handed (it registers there otherwise). */
+  unused?(session: Session): void
 }
 
 /** One streamed argument: its source and the credit the worker granted for it. */
@@ -296,6 +298,8 @@ export class CallCore implements SessionCall {
   private readonly argPaths = new Map<number, string>()
   private state = State.Starting
   private session: Session | undefined
+  /** The host the call was sent to, once it was. */
+  hostName: string | undefined
   private id = 0
   /** True once the worker's final frame (end, error, cancelled) arrived or can no longer come. */
   private final = false
@@ -381,8 +385,9 @@ export class CallCore implements SessionCall {
       const where = await target.locate()
       if (this.state !== State.Starting) return
       const session = await target.session()
-      if (this.state !== State.Starting) return
+      if (this.state !== State.Starting) return target.unused?.(session)
       this.session = session
+      this.hostName = session.host
       this.id = session.register(this)
       const header: CallHeader = {
         bundle: where.bundle,
@@ -458,7 +463,10 @@ export class CallCore implements SessionCall {
   sendItem(stream: number, value: unknown, path: () => string): number {
     if (this.state !== State.Running || !this.session) throw new CancelError(`${this.label} is not running`)
     this.activity()
-    return this.session.sendItem(this.id, stream, value, path)
+    const bytes = this.session.sendItem(this.id, stream, value, path)
+    this.session.counters.itemsOut++
+    this.session.counters.bytesOut += bytes
+    return bytes
   }
 
   inputEnded(stream: number): void {
@@ -489,6 +497,11 @@ export class CallCore implements SessionCall {
         const items = readItems(f.payload, f.owned)
         this.activity()
         this.output.push(items, f.payload.byteLength)
+        const counters = this.session?.counters
+        if (counters) {
+          counters.itemsIn += items.length
+          counters.bytesIn += f.payload.byteLength
+        }
         if (items.length > 0) this.streamed = true
         return
       }
@@ -523,6 +536,7 @@ export class CallCore implements SessionCall {
           throw new ProtocolError(`worker ${this.where} sent an error frame for call ${this.id} whose payload is not an error report (${describe(body)})`)
         }
         const err = this.remoteError(body)
+        if (this.session) this.session.counters.errors++
         this.finished()
         if (this.settle()) {
           this.output.fail(err)
@@ -560,6 +574,7 @@ export class CallCore implements SessionCall {
   }
 
   lost(error: TransportError): void {
+    if (this.state !== State.Settled && this.session) this.session.counters.errors++
     this.session = undefined
     this.fail(error)
     this.finished()
@@ -582,6 +597,7 @@ export class CallCore implements SessionCall {
   fail(error: unknown, drop = false): void {
     const wasRunning = this.state === State.Running
     if (!this.settle()) return
+    if (wasRunning && this.session && !(error instanceof CancelError)) this.session.counters.errors++
     this.output.fail(error, drop)
     this.rejectResult(error)
     if (wasRunning && this.session && !this.final) {

@@ -16,6 +16,7 @@ export type FarpipeErrorCode =
   | 'ERR_TIMEOUT'
   | 'ERR_CANCEL'
   | 'ERR_HOST_KEY'
+  | 'ERR_MAP'
 
 /** Options every farpipe error accepts. */
 export interface FarpipeErrorOptions {
@@ -151,6 +152,24 @@ export class HostKeyError extends FarpipeError {
   constructor(message: string, fingerprint: string, options?: FarpipeErrorOptions) {
     super(message, options)
     this.fingerprint = fingerprint
+  }
+}
+
+/**
+ * An item of `Pool.map` failed: its call's error is the `cause`, `index`
+ * says which item of the source it was (from 0).
+ */
+export class MapError extends FarpipeError {
+  override readonly code = 'ERR_MAP'
+  /** The item's position in the source, from 0. */
+  readonly index: number
+  /** How many times the item was run (2 when it was run again after its host was lost). */
+  readonly attempts: number
+
+  constructor(message: string, index: number, attempts: number, options?: FarpipeErrorOptions) {
+    super(message, options)
+    this.index = index
+    this.attempts = attempts
   }
 }
 

@@ -7,7 +7,21 @@
 
 // What users write.
 export { remote, type Remote } from './remote.ts'
-export { pool, Pool, type PoolOptions, type Runner, type MapOptions, type MapItem, type HostStatus } from './pool.ts'
+export {
+  pool,
+  Pool,
+  type PoolOptions,
+  type Runner,
+  type MapOptions,
+  type MapItem,
+  type HostStatus,
+  type PoolStats,
+  type HostStats,
+  type WorkerStats,
+  type HostEventDetail,
+  type WorkerExitDetail,
+} from './pool.ts'
+export { MapStream, type MapProgress } from './map.ts'
 export { input, type Input, type StreamSource } from './input.ts'
 export { context, type CallContext } from './context.ts'
 export {
@@ -24,6 +38,7 @@ export {
 } from './call.ts'
 export type { CallOptions, Limits } from './options.ts'
 export type { HostOptions, KnownHostsPolicy } from './ssh/config.ts'
+export type { CommandHost } from './transports/command.ts'
 export type { LogEntry } from './session.ts'
 export {
   FarpipeError,
@@ -36,6 +51,7 @@ export {
   TimeoutError,
   CancelError,
   HostKeyError,
+  MapError,
   type FarpipeErrorCode,
   type FarpipeErrorOptions,
   type RemoteErrorOrigin,
@@ -47,4 +63,5 @@ export type { Channel, ChannelEvents } from './link.ts'
 export { LocalTransport, type LocalOptions } from './transports/local.ts'
 export { MemoryTransport, type MemoryOptions } from './transports/memory.ts'
 export { SshTransport, type SshTransportOptions } from './transports/ssh.ts'
+export { CommandTransport, type CommandTransportOptions } from './transports/command.ts'
 export type { ResolvedHost } from './ssh/config.ts'

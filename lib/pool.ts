@@ -10,23 +10,27 @@ import { bundleModule } from './bundle.ts'
 import { CallCore, coreOf, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
-import { checkOptional, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
+import { checkOptional, describe, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
 import { exportNameOf, remoteInfo, stackSites, type Remote, type RemoteInfo } from './remote.ts'
-import { printLog, Session, type LogEntry } from './session.ts'
+import { printLog, Session, type LogEntry, type WorkerCounters } from './session.ts'
 import { LocalTransport } from './transports/local.ts'
 import type { Transport } from './transports/transport.ts'
 import type { HostOptions } from './ssh/config.ts'
+import type { CommandHost } from './transports/command.ts'
 import { hostTransports } from './hosts.ts'
+import { mapStream, type MapStream } from './map.ts'
 
 /** Options of {@link pool}. */
 export interface PoolOptions {
   /**
-   * SSH hosts to run workers on, as OpenSSH takes them (`host`,
-   * `user@host`, `ssh://user@host:port`, aliases from `~/.ssh/config`), or
-   * objects with per-host options. Without hosts, the pool runs local worker
-   * processes.
+   * Hosts to run workers on: SSH destinations as OpenSSH takes them
+   * (`host`, `user@host`, `ssh://user@host:port`, aliases from
+   * `~/.ssh/config`), objects with per-host options, or command hosts,
+   * reached through a command that opens a stdio channel there
+   * (`{ name: 'pod-1', command: ['kubectl', 'exec', '-i', 'pod-1', '--'] }`).
+   * Names are unique. Without hosts, the pool runs local worker processes.
    */
-  hosts?: (string | HostOptions)[]
+  hosts?: (string | HostOptions | CommandHost)[]
   /** The SSH client configuration to read. @default ~/.ssh/config */
   sshConfig?: string
   /**
@@ -58,6 +62,12 @@ export interface PoolOptions {
    * @default 30000
    */
   startTimeout?: number
+  /**
+   * Calls in flight at most on each worker process (a streaming call counts
+   * until its stream ends). Past that, calls wait in order for a free worker
+   * on any host. @default Infinity (calls are spread, never queued)
+   */
+  concurrency?: number
 }
 
 /** What a pool and its views (`Pool.with()`) can do. */
@@ -72,8 +82,15 @@ export interface Runner {
   /**
    * Spreads the items of `source` over the pool's workers (one call of `fn`
    * per item, at most `concurrency` at a time) and returns their results as
-   * one stream in the order of the source. For a generator `fn`, every item
-   * it yields is passed on, call after call.
+   * one stream in the order of the source (`ordered: false`: as they come).
+   * For a generator `fn`, every item it yields is passed on, call after call.
+   *
+   * An item whose call was lost with its worker or host (a `TransportError`)
+   * before anything of it was passed on runs again on another host, once;
+   * every result arrives exactly once. A failed item errors the stream with
+   * a `MapError` (`index`, the call's error as `cause`). Cancelling the
+   * stream cancels the calls in flight and returns the source. The stream's
+   * `progress` says how far it has got.
    *
    * @typeParam F a remote function of one argument, the item
    */
@@ -81,7 +98,7 @@ export interface Runner {
     fn: F,
     source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
     options?: MapOptions,
-  ): ReadableStream<MapItem<F>>
+  ): MapStream<MapItem<F>>
   /** A view of the pool whose calls use these options (over the pool's defaults). */
   with(options: CallOptions): Runner
 }
@@ -91,8 +108,66 @@ export type MapItem<F extends AnyFunction> = IsGenerator<F> extends true ? Yield
 
 /** Options of {@link Runner.map}. */
 export interface MapOptions extends CallOptions {
-  /** Calls in flight at once. @default the pool's worker count */
+  /** Items in flight at once (started and not yet passed on): a consumer that stops reading stops the source. @default the pool's worker count */
   concurrency?: number
+  /** Pass results on in the order of the source; `false`: in the order they come. @default true */
+  ordered?: boolean
+}
+
+/** Counts of one worker process (its slot: they add up across the processes that filled it). */
+export interface WorkerStats {
+  /** The worker's index on its host. */
+  index: number
+  /** True while a worker process is running in this slot. */
+  up: boolean
+  /** Its process id on the host, while it is up. */
+  pid: number | undefined
+  /** Calls in flight now (a streaming call counts until its stream ends). */
+  inFlight: number
+  /** Calls sent to it. */
+  calls: number
+  /** Calls that failed (remote errors, timeouts, lost workers; not cancels). */
+  errors: number
+  /** Items it yielded to this side, and their bytes on the wire. */
+  itemsIn: number
+  bytesIn: number
+  /** Items of streamed arguments sent to it, and their bytes on the wire. */
+  itemsOut: number
+  bytesOut: number
+  /** Worker processes that ended in this slot (died, were replaced, or closed). */
+  exits: number
+}
+
+/** What {@link Pool.stats} says about one host. */
+export interface HostStats {
+  name: string
+  up: boolean
+  /** Why it is down, when it is. */
+  error?: string
+  workers: WorkerStats[]
+}
+
+/** What {@link Pool.stats} returns. */
+export interface PoolStats {
+  hosts: HostStats[]
+  /** Calls waiting for a free worker (see `PoolOptions.concurrency`). */
+  queued: number
+}
+
+/** The `detail` of a pool's `hostup` and `hostdown` events. */
+export interface HostEventDetail {
+  host: string
+  /** Why it went down (`hostdown`). */
+  error?: Error
+}
+
+/** The `detail` of a pool's `workerexit` event. */
+export interface WorkerExitDetail {
+  host: string
+  worker: number
+  pid: number | undefined
+  /** Why it ended (a `TransportError`). */
+  error: Error
 }
 
 /** How long `close()` waits for running calls to confirm their cancellation before ending the workers anyway. */
@@ -118,6 +193,9 @@ interface Slot {
   starting: Promise<Session> | undefined
   /** The session being started, until it said hello (so `close()` can stop it). */
   pending: Session | undefined
+  /** Calls handed this slot that have not registered with its session yet. */
+  reserved: number
+  counters: WorkerCounters
 }
 
 /** One host: its transport, and its worker slots once it has connected and said how many. */
@@ -127,17 +205,37 @@ interface Host {
   connecting: Promise<void> | undefined
   /** Why the last connection attempt failed, if it did. */
   error: Error | undefined
-  lastAttempt: number
+  /** Connection attempts that failed in a row (for the backoff). */
+  failures: number
+  /** When the next attempt may be made (0: at once). */
+  retryAt: number
+  retryTimer: NodeJS.Timeout | undefined
+  /** Whether it was last seen up, for `hostup`/`hostdown`. */
+  wasUp: boolean
 }
 
-/** How often a host that is down is tried again while others serve the calls. */
-const RETRY_MS = 5000
+/** The first wait before a host that is down is tried again; it doubles with each failure. */
+const RETRY_FIRST_MS = 1000
+/** The longest wait between attempts at a host that is down. */
+const RETRY_MAX_MS = 30_000
+
+/** A call waiting for a free worker. */
+interface Waiter {
+  host: Host | undefined
+  avoid: string | undefined
+  resolve(session: Session): void
+  reject(error: unknown): void
+}
+
+function newCounters(): WorkerCounters {
+  return { calls: 0, errors: 0, itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0, exits: 0 }
+}
 
 /**
  * A pool of worker processes. Open one with {@link pool}; close it with
  * `close()` or `await using`.
  */
-export class Pool implements Runner, AsyncDisposable {
+export class Pool extends EventTarget implements Runner, AsyncDisposable {
   readonly #hosts: Host[]
   readonly #options: PoolOptions
   readonly #calls = new Set<CallCore>()
@@ -148,14 +246,19 @@ export class Pool implements Runner, AsyncDisposable {
   readonly #limits: Limits
   #closed: Promise<void> | undefined
   #turn = 0
+  readonly #waiters: Waiter[] = []
+  readonly #concurrency: number
 
   /** @internal use {@link pool} */
   constructor(transports: Transport[], options: PoolOptions) {
+    super()
     this.#options = options
+    checkOptional('concurrency', options.concurrency, 1)
+    this.#concurrency = options.concurrency ?? Infinity
     this.#limits = resolveLimits(options.limits)
     resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
     checkOptional('startTimeout', options.startTimeout, 1, MAX_TIMER_MS)
-    this.#hosts = transports.map((transport) => ({ transport, slots: [], connecting: undefined, error: undefined, lastAttempt: 0 }))
+    this.#hosts = transports.map((transport) => ({ transport, slots: [], connecting: undefined, error: undefined, failures: 0, retryAt: 0, retryTimer: undefined, wasUp: false }))
   }
 
   /** Worker processes in the pool (all hosts). */
@@ -166,6 +269,45 @@ export class Pool implements Runner, AsyncDisposable {
   /** The hosts of the pool: their names, whether they are up, their workers, and why one is down. */
   get hosts(): HostStatus[] {
     return this.#hosts.map((h) => ({ name: h.transport.host, up: h.transport.up && h.slots.length > 0, workers: h.slots.length, ...(h.error ? { error: h.error } : {}) }))
+  }
+
+  /** Counts per host and worker: up, calls in flight, calls, errors, items and bytes each way. */
+  stats(): PoolStats {
+    return {
+      queued: this.#waiters.length,
+      hosts: this.#hosts.map((h) => ({
+        name: h.transport.host,
+        up: this.#isUp(h),
+        ...(h.error && !this.#isUp(h) ? { error: h.error.message } : {}),
+        workers: h.slots.map((s) => ({
+          index: s.index,
+          up: s.session?.usable ?? false,
+          pid: s.session?.usable ? s.session.pid : undefined,
+          inFlight: s.session?.load ?? 0,
+          ...s.counters,
+        })),
+      })),
+    }
+  }
+
+  #isUp(h: Host): boolean {
+    return h.slots.length > 0 && h.transport.up && !h.error
+  }
+
+  /** Says `hostup`/`hostdown` when a host's state changed. */
+  #hostState(h: Host, error?: Error): void {
+    const up = this.#isUp(h)
+    if (up === h.wasUp) return
+    h.wasUp = up
+    if (this.#closed) return
+    const detail: HostEventDetail = { host: h.transport.host, ...(up ? {} : { error: error ?? h.error }) }
+    this.dispatchEvent(new CustomEvent<HostEventDetail>(up ? 'hostup' : 'hostdown', { detail }))
+    if (up) this.#drain()
+    else if (!this.#hosts.some((x) => this.#isUp(x) || x.connecting)) {
+      // Nothing left to wait for: queued calls fail now, as new ones do.
+      const err = this.#noHostError()
+      for (const w of this.#waiters.splice(0)) w.reject(err)
+    }
   }
 
   /**
@@ -203,19 +345,45 @@ export class Pool implements Runner, AsyncDisposable {
   /** Connects a host (once at a time) and creates its slots the first time. */
   #connectHost(host: Host): Promise<void> {
     return (host.connecting ??= (async () => {
-      host.lastAttempt = Date.now()
+      clearTimeout(host.retryTimer)
+      host.retryTimer = undefined
       try {
         const n = await host.transport.connect()
         if (!Number.isInteger(n) || n < 1) throw new RangeError(`host ${host.transport.host}: workers must be an integer >= 1, got ${String(n)}`)
-        for (let i = host.slots.length; i < n; i++) host.slots.push({ host, index: i, session: undefined, starting: undefined, pending: undefined })
+        for (let i = host.slots.length; i < n; i++) {
+          host.slots.push({ host, index: i, session: undefined, starting: undefined, pending: undefined, reserved: 0, counters: newCounters() })
+        }
         host.error = undefined
+        host.failures = 0
+        host.retryAt = 0
       } catch (err) {
         host.error = err as Error
+        host.failures++
+        this.#retryLater(host)
         throw err
       } finally {
         host.connecting = undefined
+        this.#hostState(host)
       }
     })())
+  }
+
+  /**
+   * Tries a host that is down again in the background, waiting longer after
+   * each failure (1 s, 2 s, 4 s, … 30 s). Meanwhile calls go to the other
+   * hosts, or fail at once when none is up.
+   */
+  #retryLater(host: Host): void {
+    if (this.#closed) return
+    const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.max(0, host.failures - 1))
+    host.retryAt = Date.now() + wait
+    clearTimeout(host.retryTimer)
+    host.retryTimer = setTimeout(() => {
+      host.retryTimer = undefined
+      if (!this.#closed) this.#connectHost(host).catch(() => {})
+    }, wait)
+    // Retrying a host must not keep the process alive on its own.
+    host.retryTimer.unref()
   }
 
   run<F extends Remote<AnyFunction>, const A extends CallArgs<F>>(fn: F, ...args: A): CallOf<F, A> {
@@ -238,7 +406,7 @@ export class Pool implements Runner, AsyncDisposable {
     fn: F,
     source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
     options?: MapOptions,
-  ): ReadableStream<MapItem<F>> {
+  ): MapStream<MapItem<F>> {
     return this.#map(undefined, fn, source, options)
   }
 
@@ -268,6 +436,8 @@ export class Pool implements Runner, AsyncDisposable {
 
   async #close(): Promise<void> {
     const reason = new CancelError('the pool was closed')
+    for (const h of this.#hosts) clearTimeout(h.retryTimer)
+    for (const w of this.#waiters.splice(0)) w.reject(new FarpipeError('this pool is closed'))
     // Wait for the workers to confirm (finally blocks run), but not for a call that ignores its cancellation.
     let grace: NodeJS.Timeout | undefined
     await Promise.race([
@@ -291,7 +461,7 @@ export class Pool implements Runner, AsyncDisposable {
     await Promise.allSettled(this.#hosts.map((h) => h.transport.close()))
   }
 
-  #run(viewOptions: CallOptions | undefined, host: Host | undefined, fn: Function, args: unknown[]): RemoteCall<unknown, unknown, unknown> {
+  #run(viewOptions: CallOptions | undefined, host: Host | undefined, fn: Function, args: unknown[], avoid?: string): RemoteCall<unknown, unknown, unknown> {
     if (this.#closed) throw new FarpipeError('this pool is closed')
     const info = remoteInfo(fn)
     if (!info) {
@@ -306,61 +476,38 @@ export class Pool implements Runner, AsyncDisposable {
         const [bundle, name] = await Promise.all([bundleModule(info.module), exportNameOf(fn, info)])
         return { bundle: bundle.hash, fn: name, module: bundle.name }
       },
-      session: () => this.#pick(host),
+      session: () => this.#pick(host, avoid),
+      unused: (session) => this.#unreserve(session),
     }
     void core.start(target)
     return new RemoteCall(core)
   }
 
-  #map(viewOptions: CallOptions | undefined, fn: Function, source: unknown, options: MapOptions = {}): ReadableStream<any> {
-    const { concurrency = this.size, ...callOptions } = options
+  #map(viewOptions: CallOptions | undefined, fn: Function, source: unknown, options: MapOptions = {}): MapStream<any> {
+    const { concurrency = Math.max(1, this.size), ordered = true, ...callOptions } = options
     if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError(`option concurrency must be an integer >= 1, got ${String(concurrency)}`)
-    const runner = this.with({ ...viewOptions, ...callOptions })
+    if (typeof ordered !== 'boolean') throw new TypeError(`option ordered must be a boolean, got ${typeof ordered}`)
+    if (this.#closed) throw new FarpipeError('this pool is closed')
+    const info = remoteInfo(fn)
+    if (!info) throw new TypeError(`map() expects a function made with remote(), got ${typeof fn === 'function' ? `function ${fn.name || '(anonymous)'}` : typeof fn}`)
+    const merged = { ...viewOptions, ...callOptions }
+    resolveCallOptions(merged) // refuse bad options before the source is touched
     const src = source as Record<PropertyKey, unknown>
+    if (src === null || typeof src !== 'object') throw new TypeError(`map() expects an iterable, an async iterable or an iterator as its source, got ${describe(source)}`)
     const it: AsyncIterator<unknown> | Iterator<unknown> =
       typeof src[Symbol.asyncIterator] === 'function'
         ? (src[Symbol.asyncIterator] as () => AsyncIterator<unknown>)()
         : typeof src[Symbol.iterator] === 'function'
           ? (src[Symbol.iterator] as () => Iterator<unknown>)()
-          : (src as unknown as Iterator<unknown>)
-    const inflight: RemoteCall<unknown, unknown, unknown>[] = []
-    let current: AsyncIterator<unknown> | undefined
-    let sourceDone = false
-    const cancelAll = (reason: unknown) => Promise.allSettled(inflight.splice(0).map((c) => c.cancel(reason)))
-    return new ReadableStream(
-      {
-        pull: async (controller) => {
-          try {
-            for (;;) {
-              while (!sourceDone && inflight.length < concurrency) {
-                const r = await it.next()
-                if (r.done) sourceDone = true
-                else inflight.push(runner.run(fn as Remote<AnyFunction>, r.value) as RemoteCall<unknown, unknown, unknown>)
-              }
-              const head = inflight[0]
-              if (!head) return controller.close()
-              // Every call's stream is read, so that a function that returns a
-              // generator without being declared `function*` streams here too
-              // (as its type says) instead of filling its window unread.
-              current ??= head[Symbol.asyncIterator]()
-              const r = await current.next()
-              if (!r.done) return controller.enqueue(r.value)
-              inflight.shift()
-              current = undefined
-              if (!coreOf(head).streamed) return controller.enqueue(await head.result)
-            }
-          } catch (err) {
-            await cancelAll(err)
-            await Promise.resolve(it.return?.()).catch(() => {})
-            throw err
-          }
-        },
-        cancel: async (reason) => {
-          await cancelAll(reason)
-          await Promise.resolve(it.return?.()).catch(() => {})
-        },
-      },
-      { highWaterMark: 0 },
+          : typeof src.next === 'function'
+            ? (src as unknown as Iterator<unknown>)
+            : (() => {
+                throw new TypeError(`map() expects an iterable, an async iterable or an iterator as its source, got ${describe(source)}`)
+              })()
+    return mapStream(
+      { run: (item, avoid) => this.#run(merged, undefined, fn, [item], avoid), name: () => info.exportName ?? (fn.name || 'a remote function') },
+      it,
+      { concurrency, ordered },
     )
   }
 
@@ -388,37 +535,91 @@ export class Pool implements Runner, AsyncDisposable {
   }
 
   /**
-   * The least-loaded worker (of `host`, or of any host), started if its slot
-   * is empty. Hosts that are down are skipped while others are up (and
-   * retried in the background now and then); when none is up, they are
-   * reconnected and the call waits for that.
+   * The least-loaded worker (of `host`, or of any host; away from `avoid`
+   * while another host is up), started if its slot is empty. When every
+   * worker has `concurrency` calls, the call waits in order for one to be
+   * free. Hosts that are down are skipped while others are up (and retried
+   * in the background); when none is up, those that may be tried now are
+   * reconnected and the call waits for that, else it fails at once with an
+   * error that names each host and why.
    */
-  async #pick(host?: Host): Promise<Session> {
+  async #pick(host?: Host, avoid?: string): Promise<Session> {
     const hosts = host ? [host] : this.#hosts
-    let up = hosts.filter((h) => h.slots.length > 0 && h.transport.up)
-    if (up.length === 0) {
-      await Promise.allSettled(hosts.map((h) => this.#connectHost(h)))
-      up = hosts.filter((h) => h.slots.length > 0 && h.transport.up)
-      if (up.length === 0) throw host?.error ?? this.#noHostError()
-    } else {
-      for (const h of hosts) {
-        if (!up.includes(h) && Date.now() - h.lastAttempt > RETRY_MS) this.#connectHost(h).catch(() => {})
-      }
+    if (!hosts.some((h) => this.#isUp(h))) {
+      const now = Date.now()
+      const attempts = hosts.filter((h) => h.connecting || h.retryAt <= now).map((h) => this.#connectHost(h))
+      await Promise.allSettled(attempts)
+      if (!hosts.some((h) => this.#isUp(h))) throw host ? (host.error ?? this.#noHostError()) : this.#noHostError()
     }
+    const slot = this.#freeSlot(host, avoid)
+    if (slot) return this.#reserve(slot)
+    return new Promise<Session>((resolve, reject) => this.#waiters.push({ host, avoid, resolve, reject }))
+  }
+
+  /** The least-loaded slot with room, or undefined when every worker has `concurrency` calls. */
+  #freeSlot(host: Host | undefined, avoid: string | undefined): Slot | undefined {
+    let up = (host ? [host] : this.#hosts).filter((h) => this.#isUp(h))
+    if (avoid !== undefined && up.some((h) => h.transport.host !== avoid)) up = up.filter((h) => h.transport.host !== avoid)
     const slots = up.flatMap((h) => h.slots)
+    const n = slots.length
+    if (n === 0) return undefined
     let best: Slot | undefined
     let bestLoad = Infinity
-    const n = slots.length
     const start = this.#turn++ % n
     for (let k = 0; k < n; k++) {
       const s = slots[(start + k) % n]!
-      const load = s.session?.usable ? s.session.load : s.starting ? 0.5 : 1
+      const calls = (s.session?.usable ? s.session.load : 0) + s.reserved
+      if (calls >= this.#concurrency) continue
+      // An empty slot costs a worker start: prefer a running worker with the same load.
+      const load = calls + (s.session?.usable ? 0 : s.starting ? 0.5 : 0.75)
       if (load < bestLoad) {
         best = s
         bestLoad = load
       }
     }
-    return this.#session(best!)
+    return best
+  }
+
+  /** Hands `slot` to a call: counted until the call registers with its session (or gives it up). */
+  #reserve(slot: Slot): Promise<Session> {
+    slot.reserved++
+    const session = this.#session(slot)
+    session.catch(() => {
+      slot.reserved--
+      this.#drain()
+    })
+    return session
+  }
+
+  /** A call that was handed `session` ended before it registered there. */
+  #unreserve(session: Session): void {
+    const slot = this.#slotOf(session)
+    if (slot && slot.reserved > 0) slot.reserved--
+    this.#drain()
+  }
+
+  #slotOf(session: Session): Slot | undefined {
+    for (const h of this.#hosts) for (const s of h.slots) if (s.session === session || s.pending === session) return s
+    return undefined
+  }
+
+  /** Hands free workers to waiting calls, in order; fails those whose host is gone for good. */
+  #drain(): void {
+    while (this.#waiters.length > 0) {
+      const w = this.#waiters[0]!
+      const slot = this.#freeSlot(w.host, w.avoid)
+      if (!slot) {
+        // A call waiting for a host of its own (broadcast) fails when that host is down and not reconnecting.
+        if (w.host && !this.#isUp(w.host) && !w.host.connecting) {
+          this.#waiters.shift()
+          w.reject(w.host.error ?? new TransportError(`host ${w.host.transport.host} is down`, { host: w.host.transport.host, reason: 'lost' }))
+          continue
+        }
+        return
+      }
+      this.#waiters.shift()
+      this.#reserve(slot).then(w.resolve, w.reject)
+    }
   }
 
   /** The slot's live session, starting a new worker when there is none. */
@@ -442,6 +643,7 @@ export class Pool implements Runner, AsyncDisposable {
       limits: this.#limits,
       onLog: this.#options.onLog,
       startTimeout: this.#options.startTimeout,
+      counters: slot.counters,
     })
     const channel = await transport.open(slot.index, {
       data: (chunk) => session.data(chunk),
@@ -465,14 +667,30 @@ export class Pool implements Runner, AsyncDisposable {
     }
     // An idle worker must not keep this process alive; calls in flight do (see #track).
     channel.unref?.()
-    session.onDeath = () => {
+    session.onDeath = (error) => {
       if (slot.session === session) slot.session = undefined
       this.#retired.delete(session)
+      slot.counters.exits++
+      if (this.#closed) return
+      const detail: WorkerExitDetail = { host: transport.host, worker: slot.index, pid: session.pid, error }
+      this.dispatchEvent(new CustomEvent<WorkerExitDetail>('workerexit', { detail }))
+      const host = slot.host
+      if (!transport.up) {
+        // The connection dropped: the host is down until a reconnection, tried at once (the next call waits for it).
+        this.#hostState(host, error)
+        if (!host.connecting) this.#connectHost(host).catch(() => {})
+      }
+      this.#drain()
     }
     session.onRetire = () => {
       if (slot.session === session) slot.session = undefined
       this.#retired.add(session)
+      this.#drain()
     }
+    session.onRegister = () => {
+      if (slot.reserved > 0) slot.reserved--
+    }
+    session.onRelease = () => this.#drain()
     slot.session = session
     return session
   }

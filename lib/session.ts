@@ -39,6 +39,17 @@ export interface SessionCall {
   lost(error: TransportError): void
 }
 
+/** What a worker slot counts (see `Pool.stats()`); the sessions that fill it add to the same counters. */
+export interface WorkerCounters {
+  calls: number
+  errors: number
+  itemsIn: number
+  bytesIn: number
+  itemsOut: number
+  bytesOut: number
+  exits: number
+}
+
 /** Options of a session. */
 export interface SessionOptions {
   /** `host` and index of the worker, and how many the host runs. */
@@ -51,6 +62,8 @@ export interface SessionOptions {
   onLog?: (entry: LogEntry) => void
   /** Milliseconds the worker has to say hello once its channel is open. @default 30000 */
   startTimeout?: number
+  /** Where its counts go (its worker slot's). @default counters of its own */
+  counters?: WorkerCounters
 }
 
 /** The longest log line passed on whole; longer ones are passed on in pieces of this many characters. */
@@ -94,6 +107,11 @@ export class Session extends Link {
   retired = false
   /** Called once when the session is retired (the pool starts a fresh worker in its place). */
   onRetire: (() => void) | undefined
+  /** Called when a call registers, and when one is released (the pool hands out free workers). */
+  onRegister: (() => void) | undefined
+  onRelease: (() => void) | undefined
+  /** Calls, errors, items and bytes of this worker (its slot's counters). */
+  readonly counters: WorkerCounters
   /** Why the session is gone, once it is. */
   dead: TransportError | undefined
   /** Called once when the session dies (the pool replaces it). */
@@ -105,6 +123,7 @@ export class Session extends Link {
     this.worker = options.worker
     this.onLog = options.onLog ?? printLog
     this.startTimeout = options.startTimeout ?? 30_000
+    this.counters = options.counters ?? { calls: 0, errors: 0, itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0, exits: 0 }
     this.ready = new Promise<WorkerHello>((resolve, reject) => {
       this.readyResolve = resolve
       this.readyReject = reject
@@ -166,14 +185,17 @@ export class Session extends Link {
     if (this.nextId > 0xffffffff) this.nextId = 1
     this.calls.set(id, call)
     this.callsSent++
+    this.counters.calls++
+    this.onRegister?.()
     return id
   }
 
   /** Forgets a finished call, and passes on what it printed without a final newline. */
   release(id: number): void {
-    this.calls.delete(id)
+    if (!this.calls.delete(id)) return
     this.flushLog(id)
     this.drain()
+    this.onRelease?.()
   }
 
   /**
@@ -216,8 +238,8 @@ export class Session extends Link {
     }, RETIRE_KILL_MS).unref()
   }
 
-  /** The worker's pid, once it said hello. */
-  private pid: number | undefined
+  /** The worker's process id on its host, once it said hello. */
+  pid: number | undefined
 
   /** Feeds a chunk of the worker process's own stderr (outside the frame channel) to the log. */
   stderr(text: string): void {

@@ -91,6 +91,12 @@ export interface SshdOptions {
    * @default 'ed25519'
    */
   hostKeyType?: 'ed25519' | 'rsa' | 'ecdsa'
+  /**
+   * The loopback address to listen on (127.0.0.1, 127.0.0.2, …: each a
+   * host of its own for a pool of several hosts).
+   * @default '127.0.0.1'
+   */
+  address?: string
   /** Put at the top of sshd_config, so its keywords win over the harness's (sshd takes the first value of a keyword). */
   extraConfig?: string
   /** More environment for remote sessions (one SetEnv line with HOME), e.g. a PATH without node. */
@@ -125,7 +131,8 @@ export interface SshRunOptions {
 
 /** A running test sshd and the client side that logs into it. */
 export interface Sshd {
-  host: '127.0.0.1'
+  /** The loopback address it listens on. */
+  host: string
   port: number
   /** Usable as a destination: HOME/.ssh/config has `Host <alias>` with HostName, Port, User and IdentityFile. */
   alias: string
@@ -151,6 +158,8 @@ export interface Sshd {
   sessionPids(): number[]
   /** Runs `ssh -F <home>/.ssh/config -o BatchMode=yes <alias> ...args` with HOME=<home> and no SSH_AUTH_SOCK. */
   ssh(args: string[], options?: SshRunOptions): Promise<SshResult>
+  /** Starts a stopped sshd again on the same address and port, with the same config and host key. */
+  restart(): Promise<void>
   /** SIGTERMs the listener (SIGKILL after 2 s), kills what sessions are left, waits until the port is closed. Safe to call twice. */
   stop(): Promise<void>
 }
@@ -272,11 +281,11 @@ function fingerprint(publicKey: string): string {
 }
 
 /** A port nothing listens on right now. Another process may take it before sshd does; startSshd retries. */
-function freePort(): Promise<number> {
+function freePort(address: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer()
     server.on('error', reject)
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, address, () => {
       const address = server.address()
       const port = typeof address === 'object' && address ? address.port : 0
       server.close(() => resolve(port))
@@ -285,11 +294,11 @@ function freePort(): Promise<number> {
 }
 
 /** Resolves once nothing accepts connections on `port`. */
-async function portClosed(port: number, ms = 5000): Promise<void> {
+async function portClosed(address: string, port: number, ms = 5000): Promise<void> {
   const end = Date.now() + ms
   for (;;) {
     const open = await new Promise<boolean>((resolve) => {
-      const socket = createConnection({ host: '127.0.0.1', port })
+      const socket = createConnection({ host: address, port })
       socket.once('connect', () => {
         socket.destroy()
         resolve(true)
@@ -328,7 +337,7 @@ async function checkConfig(sshd: string, config: string): Promise<void> {
   }
 }
 
-function sshdConfig(o: { port: number; dir: string; user: string; remoteHome: string; version: number; extra?: string; env?: Record<string, string> }): string {
+function sshdConfig(o: { address: string; port: number; dir: string; user: string; remoteHome: string; version: number; extra?: string; env?: Record<string, string> }): string {
   const q = (s: string) => `"${s}"`
   // Runs the requested command the way sshd would (`$SHELL -c`), but from
   // the remote HOME; see the comment at the top of this file.
@@ -340,7 +349,7 @@ function sshdConfig(o: { port: number; dir: string; user: string; remoteHome: st
   return [
     '# Written by spec/e2e/sshd.ts for one test sshd.',
     o.extra ?? '',
-    'ListenAddress 127.0.0.1',
+    `ListenAddress ${o.address}`,
     `Port ${o.port}`,
     'AddressFamily inet',
     `HostKey ${q(path.join(o.dir, 'host_key'))}`,
@@ -381,10 +390,10 @@ function hasHost(config: string, alias: string): boolean {
   return false
 }
 
-function clientBlock(o: { alias: string; port: number; user: string; clientKey: string; knownHosts: string }): string {
+function clientBlock(o: { alias: string; address: string; port: number; user: string; clientKey: string; knownHosts: string }): string {
   return [
     `Host ${o.alias}`,
-    '  HostName 127.0.0.1',
+    `  HostName ${o.address}`,
     `  Port ${o.port}`,
     `  User ${o.user}`,
     `  IdentityFile "${o.clientKey}"`,
@@ -405,6 +414,8 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   const sshd = findSshd()
   if (!sshd) throw new Error('sshd is not installed (looked in PATH and ' + SSHD_DIRS.join(', ') + ')')
   const alias = options.alias ?? 'farpipe-test'
+  const address = options.address ?? '127.0.0.1'
+  if (!/^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address)) throw new Error(`address must be a loopback IPv4 address (127.x.y.z), got ${address}`)
   const user = userInfo().username
   const dir = ownTempDir('farpipe-sshd-')
   const remoteHome = path.join(dir, 'home')
@@ -435,18 +446,18 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   let child: ChildProcess | undefined
   let port = 0
   for (let attempt = 1; !child; attempt++) {
-    port = await freePort()
-    writeFileSync(config, sshdConfig({ port, dir, user, remoteHome, version, extra: options.extraConfig, env: options.env }))
+    port = await freePort(address)
+    writeFileSync(config, sshdConfig({ address, port, dir, user, remoteHome, version, extra: options.extraConfig, env: options.env }))
     if (attempt === 1) await checkConfig(sshd, config)
     writeFileSync(logFile, '')
-    const started = await listen(sshd, config, logFile, port)
+    const started = await listen(sshd, config, logFile, address, port)
     if (started) child = started
     else if (attempt >= 5 || !readFileSync(logFile, 'utf8').includes('Address already in use')) {
-      throw new Error(`sshd exited before listening on 127.0.0.1:${port}; its log:\n${readFileSync(logFile, 'utf8')}`)
+      throw new Error(`sshd exited before listening on ${address}:${port}; its log:\n${readFileSync(logFile, 'utf8')}`)
     }
   }
-  const pid = child.pid!
-  const listener = child
+  let pid = child.pid!
+  let listener = child
 
   const sessionPids = () => descendants(pid, processes(), (p) => p.comm.startsWith('sshd'))
 
@@ -470,14 +481,14 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     signal(pid, 'SIGKILL')
     for (const p of doomed) signal(p, 'SIGKILL')
   }
-  const untrack = track(killNow)
+  let untrack = track(killNow)
 
   // Only now the port is known: append rather than overwrite, for a shared home.
   // A new config ends with a catch-all block, so that destinations without an
   // alias (ssh://127.0.0.1:port) do not read the machine's /etc/ssh known_hosts either.
   const fresh = !existsSync(configFile)
-  appendFileSync(configFile, (fresh ? '' : '\n') + clientBlock({ alias, port, user, clientKey, knownHosts }) + (fresh ? '\nHost *\n  GlobalKnownHostsFile /dev/null\n' : ''))
-  appendFileSync(knownHosts, options.trustHostKey === false ? '' : `[127.0.0.1]:${port} ${hostKeyPublic}\n`)
+  appendFileSync(configFile, (fresh ? '' : '\n') + clientBlock({ alias, address, port, user, clientKey, knownHosts }) + (fresh ? '\nHost *\n  GlobalKnownHostsFile /dev/null\n' : ''))
+  appendFileSync(knownHosts, options.trustHostKey === false ? '' : `[${address}]:${port} ${hostKeyPublic}\n`)
   chmodSync(configFile, 0o600)
   chmodSync(knownHosts, 0o600)
 
@@ -493,11 +504,11 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     }
     for (const p of [...doomed, ...sessionTrees()]) signal(p, 'SIGKILL')
     untrack()
-    await portClosed(port)
+    await portClosed(address, port)
   }
 
   return {
-    host: '127.0.0.1',
+    host: address,
     port,
     alias,
     user,
@@ -507,11 +518,26 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     hostKeyPublic,
     hostKeyFingerprint: fingerprint(hostKeyPublic),
     dir,
-    pid,
+    get pid() {
+      return pid
+    },
     log: () => readFileSync(logFile, 'utf8'),
     sessionPids,
     ssh: (args, opts) => runSsh(['-F', configFile, '-o', 'BatchMode=yes', alias, ...args], home, opts),
     stop: () => (stopping ??= stop()),
+    restart: async () => {
+      if (!stopping) throw new Error('restart() is for a stopped sshd')
+      await stopping
+      // The same address, port, config and host key: to its clients, the host came back.
+      // The log starts afresh: its "Server listening" line is what listen() waits for.
+      writeFileSync(logFile, '')
+      const started = await listen(sshd, config, logFile, address, port)
+      if (!started) throw new Error(`sshd did not come back on ${address}:${port}; its log:\n${readFileSync(logFile, 'utf8')}`)
+      listener = started
+      pid = started.pid!
+      untrack = track(killNow)
+      stopping = undefined
+    },
   }
 }
 
@@ -521,14 +547,14 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
  * exits first. Reading the log rather than probing the port keeps a probe
  * connection out of the log and out of sessionPids().
  */
-async function listen(sshd: string, config: string, logFile: string, port: number): Promise<ChildProcess | undefined> {
+async function listen(sshd: string, config: string, logFile: string, address: string, port: number): Promise<ChildProcess | undefined> {
   const child = spawn(sshd, ['-D', '-f', config, '-E', logFile], { stdio: 'ignore' })
   let failed: Error | undefined
   child.on('error', (err) => (failed = err))
   // A spec that forgets stop() still ends; the exit hook then kills sshd.
   child.unref()
   const untrack = track(() => signal(child.pid!, 'SIGKILL'))
-  const ready = `Server listening on 127.0.0.1 port ${port}.`
+  const ready = `Server listening on ${address} port ${port}.`
   const end = Date.now() + 10_000
   try {
     for (;;) {
@@ -537,7 +563,7 @@ async function listen(sshd: string, config: string, logFile: string, port: numbe
       if (readFileSync(logFile, 'utf8').includes(ready)) return child
       if (Date.now() > end) {
         signal(child.pid!, 'SIGKILL')
-        throw new Error(`sshd did not listen on 127.0.0.1:${port} within 10 s; its log:\n${readFileSync(logFile, 'utf8')}`)
+        throw new Error(`sshd did not listen on ${address}:${port} within 10 s; its log:\n${readFileSync(logFile, 'utf8')}`)
       }
       await sleep(5)
     }
