@@ -68,6 +68,14 @@ export interface PoolOptions {
    * on any host. @default Infinity (calls are spread, never queued)
    */
   concurrency?: number
+  /**
+   * Milliseconds `close()` lets calls in flight (and calls waiting for a
+   * worker) finish on their own; then it cancels the rest (their `finally`
+   * blocks run, within their `cancelGrace`). A stream nobody reads never
+   * finishes: cancel or read it before closing, or close with a short grace.
+   * @default 5000
+   */
+  closeGrace?: number
 }
 
 /** What a pool and its views (`Pool.with()`) can do. */
@@ -170,7 +178,7 @@ export interface WorkerExitDetail {
   error: Error
 }
 
-/** How long `close()` waits for running calls to confirm their cancellation before ending the workers anyway. */
+/** How long `close()` lets calls in flight finish on their own (see {@link PoolOptions.closeGrace}). */
 const CLOSE_GRACE_MS = 5000
 
 /** What {@link Pool.hosts} says about one host. */
@@ -254,6 +262,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     super()
     this.#options = options
     checkOptional('concurrency', options.concurrency, 1)
+    checkOptional('closeGrace', options.closeGrace, 0, MAX_TIMER_MS)
     this.#concurrency = options.concurrency ?? Infinity
     this.#limits = resolveLimits(options.limits)
     resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
@@ -329,11 +338,14 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     if (failed && up.every((h) => h.slots.every((s) => !s.session))) throw failed.reason
   }
 
+  /** Why no host can take a call: each host named, with why it is down. */
   #noHostError(): Error {
+    const only = this.#hosts.length === 1 ? this.#hosts[0]! : undefined
+    if (only?.error) return only.error
+    const why = (h: Host) => h.error?.message ?? (h.slots.length > 0 && !h.transport.up ? 'its connection was lost' : 'not connected')
+    const list = this.#hosts.map((h) => `${h.transport.host}: ${why(h)}`).join('; ')
     const errors = this.#hosts.map((h) => h.error).filter((e): e is Error => e !== undefined)
-    if (errors.length === 1) return errors[0]!
-    const list = this.#hosts.map((h) => `${h.transport.host}: ${h.error?.message ?? 'not connected'}`).join('; ')
-    return new TransportError(`no host of the pool could be reached (${list})`, { cause: new AggregateError(errors, list) })
+    return new TransportError(only ? `host ${list}` : `no host of the pool is up (${list})`, { cause: new AggregateError(errors, list), reason: 'lost' })
   }
 
   #warn(host: Host, line: string): void {
@@ -422,8 +434,10 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   }
 
   /**
-   * Closes the pool: calls still running are cancelled (their `finally`
-   * blocks run on the workers), then the workers exit.
+   * Closes the pool: no new calls; calls in flight get `closeGrace` to
+   * finish, then the rest are cancelled (their `finally` blocks run on the
+   * workers); then the workers exit, including any that were starting, and
+   * nothing (process, channel, timer, listener) is left.
    */
   close(): Promise<void> {
     return (this.#closed ??= this.#close())
@@ -437,14 +451,19 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   async #close(): Promise<void> {
     const reason = new CancelError('the pool was closed')
     for (const h of this.#hosts) clearTimeout(h.retryTimer)
-    for (const w of this.#waiters.splice(0)) w.reject(new FarpipeError('this pool is closed'))
-    // Wait for the workers to confirm (finally blocks run), but not for a call that ignores its cancellation.
+    // Calls in flight (and queued ones) get the grace to finish on their own.
+    const graceMs = this.#options.closeGrace ?? CLOSE_GRACE_MS
     let grace: NodeJS.Timeout | undefined
-    await Promise.race([
-      Promise.allSettled([...this.#calls].map((c) => c.cancel(reason))),
-      new Promise((r) => (grace = setTimeout(r, CLOSE_GRACE_MS))),
-    ])
-    clearTimeout(grace)
+    if (this.#calls.size > 0 && graceMs > 0) {
+      await Promise.race([
+        Promise.allSettled([...this.#calls].map((c) => c.finalPromise)),
+        new Promise((r) => (grace = setTimeout(r, graceMs))),
+      ])
+      clearTimeout(grace)
+    }
+    for (const w of this.#waiters.splice(0)) w.reject(new FarpipeError('this pool is closed'))
+    // The rest are cancelled: each waits for its worker's confirmation (finally blocks run) at most its cancelGrace.
+    await Promise.allSettled([...this.#calls].map((c) => c.cancel(reason)))
     // Workers still starting are stopped, not left to come up after the pool is gone.
     const starting: Promise<unknown>[] = []
     for (const h of this.#hosts) {

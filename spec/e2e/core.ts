@@ -455,8 +455,16 @@ function cancellation(target: Target): void {
     assert.is(await p.run(t.pause, 400), 400)
   })
 
-  s('closing the pool cancels running calls and their finally blocks run', async () => {
+  s('close() lets a call in flight finish within its grace', async () => {
     const q = await target.open({ workers: 1, cacheDir: tempDir() })
+    const call = q.run(t.pause, 300)
+    await sleep(50)
+    await q.close()
+    assert.is(await call, 300)
+  })
+
+  s('closing the pool cancels calls still running after its grace, and their finally blocks run', async () => {
+    const q = await target.open({ workers: 1, cacheDir: tempDir(), closeGrace: 100 })
     const marker = markerPath()
     const call = q.run(t.forever, marker, 5)
     await call[Symbol.asyncIterator]().next()

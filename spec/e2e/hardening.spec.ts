@@ -152,7 +152,7 @@ stuck('a remote that computes forever is given up on and its worker killed', asy
 
 stuck('close() with a stuck call settles', async () => {
   const pidsBefore = new Set(workerChildren().map((c) => c.pid))
-  const q = await pool({ workers: 1, cacheDir: tempDir(), defaults: { cancelGrace: 200 }, onLog: () => {} })
+  const q = await pool({ workers: 1, cacheDir: tempDir(), defaults: { cancelGrace: 200 }, closeGrace: 100, onLog: () => {} })
   const call = q.run(h.stuckAfterOne, markerPath())
   await call[Symbol.asyncIterator]().next()
   const worker = await until(() => workerChildren().find((c) => !pidsBefore.has(c.pid))?.pid, 10_000, 'the worker')

@@ -117,9 +117,10 @@ function manyHosts(all: Sshd[]): void {
     try {
       await Promise.all(p.broadcast(t.add, 1, 1))
       await Promise.all([x.stop(), y.stop()])
-      let err = await rejection(p.run(t.add, 1, 2))
-      // The first call after the drop waits for one reconnection attempt; then they fail at once.
-      err = await rejection(p.run(t.add, 1, 2))
+      await until(() => p.stats().hosts.every((x) => !x.up), 10_000, 'both hosts to be down')
+      // The first call after the drop waits for the reconnection attempts under way; then calls fail at once (the backoff).
+      await rejection(p.run(t.add, 1, 2))
+      const err = await rejection(p.run(t.add, 1, 2))
       assert.instance(err, TransportError)
       assert.match(err.message, 'farpipe-x')
       assert.match(err.message, 'farpipe-y')
@@ -134,7 +135,7 @@ function manyHosts(all: Sshd[]): void {
     const handles = () => process.getActiveResourcesInfo().filter((r) => r !== 'TTYWrap' && r !== 'Timeout').length
     const before = handles()
     const sessionsBefore = all.map((x) => x.sessionPids().length)
-    const p = await open(all, 2)
+    const p = await open(all, 2, { closeGrace: 100 })
     await Promise.all(p.broadcast(t.add, 1, 1))
     // A call still running when close() begins: cancelled, its finally run.
     const running = p.run(t.slowItems, 1000, 20)
