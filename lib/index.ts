@@ -20,6 +20,7 @@ export {
   type WorkerStats,
   type HostEventDetail,
   type WorkerExitDetail,
+  type PoolEventMap,
 } from './pool.ts'
 export { MapStream, type MapProgress } from './map.ts'
 export { input, type Input, type StreamSource } from './input.ts'

@@ -169,6 +169,20 @@ export interface HostEventDetail {
   error?: Error
 }
 
+type AnyListener = Parameters<EventTarget['addEventListener']>[1]
+type AddOptions = Parameters<EventTarget['addEventListener']>[2]
+type RemoveOptions = Parameters<EventTarget['removeEventListener']>[2]
+
+/** The events a pool dispatches, by type. */
+export interface PoolEventMap {
+  /** A host connected (or came back). */
+  hostup: CustomEvent<HostEventDetail>
+  /** A host's connection dropped, or an attempt to reach it failed. */
+  hostdown: CustomEvent<HostEventDetail>
+  /** A worker process ended (died, was replaced, or its connection dropped). */
+  workerexit: CustomEvent<WorkerExitDetail>
+}
+
 /** The `detail` of a pool's `workerexit` event. */
 export interface WorkerExitDetail {
   host: string
@@ -278,6 +292,20 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   /** The hosts of the pool: their names, whether they are up, their workers, and why one is down. */
   get hosts(): HostStatus[] {
     return this.#hosts.map((h) => ({ name: h.transport.host, up: h.transport.up && h.slots.length > 0, workers: h.slots.length, ...(h.error ? { error: h.error } : {}) }))
+  }
+
+  /** Listens to `hostup`, `hostdown` and `workerexit` (typed), or any other event. */
+  override addEventListener<K extends keyof PoolEventMap>(type: K, listener: (event: PoolEventMap[K]) => void, options?: AddOptions): void
+  override addEventListener(type: string, listener: AnyListener, options?: AddOptions): void
+  override addEventListener(type: string, listener: AnyListener | ((event: never) => void), options?: AddOptions): void {
+    super.addEventListener(type, listener as AnyListener, options)
+  }
+
+  /** Stops listening (see {@link addEventListener}). */
+  override removeEventListener<K extends keyof PoolEventMap>(type: K, listener: (event: PoolEventMap[K]) => void, options?: RemoveOptions): void
+  override removeEventListener(type: string, listener: AnyListener, options?: RemoveOptions): void
+  override removeEventListener(type: string, listener: AnyListener | ((event: never) => void), options?: RemoveOptions): void {
+    super.removeEventListener(type, listener as AnyListener, options)
   }
 
   /** Counts per host and worker: up, calls in flight, calls, errors, items and bytes each way. */

@@ -63,6 +63,14 @@ export async function checks(): Promise<void> {
   const mapped: ReadableStream<number> = p.map(returnsGen, [1, 2])
   void mapped
 
+  // The pool's events are typed.
+  p.addEventListener('hostdown', (e) => void e.detail.error?.message.toUpperCase())
+  p.addEventListener('workerexit', (e) => void e.detail.worker.toFixed())
+  // map() returns a stream with its progress.
+  const progressed = p.map(remote((x: number) => x * 2), [1, 2])
+  const started: number = progressed.progress.started
+  void started
+
   // @ts-expect-error run() takes only functions made with remote()
   p.run((x: number) => x, 1)
 

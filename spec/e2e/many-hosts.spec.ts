@@ -24,7 +24,7 @@ if (!findSshd()) {
   delete process.env.SSH_AUTH_SOCK
   process.on('exit', () => void Promise.all([a.stop(), b.stop(), c.stop()]))
   manyHosts([a, b, c])
-  map()
+  map([a, b, c])
 }
 
 /** A pool over the three hosts, one or two workers each. */
@@ -149,16 +149,16 @@ function manyHosts(all: Sshd[]): void {
   s.run()
 }
 
-function map(): void {
+function map(all: Sshd[]): void {
   const s = suite('map')
   // The map semantics run on an in-memory pool of three hosts (fast); the host death over real sshds is the last case.
   const memoryPool = (workers = 2) =>
     pool({ transports: ['m1', 'm2', 'm3'].map((host) => new MemoryTransport({ host, workers })), cacheDir: tempDir(), onLog: () => {} })
 
-  s('keeps input order over 10,000 items with fast and slow hosts mixed', async () => {
-    const p = await memoryPool()
+  s('keeps input order over 10,000 items with fast and slow hosts mixed (three sshds)', async () => {
+    const p = await open(all)
     try {
-      const items = Array.from({ length: 10_000 }, (_, x) => ({ x, slowHost: 'm2', ms: x % 50 === 0 ? 5 : 0 }))
+      const items = Array.from({ length: 10_000 }, (_, x) => ({ x, slowHost: all[1]!.alias, ms: x % 50 === 0 ? 5 : 0 }))
       const out = await collect(p.map(h.doubleOn, items, { concurrency: 16 }))
       assert.equal(out, items.map((i) => i.x * 2))
     } finally {
