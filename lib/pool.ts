@@ -136,11 +136,13 @@ export interface WorkerStats {
   calls: number
   /** Calls that failed (remote errors, timeouts, lost workers; not cancels). */
   errors: number
-  /** Items it yielded to this side, and their bytes on the wire. */
+  /** Items it yielded to this side. */
   itemsIn: number
+  /** Their bytes on the wire. */
   bytesIn: number
-  /** Items of streamed arguments sent to it, and their bytes on the wire. */
+  /** Items of streamed arguments sent to it. */
   itemsOut: number
+  /** Their bytes on the wire. */
   bytesOut: number
   /** Worker processes that ended in this slot (died, were replaced, or closed). */
   exits: number
@@ -148,15 +150,19 @@ export interface WorkerStats {
 
 /** What {@link Pool.stats} says about one host. */
 export interface HostStats {
+  /** The host as the pool names it. */
   name: string
+  /** True when it is connected and has workers. */
   up: boolean
   /** Why it is down, when it is. */
   error?: string
+  /** Its worker slots. */
   workers: WorkerStats[]
 }
 
 /** What {@link Pool.stats} returns. */
 export interface PoolStats {
+  /** Each host, in the order given. */
   hosts: HostStats[]
   /** Calls waiting for a free worker (see `PoolOptions.concurrency`). */
   queued: number
@@ -164,6 +170,7 @@ export interface PoolStats {
 
 /** The `detail` of a pool's `hostup` and `hostdown` events. */
 export interface HostEventDetail {
+  /** The host as the pool names it. */
   host: string
   /** Why it went down (`hostdown`). */
   error?: Error
@@ -185,8 +192,11 @@ export interface PoolEventMap {
 
 /** The `detail` of a pool's `workerexit` event. */
 export interface WorkerExitDetail {
+  /** The host as the pool names it. */
   host: string
+  /** The worker's index on its host. */
   worker: number
+  /** Its process id on the host, if it had said hello. */
   pid: number | undefined
   /** Why it ended (a `TransportError`). */
   error: Error
