@@ -5,14 +5,16 @@
  * scripts and single-quoted arguments: nothing the user gave reaches a
  * remote shell unquoted.
  *
- * Each exec costs the login shell's startup (~0.1 s), so the probe does all
- * its checks in one exec and uploads happen only when something is missing.
+ * Commands run through an {@link Exec}: an ssh2 exec channel for SSH hosts,
+ * a spawned command (`kubectl exec -i pod --`, `ssh host`) for command hosts.
+ * Each exec costs the login shell's startup (~0.1 s, or a whole new
+ * connection for a command host), so the probe does all its checks in one
+ * exec and uploads happen only when something is missing.
  *
  * @module
  */
 import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
-import type { Client as ClientType } from 'ssh2'
 import type { WorkerBundle } from '../worker/locate.ts'
 import { TransportError } from '../errors.ts'
 import { ENV_NAME } from './config.ts'
@@ -46,25 +48,14 @@ export interface ExecResult {
   stderr: string
 }
 
-/** Runs `command` (no pty), feeding `input` (a buffer or a file to stream) to its stdin. */
-export function run(client: ClientType, command: string, input?: Buffer | { file: string }): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    client.exec(command, { pty: false }, (err, ch) => {
-      if (err) return reject(err)
-      const out: Buffer[] = []
-      let errText = ''
-      let code: number | null = null
-      ch.on('data', (d: Buffer) => out.push(d))
-      // stderr shares the channel window with stdout: always read it.
-      ch.stderr.on('data', (d: Buffer) => (errText += d.toString('utf8')))
-      ch.on('exit', (c: number | null) => (code = c))
-      ch.on('close', () => resolve({ code, stdout: Buffer.concat(out), stderr: errText }))
-      if (input === undefined) ch.end()
-      else if (Buffer.isBuffer(input)) ch.end(input)
-      else fs.createReadStream(input.file).pipe(ch)
-    })
-  })
-}
+/**
+ * Runs one shell command line on the host (no pty), feeding `input` (a
+ * buffer, or a file to stream) to its stdin, and resolves with its exit code
+ * and output once it ends. Rejects only when the command could not be run at
+ * all (the channel would not open); a command that fails resolves with its
+ * code.
+ */
+export type Exec = (command: string, input?: Buffer | { file: string }) => Promise<ExecResult>
 
 /**
  * Runs on the host with its own node (CommonJS, old-Node-safe syntax so it
@@ -106,19 +97,31 @@ process.stdin.on('end', function () {
 });
 `
 
+/**
+ * Refuses a cache directory no worker could use, before connecting: node
+ * cannot load an ES module from a path with a backslash in it (its file URL
+ * would hold an encoded one, ERR_INVALID_MODULE_SPECIFIER), and no path can
+ * hold a NUL.
+ */
+export function checkCacheDir(dir: string | undefined, host: string): void {
+  if (dir === undefined) return
+  const bad = dir.includes('\0') ? 'a NUL character' : dir.includes('\\') ? 'a backslash, and node cannot load ES modules from such a path' : undefined
+  if (bad) throw new TypeError(`host ${JSON.stringify(host)}: cacheDir ${JSON.stringify(dir)} contains ${bad}`)
+}
+
 /** Finds node on the host (or ships ours), prepares the cache, uploads the worker bundle if missing. */
 export async function bootstrap(
-  client: ClientType,
+  exec: Exec,
   host: { name: string; node?: string; cacheDir?: string },
   worker: WorkerBundle,
 ): Promise<HostFacts> {
   const wanted = host.node && host.node !== 'upload' ? host.node : 'node'
-  let facts = await probe(client, host, wanted, worker.hash)
-  if (!facts.ok && host.node === 'upload') facts = await probe(client, host, await uploadNode(client, host), worker.hash)
+  let facts = await probe(exec, host, wanted, worker.hash)
+  if (!facts.ok && host.node === 'upload') facts = await probe(exec, host, await uploadNode(exec, host), worker.hash)
   if (!facts.ok) throw facts.error
   const f = facts.facts
   if (!facts.worker) {
-    const r = await run(client, `${shq(f.node)} -e ${shq(UPLOAD_JS)} ${shq(f.workerFile)} ${shq(worker.hash)} 600`, Buffer.from(worker.code))
+    const r = await exec(`${shq(f.node)} -e ${shq(UPLOAD_JS)} ${shq(f.workerFile)} ${shq(worker.hash)} 600`, Buffer.from(worker.code))
     if (r.code !== 0 || r.stdout.toString() !== 'ok') {
       throw new TransportError(`uploading the worker to ${f.workerFile} on ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
     }
@@ -128,8 +131,8 @@ export async function bootstrap(
 
 type Probe = { ok: true; facts: HostFacts; worker: boolean } | { ok: false; error: TransportError }
 
-async function probe(client: ClientType, host: { name: string; cacheDir?: string }, node: string, hash: string): Promise<Probe> {
-  const r = await run(client, `${shq(node)} -e ${shq(PROBE_JS)} ${shq(host.cacheDir ?? '')} ${shq(hash)}`)
+async function probe(exec: Exec, host: { name: string; cacheDir?: string }, node: string, hash: string): Promise<Probe> {
+  const r = await exec(`${shq(node)} -e ${shq(PROBE_JS)} ${shq(host.cacheDir ?? '')} ${shq(hash)}`)
   const hint = "install Node >= 20 there, give its path with { node: '/path/to/node' }, or pass { node: 'upload' } to ship this machine's node"
   if (r.code === 127 || /not found|No such file/i.test(r.stderr) && r.stdout.byteLength === 0) {
     return { ok: false, error: new TransportError(`node was not found on ${host.name} (looked for ${node} on the login PATH): ${hint}`, { host: host.name, reason: 'node' }) }
@@ -191,14 +194,13 @@ const SHA256_SHELL = '{ sha256sum "$f" || shasum -a 256 "$f" || openssl dgst -sh
  * even to say its own hash. When the host has no SHA-256 tool, the copy
  * cannot be checked and is uploaded again.
  */
-async function uploadNode(client: ClientType, host: { name: string; cacheDir?: string }): Promise<string> {
+async function uploadNode(exec: Exec, host: { name: string; cacheDir?: string }): Promise<string> {
   const { hash } = await ownNodeHash()
   const dirExpr = cacheDirShell(host.cacheDir)
   const name = `node-${process.version}-${hash.slice(0, 16)}`
   // One exec: what the machine is, the hash of our node if it is already there, and where the cache is.
   // The directory comes last and unterminated, so a name with a line break in it is read whole.
-  const look = await run(
-    client,
+  const look = await exec(
     `umask 077; d=${dirExpr}; mkdir -p "$d" && chmod 700 "$d" && f="$d"/${shq(name)} && ` +
       `printf '%s\\n%s\\n%s' "$(uname -sm)" "$(if [ -f "$f" ]; then ${SHA256_SHELL}; fi)" "$d"`,
   )
@@ -215,10 +217,10 @@ async function uploadNode(client: ClientType, host: { name: string; cacheDir?: s
   const target = `${dir}/${name}`
   if (sum.slice(0, 64) !== hash) {
     // Streamed, not buffered: the binary is large. Written under a temp name, then moved into place (over a bad copy, if any).
-    const r = await run(client, `umask 077; cat > ${shq(target)}.tmp && chmod 700 ${shq(target)}.tmp && mv -f ${shq(target)}.tmp ${shq(target)} && echo ok`, { file: process.execPath })
+    const r = await exec(`umask 077; cat > ${shq(target)}.tmp && chmod 700 ${shq(target)}.tmp && mv -f ${shq(target)}.tmp ${shq(target)} && echo ok`, { file: process.execPath })
     if (r.stdout.toString().trim() !== 'ok') throw new TransportError(`uploading node to ${target} on ${host.name} failed: ${r.stderr.trim() || `exit ${r.code}`}`, { host: host.name, reason: 'node' })
     // Just written by us through the authenticated channel: it may check its own bytes.
-    const check = await run(client, `${shq(target)} -e ${shq("process.stdout.write(require('crypto').createHash('sha256').update(require('fs').readFileSync(process.execPath)).digest('hex'))")}`)
+    const check = await exec(`${shq(target)} -e ${shq("process.stdout.write(require('crypto').createHash('sha256').update(require('fs').readFileSync(process.execPath)).digest('hex'))")}`)
     if (check.stdout.toString() !== hash) throw new TransportError(`the node uploaded to ${target} on ${host.name} does not match its hash`, { host: host.name, reason: 'node' })
   }
   return target

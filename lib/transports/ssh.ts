@@ -11,9 +11,10 @@
  *
  * @module
  */
-import type { ClientChannel } from 'ssh2'
+import * as fs from 'node:fs'
+import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, workerCommand, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -90,16 +91,25 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   return out
 }
 
-/**
- * Refuses a cache directory no worker could use, before connecting: node
- * cannot load an ES module from a path with a backslash in it (its file URL
- * would hold an encoded one, ERR_INVALID_MODULE_SPECIFIER), and no path can
- * hold a NUL.
- */
-function checkCacheDir(dir: string | undefined, host: string): void {
-  if (dir === undefined) return
-  const bad = dir.includes('\0') ? 'a NUL character' : dir.includes('\\') ? 'a backslash, and node cannot load ES modules from such a path' : undefined
-  if (bad) throw new TypeError(`host ${JSON.stringify(host)}: cacheDir ${JSON.stringify(dir)} contains ${bad}`)
+/** Runs bootstrap's commands on exec channels of an ssh2 connection (no pty). */
+function sshExec(client: Client): Exec {
+  return (command, input) =>
+    new Promise((resolve, reject) => {
+      client.exec(command, { pty: false }, (err, ch) => {
+        if (err) return reject(err)
+        const out: Buffer[] = []
+        let errText = ''
+        let code: number | null = null
+        ch.on('data', (d: Buffer) => out.push(d))
+        // stderr shares the channel window with stdout: always read it.
+        ch.stderr.on('data', (d: Buffer) => (errText += d.toString('utf8')))
+        ch.on('exit', (c: number | null) => (code = c))
+        ch.on('close', () => resolve({ code, stdout: Buffer.concat(out), stderr: errText }))
+        if (input === undefined) ch.end()
+        else if (Buffer.isBuffer(input)) ch.end(input)
+        else fs.createReadStream(input.file).pipe(ch)
+      })
+    })
 }
 
 /** Worker processes on one SSH host. */
@@ -236,7 +246,7 @@ export class SshTransport implements Transport {
     const attempt = (async () => {
       const conn = await connect(this.spec)
       try {
-        if (n === 0 && !this.facts) this.facts = await bootstrap(conn.client, { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, await workerBundle())
+        if (n === 0 && !this.facts) this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, await workerBundle())
       } catch (err) {
         conn.end()
         throw err

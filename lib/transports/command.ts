@@ -1,0 +1,422 @@
+/**
+ * The command transport: worker processes on a machine reached through any
+ * command that opens a stdio channel to it (`kubectl exec -i pod --`,
+ * `docker exec -i ctr`, the system's `ssh host`). farpipe appends a shell
+ * command line to it and speaks over the command's stdin and stdout, so
+ * existing engines carry workers without farpipe reimplementing them.
+ *
+ * Everything goes through such channels, one command process each: the
+ * probe (find node, prepare the cache), the worker bundle upload when it is
+ * missing, each worker, and the `kill` of a worker stuck for good. There is
+ * no connection to keep: each worker is its own command process, and a
+ * worker whose command ends before the worker said anything marks the host
+ * down until the next probe succeeds.
+ *
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import { TransportError, type TransportFailure } from '../errors.ts'
+import type { Channel } from '../link.ts'
+import { ENV_NAME } from '../ssh/config.ts'
+import { bootstrap, checkCacheDir, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
+import { describe, MAX_TIMER_MS } from '../options.ts'
+import { workerBundle } from '../worker/locate.ts'
+import type { Transport, TransportEvents } from './transport.ts'
+
+/**
+ * A host reached through a command: what `pool({ hosts })` takes next to SSH
+ * destinations, and the options of {@link CommandTransport}.
+ *
+ * ```ts
+ * { name: 'pod-1', command: ['kubectl', 'exec', '-i', 'pod-1', '--'] }
+ * { name: 'ctr', command: ['docker', 'exec', '-i', 'ctr'] }
+ * { name: 'gpu-1', command: ['ssh', '-o', 'BatchMode=yes', 'gpu-1'] }
+ * ```
+ */
+export interface CommandHost {
+  /** The host's name in messages, logs and `context().host`; unique in the pool. */
+  name: string
+  /**
+   * The program and its arguments that open a stdio channel to the machine
+   * and run what follows them there. It runs here, with this process's
+   * environment; farpipe appends the remote command to it (see
+   * `remoteShell`). It must not allocate a terminal (no `-t`): the channel
+   * carries binary frames.
+   */
+  command: string[]
+  /**
+   * How the remote command is appended. `false`: as separate words,
+   * `sh -c <script>`, for engines that pass their arguments on as an argv
+   * without a shell (`kubectl exec`, `docker exec`). `true`: as one word,
+   * `sh -c '<script, quoted>'`, for commands that join their arguments into
+   * a line for the remote user's shell to parse, as `ssh` does.
+   * @default true when the program's base name is `ssh`, else false
+   */
+  remoteShell?: boolean
+  /** Worker processes on the host. @default the pool's `workers`, else the host's core count */
+  workers?: number
+  /** The path of node on the host, or `'upload'` to send this machine's node (same OS and CPU only). @default `node` on the remote PATH */
+  node?: string
+  /**
+   * Where the host caches the worker and the function bundles; a leading
+   * `~` or `~/` is the remote user's home.
+   * @default the pool's `cacheDir`, else `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe` there
+   */
+  cacheDir?: string
+  /** Environment variables for the workers on the host. Names must match `[A-Za-z_][A-Za-z0-9_]*`. @default {} */
+  env?: Record<string, string>
+  /** Extra arguments for node on the host. @default the pool's `nodeArgs`, else [] */
+  nodeArgs?: string[]
+  /**
+   * Milliseconds for the command to open its channel: each probe, upload
+   * and kill command is killed, and fails with reason `'timeout'`, when the
+   * remote shell has not answered by then (workers are bounded by the pool's
+   * `startTimeout` instead). 0 for no limit.
+   * @default 20000
+   */
+  connectTimeout?: number
+}
+
+/** The options of a {@link CommandTransport}: a command host. */
+export type CommandTransportOptions = CommandHost
+
+/** Lines of a command's stderr kept to explain its failure. */
+const STDERR_TAIL = 20
+/** What every probe, upload and kill command prints first: proof that the remote shell runs. */
+const MARKER = 'farpipe:channel\n'
+const MARKER_BYTES = Buffer.from(MARKER)
+
+const KEYS: readonly (keyof CommandHost)[] = ['name', 'command', 'remoteShell', 'workers', 'node', 'cacheDir', 'env', 'nodeArgs', 'connectTimeout']
+
+/**
+ * Checks a command host field by field; throws a TypeError or RangeError
+ * naming the host (or, without a usable name, its command), what was
+ * expected and what arrived.
+ */
+export function checkCommandHost(value: unknown): CommandHost {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError(`expected a command host object { name, command }, got ${describe(value)}`)
+  const o = value as Record<string, unknown>
+  const where =
+    typeof o.name === 'string' && o.name !== ''
+      ? `host ${JSON.stringify(o.name)}`
+      : `the command host ${Array.isArray(o.command) ? JSON.stringify(o.command) : 'without a name'}`
+  if (typeof o.name !== 'string' || o.name === '') throw new TypeError(`${where}: option name must be a non-empty string, got ${describe(o.name)}`)
+  if ('host' in o) throw new TypeError(`${where}: give either host (an SSH destination) or command, not both`)
+  for (const key of Object.keys(o)) {
+    if (!(KEYS as string[]).includes(key)) throw new TypeError(`${where}: unknown option ${JSON.stringify(key)} (known: ${KEYS.join(', ')})`)
+  }
+  const type = (name: string, expected: string) => new TypeError(`${where}: option ${name} must be ${expected}, got ${describe(o[name])}`)
+  const words = (name: string, min: number) => {
+    const v = o[name]
+    if (!Array.isArray(v) || v.length < min || v.some((w) => typeof w !== 'string' || w.includes('\0'))) {
+      throw type(name, `${min > 0 ? 'a non-empty' : 'an'} array of strings without NUL characters`)
+    }
+  }
+  words('command', 1)
+  if ((o.command as string[])[0] === '') throw type('command', 'an array whose first word, the program, is not empty')
+  if (o.remoteShell !== undefined && typeof o.remoteShell !== 'boolean') throw type('remoteShell', 'a boolean')
+  if (o.workers !== undefined && (typeof o.workers !== 'number' || !Number.isInteger(o.workers) || o.workers < 1)) throw type('workers', 'an integer >= 1')
+  if (o.node !== undefined && (typeof o.node !== 'string' || o.node === '' || o.node.startsWith('-') || o.node.includes('\0'))) {
+    throw type('node', 'a path that does not start with "-", or "upload"')
+  }
+  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) throw type('cacheDir', 'a non-empty string')
+  if (o.env !== undefined) {
+    if (o.env === null || typeof o.env !== 'object' || Array.isArray(o.env)) throw type('env', 'an object of strings')
+    for (const [k, v] of Object.entries(o.env)) {
+      if (!ENV_NAME.test(k)) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)} (names are letters, digits and _, not starting with a digit)`)
+      if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
+      if (v.includes('\0')) throw new TypeError(`${where}: option env.${k} contains a NUL character, which no environment variable can hold`)
+    }
+  }
+  if (o.nodeArgs !== undefined) words('nodeArgs', 0)
+  if (o.connectTimeout !== undefined) {
+    const v = o.connectTimeout
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_TIMER_MS) throw type('connectTimeout', `a number of milliseconds from 0 to ${MAX_TIMER_MS}`)
+  }
+  checkCacheDir(o.cacheDir as string | undefined, o.name)
+  return o as unknown as CommandHost
+}
+
+/** Guesses the kind of failure from what the command printed (OpenSSH's, kubectl's and docker's words). */
+function classify(text: string): TransportFailure {
+  if (/connection refused/i.test(text)) return 'refused'
+  if (/could not resolve hostname|name or service not known|nodename nor servname|no such host/i.test(text)) return 'dns'
+  if (/permission denied|unauthorized|forbidden|host key verification failed/i.test(text)) return 'auth'
+  if (/timed out|timeout/i.test(text)) return 'timeout'
+  if (/no route to host|network is unreachable/i.test(text)) return 'unreachable'
+  return 'closed'
+}
+
+/** The last lines of a command's stderr, for a message: at most `lines` lines and 1000 characters. */
+function tailOf(text: string, lines = 5): string {
+  const last = text.split('\n').map((l) => l.trim()).filter(Boolean).slice(-lines).join(' | ')
+  return last.length > 1000 ? `…${last.slice(-1000)}` : last
+}
+
+/**
+ * Kills a command process and lets go of its pipes, so that it counts as
+ * closed once it has exited even when a child it started (and that
+ * outlives it) still holds them.
+ */
+function kill(child: ChildProcess): void {
+  child.kill('SIGKILL')
+  for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
+}
+
+/** Worker processes on a host reached through a command. */
+export class CommandTransport implements Transport {
+  readonly host: string
+  /** The bundle cache on the host, when the host gives one (else the pool's is sent to the workers). */
+  readonly cacheDir: string | undefined
+  private readonly program: string
+  private readonly args: string[]
+  private readonly remoteShell: boolean
+  private readonly options: CommandHost
+  private facts: HostFacts | undefined
+  private connecting: Promise<HostFacts> | undefined
+  private failure: Error | undefined
+  private closing = false
+  /** Every command process running: workers, and probe, upload and kill commands. */
+  private readonly children = new Set<ChildProcess>()
+  /** Kills the command processes still running when this process exits (a worker stuck in a loop outlives its closed channel). */
+  private readonly onExit = () => {
+    for (const child of this.children) child.kill('SIGKILL')
+  }
+
+  /** Throws a TypeError naming the host when an option is not what it should be. */
+  constructor(options: CommandTransportOptions) {
+    this.options = checkCommandHost(options)
+    this.host = options.name
+    this.cacheDir = options.cacheDir
+    this.program = options.command[0]!
+    this.args = options.command.slice(1)
+    this.remoteShell = options.remoteShell ?? path.basename(this.program) === 'ssh'
+  }
+
+  get up(): boolean {
+    return this.failure === undefined
+  }
+
+  /** Runs the probe (and the upload of the worker bundle, when missing) through the command; resolves with the workers to run. */
+  async connect(): Promise<number> {
+    const facts = await this.prepared()
+    return this.options.workers ?? facts.cores
+  }
+
+  async open(index: number, events: TransportEvents): Promise<Channel> {
+    if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
+    const facts = this.facts ?? (await this.prepared())
+    const where = `${this.host}/${index}`
+    const child = this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
+    const tail: string[] = []
+    let heard = false
+    let destroyed = false
+    child.stdout!.on('data', (chunk: Buffer) => {
+      heard = true
+      events.data(chunk)
+    })
+    child.stderr!.setEncoding('utf8')
+    child.stderr!.on('data', (text: string) => {
+      tail.push(...text.split('\n').filter(Boolean))
+      if (tail.length > STDERR_TAIL) tail.splice(0, tail.length - STDERR_TAIL)
+      events.stderr(text)
+    })
+    // EPIPE on a dead command's stdin is reported by 'close' below, with more to say.
+    child.stdin!.on('error', () => {})
+    let spawnError: Error | undefined
+    child.on('error', (err) => (spawnError = err))
+    child.on('close', (code, signal) => {
+      const how = spawnError
+        ? `could not start ${this.program}: ${spawnError.message}`
+        : destroyed
+          ? 'was destroyed'
+          : signal
+            ? `was killed by ${signal}`
+            : `exited with code ${code}`
+      const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
+      const silent = !heard && !destroyed && !this.closing
+      const error = new TransportError(`worker ${where} ${how}${silent ? ' before it said anything' : ''}${last}`, {
+        host: this.host,
+        reason: silent ? classify(tail.join('\n')) : 'lost',
+        cause: spawnError,
+      })
+      // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
+      if (silent) this.failure = error
+      events.close(error)
+    })
+    return {
+      write: (chunk) => void child.stdin!.write(chunk),
+      writev: (chunks) => {
+        child.stdin!.cork()
+        for (const c of chunks) child.stdin!.write(c)
+        child.stdin!.uncork()
+      },
+      end: () => child.stdin!.end(),
+      destroy: () => {
+        destroyed = true
+        kill(child)
+      },
+      unref: () => {
+        child.unref()
+        for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?(): void } | null)?.unref?.()
+      },
+      kill: (pid) => {
+        if (!Number.isSafeInteger(pid) || pid < 2) return
+        // Killing the local command does not stop a worker stuck in a loop on the host: a kill run there does.
+        this.exec(`kill -KILL ${pid} 2>/dev/null`).catch(() => {})
+      },
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closing = true
+    // The workers were sent the end of their input: give them a moment to exit, then kill their commands.
+    const waits = [...this.children].map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve()
+          const t = setTimeout(() => kill(child), 5000)
+          child.once('close', () => {
+            clearTimeout(t)
+            resolve()
+          })
+        }),
+    )
+    await Promise.all(waits)
+  }
+
+  /** The probe under way, or a new one: one at a time. */
+  private prepared(): Promise<HostFacts> {
+    if (!this.connecting) {
+      const attempt = this.prepare()
+      const done = () => {
+        if (this.connecting === attempt) this.connecting = undefined
+      }
+      attempt.then(done, done)
+      this.connecting = attempt
+    }
+    return this.connecting
+  }
+
+  /** Probes the host (and uploads what is missing); clears the failure on success and records it otherwise. */
+  private async prepare(): Promise<HostFacts> {
+    try {
+      if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
+      const facts = await bootstrap(this.exec, { name: this.host, node: this.options.node, cacheDir: this.cacheDir }, await workerBundle())
+      this.facts = facts
+      this.failure = undefined
+      return facts
+    } catch (err) {
+      this.failure = err as Error
+      throw err
+    }
+  }
+
+  /**
+   * Starts the command with `script` appended, to be run by `sh -c` on the
+   * host: as the words `sh`, `-c`, `script` for engines that pass an argv
+   * on, or as the one word `sh -c '<script>'` for commands whose arguments a
+   * remote shell parses (ssh). The command's own environment is this
+   * process's: the workers get only `env`, on their command line.
+   */
+  private spawn(script: string): ChildProcess {
+    const tail = this.remoteShell ? [`sh -c ${shq(script)}`] : ['sh', '-c', script]
+    const child = spawn(this.program, [...this.args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
+    if (this.children.size === 0) process.on('exit', this.onExit)
+    this.children.add(child)
+    child.on('close', () => {
+      this.children.delete(child)
+      if (this.children.size === 0) process.off('exit', this.onExit)
+    })
+    return child
+  }
+
+  /** The command line as given, for messages. */
+  private get display(): string {
+    return this.options.command.map((w) => (/^[\w@%+=:,./-]+$/.test(w) ? w : shq(w))).join(' ')
+  }
+
+  /**
+   * Runs one command line on the host through the command (bootstrap's
+   * probe and uploads, and kills). The remote shell prints a marker before
+   * the command runs, so a command that fails before reaching the host
+   * (refused, unknown host, no such pod, no `sh` there) is told apart from a
+   * command that ran there and failed, and rejects with what it printed.
+   */
+  private exec: Exec = (command, input) =>
+    new Promise<ExecResult>((resolve, reject) => {
+      const child = this.spawn(`printf '%s' ${shq(MARKER)}; ${command}`)
+      const out: Buffer[] = []
+      let outBytes = 0
+      let errText = ''
+      let spawnError: Error | undefined
+      let timedOut = false
+      const limit = this.options.connectTimeout ?? 20_000
+      const timer =
+        limit > 0
+          ? setTimeout(() => {
+              timedOut = true
+              kill(child)
+            }, limit)
+          : undefined
+      child.stdout!.on('data', (d: Buffer) => {
+        out.push(d)
+        outBytes += d.byteLength
+        if (outBytes >= MARKER_BYTES.byteLength) clearTimeout(timer)
+      })
+      child.stderr!.setEncoding('utf8')
+      child.stderr!.on('data', (d: string) => (errText += d))
+      child.stdin!.on('error', () => {})
+      child.on('error', (err) => (spawnError = err))
+      child.on('close', (code, signal) => {
+        clearTimeout(timer)
+        const stdout = Buffer.concat(out)
+        if (stdout.subarray(0, MARKER_BYTES.byteLength).equals(MARKER_BYTES)) {
+          resolve({ code, stdout: stdout.subarray(MARKER_BYTES.byteLength), stderr: errText })
+          return
+        }
+        reject(this.channelError({ code, signal, stdout, stderr: errText, spawnError, timedOut, limit }))
+      })
+      if (spawnError || child.pid === undefined) return
+      if (input === undefined) child.stdin!.end()
+      else if (Buffer.isBuffer(input)) child.stdin!.end(input)
+      else
+        fs.createReadStream(input.file)
+          .on('error', (err) => {
+            errText += `cannot read ${input.file}: ${err.message}\n`
+            kill(child)
+          })
+          .pipe(child.stdin!)
+    })
+
+  /** Why a command did not reach the host's shell, from how it ended and what it printed. */
+  private channelError(r: {
+    code: number | null
+    signal: NodeJS.Signals | null
+    stdout: Buffer
+    stderr: string
+    spawnError: Error | undefined
+    timedOut: boolean
+    limit: number
+  }): TransportError {
+    const through = `${this.host} through \`${this.display}\``
+    if (r.spawnError) {
+      const missing = (r.spawnError as NodeJS.ErrnoException).code === 'ENOENT' ? ` (no program ${JSON.stringify(this.program)} on this machine's PATH)` : ''
+      return new TransportError(`cannot reach ${through}: ${r.spawnError.message}${missing}`, { host: this.host, reason: 'closed', cause: r.spawnError })
+    }
+    const said = tailOf(r.stderr)
+    const printed = said ? `; it printed: ${said}` : '; it printed nothing on stderr'
+    if (r.timedOut) {
+      return new TransportError(`cannot reach ${through}: no answer from the remote shell within ${r.limit} ms (connectTimeout)${printed}`, { host: this.host, reason: 'timeout' })
+    }
+    const at = r.stdout.indexOf(MARKER_BYTES)
+    if (at > 0) {
+      const first = JSON.stringify(r.stdout.subarray(0, Math.min(at, 200)).toString('utf8'))
+      return new TransportError(`something on ${this.host} printed to stdout before farpipe's command ran (a login script?): ${first}; the channel must carry only what the command prints`, { host: this.host, reason: 'closed' })
+    }
+    const how = r.signal ? `was killed by ${r.signal}` : `exited with code ${r.code}`
+    return new TransportError(`cannot reach ${through}: the command ${how} before a shell ran there${printed}`, { host: this.host, reason: classify(r.stderr) })
+  }
+}

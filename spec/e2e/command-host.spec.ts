@@ -1,0 +1,332 @@
+// Command hosts: workers reached through a command that opens a stdio
+// channel (`kubectl exec -i pod --`, `docker exec -i ctr`, `ssh host`). The
+// core suites run through the system's ssh client against the spec sshd and
+// through a local `sh -c 'exec "$@"'`; then what only command hosts have:
+// bad commands, a dropped channel, a stuck worker killed over a new channel,
+// the node upload, and hostile strings through both ways of appending the
+// worker's command line (separate words, or one word for a remote shell).
+import { randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readdirSync, statSync, symlinkSync } from 'node:fs'
+import { createServer } from 'node:net'
+import * as path from 'node:path'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
+import * as t from '../fixtures/tasks.ts'
+import { collect, rejection, running, tempDir, thrown, until } from '../helpers.ts'
+import { coreSuites } from './core.ts'
+import { findSshd, startSshd, type Sshd } from './sshd.ts'
+
+/** Runs its arguments here: the appended words become "$@". */
+const LOCAL_SH: CommandHost = { name: 'local-sh', command: ['sh', '-c', 'exec "$@"', 'sh'] }
+/** Runs its one appended word as a shell line, as ssh's remote shell does. */
+const LOCAL_EVAL: CommandHost = { name: 'local-eval', command: ['sh', '-c', 'eval "$1"', 'sh'], remoteShell: true }
+
+/** Strings a shell would do something with if they reached it unquoted; each would create `marker`. */
+function hostile(marker: string): string[] {
+  return [
+    `'; touch ${marker} #`,
+    `$(touch ${marker})`,
+    `\`touch ${marker}\``,
+    `x\ntouch ${marker}\n`,
+    `"; touch ${marker}; echo "`,
+    `a  b\tc $(touch ${marker})`,
+    `\\'\\"$HOME*?[a]{b,c}~!`,
+  ]
+}
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as { port: number }).port
+  await new Promise((r) => server.close(r))
+  return port
+}
+
+/** Files in `dir` named like a bundle (`<sha256>.mjs`) or the worker. */
+const cached = (dir: string) => readdirSync(dir).filter((f) => /^([0-9a-f]{64}|worker-[0-9a-f]{64})\.mjs$/.test(f))
+
+/** Runs `fn` on a one-worker pool of `host`, closing it after. */
+async function withPool<T>(host: CommandHost, options: PoolOptions, fn: (p: Pool) => T | PromiseLike<T>): Promise<T> {
+  const p = await pool({ hosts: [host], workers: 1, ...options })
+  try {
+    return await fn(p)
+  } finally {
+    await p.close()
+  }
+}
+
+// The sshd starts before any suite is registered (uvu runs what is registered once the module has loaded).
+const sshd = findSshd() ? await startSshd({ alias: 'farpipe-via-ssh' }) : undefined
+if (sshd) {
+  // The ssh client reads its keys and known_hosts from HOME: the harness's temporary one.
+  process.env.HOME = sshd.home
+  delete process.env.SSH_AUTH_SOCK
+  process.on('exit', () => void sshd.stop())
+}
+
+const viaSsh = (s: Sshd, alias = s.alias): CommandHost => ({ name: 'via-ssh', command: ['ssh', '-F', `${s.home}/.ssh/config`, '-o', 'BatchMode=yes', alias] })
+
+validation()
+if (sshd) {
+  coreSuites({ name: 'command host via ssh', host: 'via-ssh', open: (o = {}) => pool({ hosts: [viaSsh(sshd)], ...o }) })
+  sshSuite(sshd)
+} else {
+  console.log('sshd not installed: skipping the command host specs through ssh')
+}
+coreSuites({ name: 'command host via sh', host: 'local-sh', open: (o = {}) => pool({ hosts: [LOCAL_SH], ...o }) })
+failures()
+quoting(sshd)
+
+function validation(): void {
+  const v = suite('command hosts: options')
+
+  v('a bad command host is refused before anything runs, with a TypeError naming the host', async () => {
+    const cases: [unknown, string][] = [
+      [{ name: '', command: ['ssh', 'x'] }, 'the command host ["ssh","x"]: option name must be a non-empty string, got ""'],
+      [{ command: ['ssh', 'x'] }, 'option name must be a non-empty string, got undefined'],
+      [{ name: 'pod-1', command: [] }, 'host "pod-1": option command must be a non-empty array of strings'],
+      [{ name: 'pod-1', command: 'kubectl exec -i pod-1 --' }, 'host "pod-1": option command must be a non-empty array of strings without NUL characters, got "kubectl exec -i pod-1 --"'],
+      [{ name: 'pod-1', command: ['kubectl', 1] }, 'host "pod-1": option command must be a non-empty array of strings'],
+      [{ name: 'pod-1', command: ['', 'x'] }, 'host "pod-1": option command must be an array whose first word, the program, is not empty'],
+      [{ name: 'pod-1', command: ['sh'], host: 'gpu-1' }, 'host "pod-1": give either host (an SSH destination) or command, not both'],
+      [{ name: 'pod-1', command: ['sh'], user: 'root' }, 'host "pod-1": unknown option "user"'],
+      [{ name: 'pod-1', command: ['sh'], workers: 0 }, 'host "pod-1": option workers must be an integer >= 1, got 0'],
+      [{ name: 'pod-1', command: ['sh'], env: { 'A-B': 'x' } }, 'host "pod-1": option env has a bad variable name "A-B"'],
+      [{ name: 'pod-1', command: ['sh'], cacheDir: 'a\\b' }, 'host "pod-1": cacheDir "a\\\\b" contains a backslash'],
+      [{ name: 'pod-1', command: ['sh'], remoteShell: 'yes' }, 'host "pod-1": option remoteShell must be a boolean'],
+    ]
+    for (const [host, message] of cases) {
+      const err = await rejection(pool({ hosts: [host as CommandHost] }))
+      assert.instance(err, TypeError, JSON.stringify(host))
+      assert.match(err.message, message)
+    }
+    // The transport itself checks the same, for transport authors.
+    assert.match(thrown(() => new CommandTransport({ name: 'pod-1', command: [] })).message, 'option command must be a non-empty array')
+  })
+
+  v('names are unique across command hosts and SSH hosts', async () => {
+    const twice = await rejection(pool({ hosts: [LOCAL_SH, { ...LOCAL_SH }] }))
+    assert.instance(twice, TypeError)
+    assert.match(twice.message, 'host local-sh is given twice')
+    const mixed = await rejection(pool({ hosts: ['gpu-1.invalid', { name: 'gpu-1.invalid', command: ['sh'] }] }))
+    assert.instance(mixed, TypeError)
+    assert.match(mixed.message, 'host gpu-1.invalid is given twice')
+  })
+
+  v.run()
+}
+
+function sshSuite(sshd: Sshd): void {
+  const s = suite('command host via ssh')
+
+  s('a second pool uploads nothing: the worker and the bundles are found in the cache', async () => {
+    const cacheDir = tempDir()
+    await withPool(viaSsh(sshd), { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const files = cached(cacheDir)
+    assert.ok(files.some((f) => f.startsWith('worker-')), files.join(', '))
+    assert.is(files.length, 2, files.join(', '))
+    const inodes = new Map(files.map((f) => [f, statSync(path.join(cacheDir, f)).ino]))
+    await withPool(viaSsh(sshd), { cacheDir, workers: 2 }, async (p) => assert.is(await p.run(t.add, 2, 2), 4))
+    assert.equal(cached(cacheDir).sort(), files.sort())
+    for (const [f, ino] of inodes) assert.is(statSync(path.join(cacheDir, f)).ino, ino, `${f} was written again`)
+  })
+
+  s('the workers run on the host with its own environment, as many as its cores by default', async () => {
+    const p = await pool({ hosts: [viaSsh(sshd)], cacheDir: tempDir() })
+    try {
+      const here = await p.run(t.whereAmI)
+      assert.is(here.host, 'via-ssh')
+      assert.is(p.size, here.workers)
+      // The remote HOME is the sshd's, not this process's.
+      assert.is((await p.run(t.readEnv, 'HOME')).value, sshd.remoteHome)
+    } finally {
+      await p.close()
+    }
+  })
+
+  s('a worker killed mid-stream fails the call with TransportError naming the host, and the next call works', async () => {
+    await withPool(viaSsh(sshd), { cacheDir: tempDir() }, async (p) => {
+      const { pid } = await p.run(t.whereAmI)
+      const call = p.run(t.slowItems, 1000, 20)
+      const it = call[Symbol.asyncIterator]()
+      await it.next()
+      process.kill(pid, 'SIGKILL')
+      const err = await rejection(call.result)
+      assert.instance(err, TransportError)
+      assert.is(err.host, 'via-ssh')
+      assert.match(err.message, 'worker via-ssh/0')
+      assert.is(await p.run(t.add, 1, 2), 3)
+      assert.is.not((await p.run(t.whereAmI)).pid, pid)
+    })
+  })
+
+  s("a dropped connection fails the call with TransportError quoting ssh's last words, and the next call reconnects", async () => {
+    // ssh's farewell on stderr would be printed as the worker's log.
+    await withPool(viaSsh(sshd), { cacheDir: tempDir(), onLog: () => {} }, async (p) => {
+      const call = p.run(t.slowItems, 1000, 20)
+      await call[Symbol.asyncIterator]().next()
+      const pids = sshd.sessionPids()
+      assert.ok(pids.length > 0, 'a session process serves the pool')
+      for (const pid of pids) process.kill(pid, 'SIGKILL')
+      const err = await rejection(call.result)
+      assert.instance(err, TransportError)
+      assert.is(err.host, 'via-ssh')
+      assert.is(err.reason, 'lost')
+      assert.match(err.message, /worker via-ssh\/0 exited with code 255; its stderr ended with: .*closed/)
+      assert.is(await p.run(t.add, 1, 2), 3)
+    })
+  })
+
+  s('a stuck worker is killed on the host through a new channel when its call is cancelled', async () => {
+    let pid = 0
+    try {
+      await withPool(viaSsh(sshd), { cacheDir: tempDir(), defaults: { cancelGrace: 300 }, onLog: () => {} }, async (p) => {
+        pid = (await p.run(t.whereAmI)).pid
+        const call = p.with({ idleTimeout: 300 }).run(t.slowItems, 1000, 5)
+        await call[Symbol.asyncIterator]().next()
+        // Stopped, it reads nothing: ending or dropping its channel cannot end it, only a kill can.
+        process.kill(pid, 'SIGSTOP')
+        assert.instance(await rejection(call.result), TimeoutError)
+        await call.cancel()
+        await until(() => !running(pid), 10_000, `the stopped worker ${pid} to be killed`)
+        assert.is.not((await p.run(t.whereAmI)).pid, pid)
+      })
+    } finally {
+      if (pid && running(pid)) process.kill(pid, 'SIGKILL')
+    }
+  })
+
+  s('a refused connection fails pool() with reason refused and what ssh printed', async () => {
+    const port = await closedPort()
+    const host = viaSsh(sshd)
+    // ssh takes -p over the config's Port.
+    const err = await rejection(pool({ hosts: [{ ...host, command: [...host.command.slice(0, -1), '-p', String(port), sshd.alias] }], workers: 1 }))
+    assert.instance(err, TransportError)
+    assert.is(err.host, 'via-ssh')
+    assert.is(err.reason, 'refused')
+    assert.match(err.message, 'cannot reach via-ssh through `ssh -F')
+    assert.match(err.message, `ssh: connect to host 127.0.0.1 port ${port}: Connection refused`)
+  })
+
+  s("node: 'upload' ships this machine's node through the command to a host that has none, once", async () => {
+    // A host whose PATH has the basic tools but no node.
+    const bin = tempDir()
+    for (const tool of ['mkdir', 'chmod', 'uname', 'ls', 'cat', 'mv', 'env', 'sh', 'sha256sum']) {
+      const found = ['/usr/bin', '/bin'].map((d) => path.join(d, tool)).find((f) => existsSync(f))
+      if (found) symlinkSync(found, path.join(bin, tool))
+    }
+    const bare = await startSshd({ alias: 'farpipe-via-ssh-bare', home: sshd.home, env: { PATH: bin } })
+    try {
+      const host = viaSsh(bare)
+      const missing = await rejection(pool({ hosts: [host], workers: 1, cacheDir: tempDir() }))
+      assert.instance(missing, TransportError)
+      assert.is(missing.reason, 'node')
+      assert.match(missing.message, "node: 'upload'")
+      const cacheDir = tempDir()
+      const { execPath } = await withPool({ ...host, node: 'upload' }, { cacheDir }, (p) => p.run(t.readEnv, 'PATH'))
+      assert.ok(execPath.startsWith(cacheDir), `workers run ${execPath}`)
+      const shipped = readdirSync(cacheDir).filter((f) => f.startsWith('node-'))
+      assert.is(shipped.length, 1)
+      const ino = statSync(path.join(cacheDir, shipped[0]!)).ino
+      await withPool({ ...host, node: 'upload' }, { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+      assert.is(statSync(path.join(cacheDir, shipped[0]!)).ino, ino, 'uploaded again')
+    } finally {
+      await bare.stop()
+    }
+  })
+
+  s.run()
+}
+
+function failures(): void {
+  const f = suite('command hosts: failures')
+
+  f('a command that fails before reaching a shell fails pool() with a TransportError naming the host and what it printed', async () => {
+    const quiet = await rejection(pool({ hosts: [{ name: 'pod-false', command: ['false'] }] }))
+    assert.instance(quiet, TransportError)
+    assert.is(quiet.host, 'pod-false')
+    assert.is(quiet.reason, 'closed')
+    assert.match(quiet.message, 'cannot reach pod-false through `false`: the command exited with code 1 before a shell ran there; it printed nothing on stderr')
+
+    const talking = await rejection(pool({ hosts: [{ name: 'pod-9', command: ['sh', '-c', 'echo \'Error from server (NotFound): pods "pod-9" not found\' >&2; exit 1', 'sh'] }] }))
+    assert.instance(talking, TransportError)
+    assert.is(talking.host, 'pod-9')
+    assert.match(talking.message, 'it printed: Error from server (NotFound): pods "pod-9" not found')
+
+    const missing = await rejection(pool({ hosts: [{ name: 'pod-x', command: ['farpipe-no-such-program', 'exec', '-i'] }] }))
+    assert.instance(missing, TransportError)
+    assert.is(missing.host, 'pod-x')
+    assert.match(missing.message, 'cannot reach pod-x through `farpipe-no-such-program exec -i`: spawn farpipe-no-such-program ENOENT')
+    assert.match(missing.message, 'no program "farpipe-no-such-program" on this machine\'s PATH')
+  })
+
+  f('a host without node, a login script that prints to stdout and a command that never answers are distinct, clear errors', async () => {
+    const node = await rejection(pool({ hosts: [{ ...LOCAL_SH, node: '/nonexistent/node' }] }))
+    assert.instance(node, TransportError)
+    assert.is(node.reason, 'node')
+    assert.match(node.message, 'node was not found on local-sh')
+
+    const chatty = await rejection(pool({ hosts: [{ name: 'chatty', command: ['sh', '-c', 'echo Welcome to the pod; exec "$@"', 'sh'] }] }))
+    assert.instance(chatty, TransportError)
+    assert.match(chatty.message, 'something on chatty printed to stdout before farpipe\'s command ran (a login script?): "Welcome to the pod\\n"')
+
+    const hung = await rejection(pool({ hosts: [{ name: 'hung', command: ['sh', '-c', 'exec sleep 60', 'sh'], connectTimeout: 300 }] }))
+    assert.instance(hung, TransportError)
+    assert.is(hung.reason, 'timeout')
+    assert.match(hung.message, "cannot reach hung through `sh -c 'exec sleep 60' sh`: no answer from the remote shell within 300 ms (connectTimeout)")
+  })
+
+  f('a pool with a command host that fails stays usable on the others, and reports it down', async () => {
+    const p = await pool({ hosts: [LOCAL_SH, { name: 'pod-false', command: ['false'] }], workers: 1, cacheDir: tempDir(), onLog: () => {} })
+    try {
+      const [good, bad] = p.hosts
+      assert.is(good!.up, true)
+      assert.is(bad!.up, false)
+      assert.is((bad!.error as TransportError).host, 'pod-false')
+      assert.equal(await Promise.all([1, 2, 3].map((i) => p.run(t.add, i, i))), [2, 4, 6])
+    } finally {
+      await p.close()
+    }
+  })
+
+  f('remoteShell: true appends one word for a remote shell to parse, for commands other than ssh', async () => {
+    await withPool(LOCAL_EVAL, { cacheDir: tempDir() }, async (p) => {
+      assert.equal(await collect(p.run(t.countAsync, 3)), [0, 1, 2])
+      assert.is((await p.run(t.whereAmI)).host, 'local-eval')
+    })
+  })
+
+  f.run()
+}
+
+function quoting(sshd: Sshd | undefined): void {
+  const q = suite('command hosts: quoting')
+  const targets: CommandHost[] = [LOCAL_SH, LOCAL_EVAL, ...(sshd ? [viaSsh(sshd)] : [])]
+
+  for (const target of targets) {
+    q(`hostile strings in env, cacheDir and the node path reach the host as data through ${target.name}`, async () => {
+      const marker = path.join(tempDir(), `pwned-${randomBytes(4).toString('hex')}`)
+      const bad = hostile(marker)
+      // env values: passed as data, read back exactly.
+      const env = Object.fromEntries(bad.map((v, i) => [`FARPIPE_HOSTILE_${i}`, v]))
+      await withPool({ ...target, env }, { cacheDir: tempDir() }, async (p) => {
+        for (const [name, value] of Object.entries(env)) assert.is((await p.run(t.readEnv, name)).value, value, name)
+      })
+      // cacheDir and node: a directory of that name holds the worker and the bundles, and node runs from one.
+      for (const value of bad.filter((v) => !v.includes('\\'))) {
+        const cacheDir = path.join(tempDir(), value)
+        const dir = path.join(tempDir(), value)
+        mkdirSync(dir, { recursive: true })
+        const node = path.join(dir, 'node')
+        symlinkSync(process.execPath, node)
+        await withPool({ ...target, node, cacheDir }, {}, async (p) => assert.is(await p.run(t.add, 1, 2), 3, JSON.stringify(value)))
+        assert.is(cached(cacheDir).length, 2, `cacheDir ${JSON.stringify(value)} holds the worker and the bundle`)
+      }
+      assert.not.ok(existsSync(marker), 'a shell ran something it was given as data')
+    })
+  }
+
+  q.run()
+}
