@@ -9,6 +9,8 @@
  *
  * @module
  */
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { readItems, readValue, valueBytes } from './codec.ts'
 import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, TimeoutError, type TransportError } from './errors.ts'
 import { CreditWindow, type Watermarks } from './flow.ts'
@@ -132,6 +134,26 @@ export class RemoteCall<In, Out, R> implements AsyncIterable<Out> {
 // -- the machinery ----------------------------------------------------------
 
 const cores = new WeakMap<RemoteCall<unknown, unknown, unknown>, CallCore>()
+
+/** The library's own directories (built, and its sources, which source maps point to): their frames are left out of call sites. */
+const LIB_DIRS = ((root) => [path.join(root, 'dist') + path.sep, path.join(root, 'lib') + path.sep])(path.dirname(path.dirname(fileURLToPath(import.meta.url))))
+
+/**
+ * Where `run()` was called: a stack captured now, formatted only if an error
+ * needs it (V8 formats `stack` on first access, so a call that succeeds pays
+ * for the capture alone).
+ */
+export function captureCallSite(below: Function): { stack?: string } {
+  const holder: { stack?: string } = {}
+  Error.captureStackTrace(holder, below)
+  return holder
+}
+
+/** The stack lines of a call site outside the library, or undefined. */
+function callSiteLines(site: { stack?: string } | undefined): string | undefined {
+  const lines = site?.stack?.split('\n').slice(1).filter((l) => !LIB_DIRS.some((d) => l.includes(d)))
+  return lines && lines.length > 0 ? lines.join('\n') : undefined
+}
 
 /** The machinery of a call (for the pool; not exported from the package). */
 export function coreOf(call: RemoteCall<any, any, any>): CallCore {
@@ -329,6 +351,8 @@ export class CallCore implements SessionCall {
     args: unknown[],
     private readonly options: ResolvedCallOptions,
     maxFrameBytes: number,
+    /** Where `run()` was called (see {@link captureCallSite}). */
+    private readonly callSite?: { stack?: string },
   ) {
     this.generator = generator
     this.streamed = generator
@@ -672,11 +696,12 @@ export class CallCore implements SessionCall {
     return new RemoteError(
       `${remoteName}: ${message} (in ${this.label} on ${this.session?.where ?? 'its worker'}, after ${body.index} item${body.index === 1 ? '' : 's'})`,
       {
-        remoteName,
+        errorName: remoteName,
         remoteStack: isError ? String(e.stack ?? '') : '',
         index: body.index,
         host: this.session?.host ?? '',
         worker: this.session?.worker ?? -1,
+        callSite: callSiteLines(this.callSite),
       },
       { cause: e },
     )

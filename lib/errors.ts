@@ -51,8 +51,8 @@ export class FarpipeError extends Error {
 
 /** Where a remote error happened, as much as the caller knows. */
 export interface RemoteErrorOrigin {
-  /** The name of the error class on the remote side (`TypeError`, `MyError`, ...). */
-  remoteName: string
+  /** The name of the error the remote function threw: its class (`TypeError`, `MyError`, ...), or `typeof` what was thrown when it was not an Error (`string`). */
+  errorName: string
   /** The stack trace as the remote printed it. */
   remoteStack: string
   /** How many items the call had yielded before it failed. */
@@ -61,29 +61,42 @@ export interface RemoteErrorOrigin {
   host: string
   /** The index of the worker process on that host. */
   worker: number
+  /**
+   * Where `run()` was called, as stack lines (`    at …`): the local half of
+   * the stack, so it shows which call in your code failed.
+   */
+  callSite?: string
 }
 
 /**
  * The remote function threw. `cause` is the remote error rebuilt on this
- * side (with its own `cause` chain); `remoteName`, `remoteStack` and `index`
- * say what it was and how far the call had got.
+ * side (with its own `cause` chain); `errorName`, `remoteStack` and `index`
+ * say what it was and how far the call had got. Its `stack` is where your
+ * code called `run()`, then the remote stack.
  */
 export class RemoteError extends FarpipeError implements RemoteErrorOrigin {
   override readonly code = 'ERR_REMOTE'
-  readonly remoteName: string
+  /** The name of the error the remote function threw (`TypeError`, `MyError`, ...). */
+  readonly errorName: string
+  /** The stack trace as the remote printed it. */
   readonly remoteStack: string
+  /** How many items the call had yielded before it failed. */
   readonly index: number
+  /** The host the call ran on (`local` for the embedded pool). */
   readonly host: string
+  /** The index of the worker process on that host. */
   readonly worker: number
 
   constructor(message: string, origin: RemoteErrorOrigin, options?: FarpipeErrorOptions) {
     super(message, options)
-    this.remoteName = origin.remoteName
+    this.errorName = origin.errorName
     this.remoteStack = origin.remoteStack
     this.index = origin.index
     this.host = origin.host
     this.worker = origin.worker
-    if (origin.remoteStack) this.stack = `${this.stack}\n    --- on ${origin.host}/${origin.worker} ---\n${origin.remoteStack}`
+    // The frames of this side are the library's own (a frame arrived); where run() was called says more.
+    const local = origin.callSite ? `${this.name}: ${this.message}\n${origin.callSite}` : this.stack
+    this.stack = origin.remoteStack ? `${local}\n    --- on ${origin.host}/${origin.worker} ---\n${origin.remoteStack}` : local
   }
 }
 

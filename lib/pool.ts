@@ -7,7 +7,7 @@
  * @module
  */
 import { bundleModule } from './bundle.ts'
-import { CallCore, coreOf, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
+import { CallCore, captureCallSite, coreOf, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
 import { checkOptional, describe, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
@@ -53,7 +53,7 @@ export interface PoolOptions {
   transports?: Transport[]
   /** Extra arguments for `node` when starting local workers. @default [] */
   nodeArgs?: string[]
-  /** The `node` executable that runs local workers. @default this process's own executable (`process.execPath`) */
+  /** The `node` executable that runs local workers. @default this process's own executable (`process.execPath`) under Node; the `node` found on `PATH` under Deno or Bun */
   node?: string
   /**
    * Milliseconds a worker has to say hello once started; a worker that says
@@ -526,7 +526,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     }
     if (!info.exportName) refuseTopLevel(fn, info, this.#run)
     const options = resolveCallOptions(this.#options.defaults, info.options, viewOptions)
-    const core = new CallCore(() => info.exportName ?? (fn.name || 'a remote function'), info.generator, args, options, this.#limits.maxFrameBytes)
+    const core = new CallCore(() => info.exportName ?? (fn.name || 'a remote function'), info.generator, args, options, this.#limits.maxFrameBytes, captureCallSite(this.#run))
     this.#track(core)
     const target: CallTarget = {
       locate: async () => {

@@ -5,6 +5,7 @@
  * @module
  */
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { FarpipeError } from './errors.ts'
 import type { CallOptions } from './options.ts'
 
 /** Where farpipe keeps what it knows about a remote function (a registered symbol, shared by every copy of farpipe in a process). */
@@ -132,7 +133,7 @@ function callerSite(below: Function): Site | undefined {
 export async function exportNameOf(fn: Function, info: RemoteInfo): Promise<string> {
   if (info.exportName) return info.exportName
   if (!info.module.startsWith('file:')) {
-    throw new TypeError(`the remote function defined at ${info.site} is not in a module file, so it cannot be shipped to a worker`)
+    throw new FarpipeError(`the remote function defined at ${info.site} is not in a module file, so it cannot be shipped to a worker`)
   }
   const ns = (await import(info.module)) as Record<string, unknown>
   for (const [name, value] of Object.entries(ns)) {
@@ -142,7 +143,7 @@ export async function exportNameOf(fn: Function, info: RemoteInfo): Promise<stri
     }
   }
   const label = fn.name ? `${fn.name} ` : ''
-  throw new TypeError(
+  throw new FarpipeError(
     `the remote function ${label}defined at ${info.site} is not exported from its module: workers find it by its export name. ` +
       `Export it, e.g. \`export const ${fn.name || 'myFunction'} = remote(...)\`.`,
   )

@@ -5,6 +5,7 @@ import { pathToFileURL } from 'node:url'
 import * as path from 'node:path'
 import { context } from '../lib/context.ts'
 import { bundleModule } from '../lib/bundle.ts'
+import { FarpipeError } from '../lib/errors.ts'
 import { exportNameOf, isGeneratorFunction, remote, remoteInfo } from '../lib/remote.ts'
 import * as t from './fixtures/tasks.ts'
 
@@ -53,7 +54,7 @@ r('finds the export name, and refuses a function that is not exported', async ()
     await exportNameOf(hidden, remoteInfo(hidden)!)
     assert.unreachable('should have thrown')
   } catch (err) {
-    assert.instance(err, TypeError)
+    assert.instance(err, FarpipeError)
     assert.match((err as Error).message, 'Export it')
   }
 })

@@ -9,6 +9,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import {
   CancelError,
+  FarpipeError,
   input,
   RemoteError,
   SerializeError,
@@ -198,7 +199,7 @@ function errors(target: Target): void {
     const err = await rejection((async () => { for await (const x of call) items.push(x) })())
     assert.equal(items, [0, 1, 2])
     assert.instance(err, RemoteError)
-    assert.is(err.remoteName, 'TaskError')
+    assert.is(err.errorName, 'TaskError')
     assert.is(err.index, 3)
     assert.is(err.host, target.host)
     assert.match(err.message, 'failed after 3')
@@ -208,6 +209,17 @@ function errors(target: Target): void {
     assert.instance(err.cause.cause, RangeError)
     assert.is(err.cause.cause.message, 'the root cause')
     assert.is(await rejection(call.result), err)
+  })
+
+  s("a RemoteError's stack shows where run() was called, then the remote stack", async () => {
+    const err = await rejection(collect(p.run(t.failAfter, 1)))
+    assert.instance(err, RemoteError)
+    const [local, remote] = String(err.stack).split(`--- on ${target.host}/`)
+    assert.match(local!, 'spec/e2e/core.ts')
+    // The library's own frames (built or, through source maps, its sources) are left out.
+    assert.not.match(local!, path.resolve('dist') + path.sep)
+    assert.not.match(local!, path.resolve('lib') + path.sep)
+    assert.match(remote!, 'tasks.ts')
   })
 
   s('an error before the first yield errors the stream with no items', async () => {
@@ -309,7 +321,8 @@ function errors(target: Target): void {
   s('a remote function that is not exported is refused with how to fix it', async () => {
     const { getHidden } = await import('../fixtures/unexported.ts')
     const err = await rejection(p.run(getHidden()))
-    assert.instance(err, TypeError)
+    assert.instance(err, FarpipeError)
+    assert.is(err.code, 'ERR_FARPIPE')
     assert.match(err.message, 'is not exported from its module')
     assert.match(err.message, 'unexported.ts')
   })
