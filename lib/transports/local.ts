@@ -1,12 +1,19 @@
 /**
  * The local transport: worker processes on this machine, started with this
- * process's own `node`, speaking frames over their stdin and stdout. The
- * embedded default of `pool()`.
+ * process's own `node` (or the `node` option), speaking frames over their
+ * stdin and stdout. The embedded default of `pool()`.
+ *
+ * Workers always run on Node. A caller on Bun or Deno cannot start them with
+ * its own executable (Bun would run the worker file as a script that exits at
+ * once; Deno would run it on Deno), so there they run on the `node` found on
+ * `PATH`, unless the `node` option names one.
  *
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import * as fs from 'node:fs'
 import * as os from 'node:os'
+import * as path from 'node:path'
 import { TransportError } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { workerBundle } from '../worker/locate.ts'
@@ -20,8 +27,92 @@ export interface LocalOptions {
   nodeArgs?: string[]
   /** Extra environment variables for the workers (merged over this process's). */
   env?: Record<string, string>
-  /** The `node` executable to run workers with. @default this process's own (`process.execPath`) */
+  /**
+   * The `node` executable to run workers with.
+   * @default this process's own (`process.execPath`) under Node; the `node` found on `PATH` under Bun or Deno
+   */
   node?: string
+}
+
+/** The oldest Node.js major version workers run on. */
+const MIN_NODE_MAJOR = 20
+
+/** The runtime this process runs on, when it is not Node (whose `process.execPath` cannot run a worker). */
+function otherRuntime(): 'Bun' | 'Deno' | undefined {
+  if (process.versions.bun) return 'Bun'
+  if ((globalThis as { Deno?: unknown }).Deno !== undefined) return 'Deno'
+  return undefined
+}
+
+/**
+ * The first executable `node` on `PATH`, or undefined. A `node` that is this
+ * process's own executable is skipped: Deno puts a `node` that runs Deno on
+ * the `PATH` when there is no real one.
+ */
+function nodeOnPath(): string | undefined {
+  const names = process.platform === 'win32' ? ['node.exe'] : ['node']
+  const self = realpath(process.execPath)
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue
+    for (const name of names) {
+      const file = path.join(dir, name)
+      try {
+        if (!fs.statSync(file).isFile() || realpath(file) === self) continue
+        fs.accessSync(file, fs.constants.X_OK)
+        return file
+      } catch {
+        // not here; keep looking
+      }
+    }
+  }
+  return undefined
+}
+
+/** `file` with its symbolic links resolved, or as it is when it cannot be. */
+function realpath(file: string): string {
+  try {
+    return fs.realpathSync(file)
+  } catch {
+    return file
+  }
+}
+
+/**
+ * Checks that the `node` found on `PATH` (for a caller on `runtime`) is recent
+ * enough, so an old one fails `pool()` with what to do rather than a worker
+ * dying on syntax it does not know.
+ */
+function checkNode(node: string, runtime: string): Promise<void> {
+  const fix = `install Node.js >= ${MIN_NODE_MAJOR} on PATH, or pass pool({ node: '/path/to/node' })`
+  return new Promise((resolve, reject) => {
+    execFile(node, ['--version'], { timeout: 10_000, windowsHide: true }, (err, stdout) => {
+      const version = String(stdout).trim().split('\n')[0] ?? ''
+      const major = Number(/^v(\d+)\./.exec(version)?.[1])
+      if (!err && major >= MIN_NODE_MAJOR) return resolve()
+      const what = err ? `could not be run (${err.message})` : `is ${version || 'not Node.js'}`
+      reject(
+        new TransportError(`local workers run on Node.js >= ${MIN_NODE_MAJOR}, and ${node} (found on PATH, as this process runs on ${runtime}) ${what}: ${fix}`, {
+          host: 'local',
+          reason: 'node',
+          cause: err ?? undefined,
+        }),
+      )
+    })
+  })
+}
+
+/** The `node` on `PATH`, for a caller that is not Node; fails `pool()` with what to do when there is none, or it is too old. */
+async function findNode(runtime: string): Promise<string> {
+  const node = nodeOnPath()
+  if (!node) {
+    throw new TransportError(
+      `local workers run on Node.js, and this process runs on ${runtime}: no node was found on PATH. ` +
+        `Install Node.js >= ${MIN_NODE_MAJOR}, or pass pool({ node: '/path/to/node' })`,
+      { host: 'local', reason: 'node' },
+    )
+  }
+  await checkNode(node, runtime)
+  return node
 }
 
 /** How many lines of a worker's stderr are kept to explain its death. */
@@ -34,7 +125,12 @@ export class LocalTransport implements Transport {
   /** How many worker processes this transport runs. */
   readonly workers: number
   private readonly nodeArgs: string[]
-  private readonly node: string
+  /** The `node` to run, once known: given, this process's own, or found on `PATH` by `connect()`. */
+  private node: string | undefined
+  /** The search for `node` on `PATH` (done once, by the first `connect()`). */
+  private finding: Promise<string> | undefined
+  /** The runtime this process runs on when it is not Node. */
+  private readonly runtime: 'Bun' | 'Deno' | undefined
   /** Kills workers still running when this process exits (a worker stuck in a loop would not notice its stdin closing). */
   private readonly onExit = () => {
     for (const child of this.children) child.kill('SIGKILL')
@@ -50,17 +146,32 @@ export class LocalTransport implements Transport {
     if (options.node !== undefined && (typeof options.node !== 'string' || options.node === '')) {
       throw new TypeError(`option node must be the path of a node executable, got ${JSON.stringify(options.node)}`)
     }
-    this.node = options.node ?? process.execPath
+    this.runtime = otherRuntime()
+    this.node = options.node ?? (this.runtime ? undefined : process.execPath)
     this.env = options.env
   }
 
   async connect(): Promise<number> {
+    await this.nodePath()
     return this.workers
   }
 
+  /** The `node` to run workers with; looked up on `PATH` once when the caller is not Node (a failed look-up is tried again by the next call). */
+  private nodePath(): Promise<string> {
+    if (this.node !== undefined) return Promise.resolve(this.node)
+    return (this.finding ??= findNode(this.runtime ?? 'Node').then(
+      (node) => (this.node = node),
+      (err: unknown) => {
+        this.finding = undefined
+        throw err
+      },
+    ))
+  }
+
   async open(index: number, events: TransportEvents): Promise<Channel> {
+    const node = await this.nodePath()
     const { file } = await workerBundle()
-    const child = spawn(this.node, ['--enable-source-maps', ...this.nodeArgs, file], {
+    const child = spawn(node, ['--enable-source-maps', ...this.nodeArgs, file], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: this.env ? { ...process.env, ...this.env } : process.env,
       windowsHide: true,
