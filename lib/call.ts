@@ -438,6 +438,21 @@ export class CallCore implements SessionCall {
     return (this.stream ??= new ItemStream(this.output))
   }
 
+  /**
+   * Reads the output without building a stream (for `map`, which reads every
+   * call): `next()` from the queue, `return()` cancels the call.
+   */
+  items(): AsyncIterator<unknown> {
+    if (this.stream) throw new TypeError(`the output of ${this.label} is already being read as a stream`)
+    return {
+      next: () => this.output.next(),
+      return: async (value?: unknown) => {
+        await this.output.cancel(undefined)
+        return { done: true, value }
+      },
+    }
+  }
+
   writable(): WritableStream<unknown> {
     if (this.writableStream) return this.writableStream
     const pump = this.inputPump
@@ -546,6 +561,11 @@ export class CallCore implements SessionCall {
         // Decoded before anything changes: a payload that cannot be read is a protocol error, and the call fails with the session.
         const { value, streamed } = payloads.readEnd(f.payload, readValue)
         if (streamed) this.streamed = true
+        else if (this.session) {
+          // A function's return value is what it sends this side: counted as an item.
+          this.session.counters.itemsIn++
+          this.session.counters.bytesIn += f.payload.byteLength
+        }
         this.finished()
         if (this.settle()) {
           this.output.end()
@@ -666,9 +686,12 @@ export class CallCore implements SessionCall {
     this.timers = []
     clearTimeout(this.idleTimer)
     if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener)
-    const stop = new CancelError(`${this.label} has finished`)
-    for (const pump of this.pumps.values()) pump.stop(stop)
-    this.errorWritable(stop)
+    // Built only when something needs it: an error's stack costs microseconds, on every call.
+    if (this.pumps.size > 0 || this.writableController) {
+      const stop = new CancelError(`${this.label} has finished`)
+      for (const pump of this.pumps.values()) pump.stop(stop)
+      this.errorWritable(stop)
+    }
     return true
   }
 

@@ -117,9 +117,16 @@ class Task {
     for (;;) {
       const call = this.call
       try {
-        for await (const x of call) {
-          this.delivered = true
-          yield x
+        // The call's queue is read directly: a ReadableStream per item of a map costs more than the call.
+        const items = coreOf(call).items()
+        try {
+          for (let r = await items.next(); !r.done; r = await items.next()) {
+            this.delivered = true
+            yield r.value
+          }
+        } finally {
+          // Left early (the map was cancelled): the call is cancelled with it.
+          if (this.state.stopped) await items.return?.()
         }
         if (!coreOf(call).streamed) {
           const value = await call.result
@@ -149,14 +156,18 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
   const state = { stopped: false, progress }
   /** Started items not yet passed on, in source order. */
   const tasks: Task[] = []
-  /** Unordered: the pending read of each task, at most one each. */
-  const reads = new Map<Task, Promise<{ task: Task; r: IteratorResult<unknown> }>>()
+  /** Unordered: tasks with a read under way or waiting in `ready` (at most one each), and reads that came back, in the order they did. */
+  const reading = new Set<Task>()
+  const ready: { task: Task; r?: IteratorResult<unknown>; error?: unknown }[] = []
+  let wake: (() => void) | undefined
   let sourceDone = false
 
   const stopAll = async (reason: unknown) => {
     state.stopped = true
     const stopping = tasks.splice(0).map((t) => t.stop(reason))
-    reads.clear()
+    reading.clear()
+    ready.length = 0
+    wake?.()
     progress.inFlight = 0
     await Promise.allSettled([...stopping, Promise.resolve(iterator.return?.()).catch(() => {})])
   }
@@ -177,21 +188,34 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
   }
 
   const finished = (task: Task) => {
-    tasks.splice(tasks.indexOf(task), 1)
-    reads.delete(task)
+    const at = tasks.indexOf(task)
+    if (at < 0) return
+    tasks.splice(at, 1)
     progress.done++
     progress.inFlight = tasks.length
   }
 
+  /**
+   * Starts a read of `task` unless one is under way. Each read, when it comes
+   * back, joins `ready` and wakes the puller: one handler per read, where
+   * racing all pending reads at every item would pile handlers onto a read
+   * that takes long (memory growing with every item passed meanwhile).
+   */
   const read = (task: Task) => {
-    let p = reads.get(task)
-    if (!p) {
-      p = task.outputs.next().then((r) => ({ task, r }))
-      // A read that fails while another task is being waited on is seen at the next race.
-      p.catch(() => {})
-      reads.set(task, p)
+    if (reading.has(task)) return
+    reading.add(task)
+    // The task stays in `reading` until its entry is taken from `ready`: a second read meanwhile would run past its last output.
+    const back = (entry: (typeof ready)[number]) => {
+      if (!reading.has(task)) return
+      ready.push(entry)
+      const w = wake
+      wake = undefined
+      w?.()
     }
-    return p
+    task.outputs.next().then(
+      (r) => back({ task, r }),
+      (error: unknown) => back({ task, error }),
+    )
   }
 
   return new MapStream(
@@ -215,9 +239,11 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
               continue
             }
             for (const t of tasks) read(t)
-            const { task, r } = await Promise.race(reads.values())
+            while (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve))
             if (state.stopped) return
-            reads.delete(task)
+            const { task, r, error } = ready.shift()!
+            reading.delete(task)
+            if (!r) throw error
             if (!r.done) {
               controller.enqueue(r.value)
               if (task.last) finished(task)

@@ -325,7 +325,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
       hosts: this.#hosts.map((h) => ({
         name: h.transport.host,
         up: this.#isUp(h),
-        ...(h.error && !this.#isUp(h) ? { error: h.error.message } : {}),
+        ...(this.#isUp(h) ? {} : { error: h.error?.message ?? (h.slots.length > 0 ? 'its connection was lost' : 'not connected') }),
         workers: h.slots.map((s) => ({
           index: s.index,
           up: s.session?.usable ?? false,

@@ -181,6 +181,24 @@ function map(all: Sshd[]): void {
     }
   })
 
+  // Found by the many-hosts bench: a second read of a task whose value was
+  // waiting to be passed on ran past its end, and the map dropped other
+  // results; racing every pending read also piled handlers onto a slow one.
+  s('ordered: false with one slow item among many: every result once, the slow one last', async () => {
+    const p = await memoryPool()
+    try {
+      const items = Array.from({ length: 300 }, (_, x) => ({ x, ms: x === 0 ? 300 : 0 }))
+      const stream = p.map(h.slowDouble, items, { ordered: false, concurrency: 8 })
+      const out = (await collect(stream)).map((r) => r.y)
+      assert.is(out.length, 300)
+      assert.equal([...out].sort((m, n) => m - n), items.map((i) => i.x * 2))
+      assert.is(out[299], 0)
+      assert.equal(stream.progress, { started: 300, done: 300, inFlight: 0, rerun: 0, failed: 0 })
+    } finally {
+      await p.close()
+    }
+  })
+
   s('a stalled consumer stalls the source: at most concurrency items in flight; cancel returns the source and starts nothing more', async () => {
     const p = await memoryPool()
     let pulled = 0
