@@ -119,3 +119,25 @@ export const stuckAfterOne = remote(async function* (marker: string) {
     appendFileSync(marker, 'finally\n')
   }
 })
+
+// -- many hosts ---------------------------------------------------------------
+
+/** The tiny map function: next to nothing to do, so what is measured is the cost of a call. */
+export const double = remote((x: number) => x * 2)
+
+/** `x * 2` after waiting `ms` (a timer: work that takes time but no CPU, so that workers, not cores, are what scales). */
+export const doubleAfter = remote(async (job: { x: number; ms: number }) => {
+  if (job.ms > 0) await sleep(job.ms)
+  return job.x * 2
+})
+
+/**
+ * `x * 2` after waiting `ms`, with the host it ran on and `job.attempt`,
+ * which the caller makes a getter that counts the calls made for the item
+ * (it is read each time the item is serialized, once a call), so that a
+ * re-run's result says it is one.
+ */
+export const doubleWhere = remote(async (job: { x: number; ms: number; attempt: number }) => {
+  await sleep(job.ms)
+  return { y: job.x * 2, host: context().host, attempt: job.attempt }
+})
