@@ -5,6 +5,12 @@
  * @module
  */
 
+// The declarations use Node's types (Buffer, web streams, EventTarget), which
+// Node, Deno and Bun callers all have; so index.d.ts, the one entry point, loads them:
+// a consumer's tsconfig needs no `types: ["node"]` (TypeScript 6+ no longer
+// loads every @types package by itself). `preserve` keeps it in the .d.ts.
+/// <reference types="node" preserve="true" />
+
 // What users write.
 export { remote, type Remote } from './remote.ts'
 export {
