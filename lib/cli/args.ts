@@ -1,0 +1,275 @@
+/**
+ * The `farpipe` command's arguments: what each subcommand takes, parsed
+ * without I/O into a typed object, and the help texts. Anything wrong is a
+ * {@link UsageError}, which the command reports with exit status 2. And
+ * `module#export` itself: {@link loadRemote} finds the function it names.
+ *
+ * @module
+ */
+import { existsSync, statSync } from 'node:fs'
+import * as path from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { AnyFunction } from '../call.ts'
+import { remoteInfo, type Remote } from '../remote.ts'
+
+/** A mistake in how the command was called: printed with a hint, exit status 2. */
+export class UsageError extends Error {
+  override get name(): string {
+    return 'UsageError'
+  }
+}
+
+/** How items are written to stdout and read from stdin. */
+export type Format = 'json' | 'devalue'
+
+/** What `farpipe run` and `farpipe pipe` were asked to do. */
+export interface CallCommand {
+  command: 'run' | 'pipe'
+  /** `module#export` as given. */
+  target: string
+  /** The function's arguments; `stdin` marks where the `-` argument goes. */
+  args: unknown[]
+  /** Index of the `-` argument in `args` (pipe only). */
+  stdinIndex: number | undefined
+  hosts: string[]
+  workers: number | undefined
+  timeout: number | undefined
+  idleTimeout: number | undefined
+  highWaterMark: number | undefined
+  bytes: boolean
+  format: Format
+}
+
+/** What `farpipe hosts` was asked to do. */
+export interface HostsCommand {
+  command: 'hosts'
+  hosts: string[]
+  workers: number | undefined
+}
+
+/** A request for help: the text to print (on stdout, exit 0). */
+export interface HelpCommand {
+  command: 'help'
+  text: string
+}
+
+export type Command = CallCommand | HostsCommand | HelpCommand
+
+export const EXIT_CODES = `Exit status:
+  0    success, or stdout was closed by its reader (e.g. \`| head\`): the call is cancelled first
+  1    the remote function threw (its message and remote stack go to stderr), or the call timed out
+  2    usage error, bad module#export, a value the output format cannot carry, or a host/transport
+       error (unreachable host, unknown or changed host key, lost connection: the host is named)
+  130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
+
+const CALL_OPTIONS = `Options:
+  --host <dest>            run on this SSH destination (repeatable; user@host, ssh://host:port,
+                           an alias of ~/.ssh/config). Default: local worker processes
+  --workers <n>            worker processes per host (default 1: the command makes one call)
+  --timeout <ms>           fail the call after this many milliseconds
+  --idle-timeout <ms>      fail the call when nothing moves for this many milliseconds
+  --high-water-mark <n>    items each side queues at most (default 4096)
+  --bytes                  raw bytes: stdin chunks go in as Uint8Array, yielded Uint8Array chunks
+                           are written to stdout as they are
+  --format json|devalue    items as JSON lines (default), or one devalue.stringify line per item
+                           (BigInt, Map, Set, Date, undefined, typed arrays, cycles)
+  -h, --help               this help`
+
+export const MAIN_HELP = `farpipe: a Unix pipe through a remote function.
+
+Usage:
+  farpipe run  <module#export> [args...] [options]      print what the function yields (or returns)
+  farpipe pipe <module#export> [args...] - [options]    stream stdin into the '-' argument
+  farpipe hosts <dest...>                               check hosts: reachable, node, cores, cache
+
+The module (TypeScript or JavaScript, relative to the working directory)
+exports the function, made with remote(). Arguments that parse as JSON are
+JSON (\`10\`, \`"10"\`, \`[1,2]\`), others are strings.
+
+Examples:
+  farpipe run tasks.ts#fibonacci 10
+  printf '1\\n2\\n3\\n' | farpipe pipe tasks.ts#movingAverage - 3
+  farpipe pipe tasks.ts#gzip - --bytes --host gpu-1 < big.tar > big.tar.gz
+  farpipe run tasks.ts#endless | head -n 3
+  farpipe hosts gpu-1 gpu-2
+
+Run \`farpipe <command> --help\` for a command's options.
+
+${EXIT_CODES}
+`
+
+export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
+
+Calls the function once and writes each item it yields (or what it returns)
+to stdout, one line per item. Remote logs go to stderr as [host/worker] line.
+
+${CALL_OPTIONS}
+
+${EXIT_CODES}
+`
+
+export const PIPE_HELP = `Usage: farpipe pipe <module#export> [args...] - [args...] [options]
+
+Like run, with stdin streamed into the argument given as '-' (exactly once):
+one item per line (JSON, or devalue with --format devalue; empty lines are
+skipped), or raw chunks with --bytes. Stdin is read only as fast as the
+remote function consumes it; stdout is written only as fast as it is read.
+
+${CALL_OPTIONS}
+
+${EXIT_CODES}
+`
+
+export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [--workers <n>]
+
+Opens a pool on each host and prints, per host: whether it is reachable (or
+why not), its node version, platform/arch, worker count and cache dir.
+
+${EXIT_CODES.replace('the remote function threw', 'a probe failed on a reachable host')}
+`
+
+/** An argument as the function receives it: JSON when it parses as JSON, else the string itself. */
+export function parseValue(text: string): unknown {
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+
+function positiveInteger(name: string, text: string | undefined, min = 1): number {
+  const n = Number(text)
+  if (text === undefined || text.trim() === '' || !Number.isInteger(n) || n < min) {
+    throw new UsageError(`option --${name} expects an integer >= ${min}, got ${text === undefined ? 'nothing' : `'${text}'`}`)
+  }
+  return n
+}
+
+/**
+ * Parses the command line (without `node` and the script). Options start
+ * with `--` (or are `-h`); `-` alone is stdin; anything else, `-3` included,
+ * is an argument. After `--`, everything is an argument.
+ */
+export function parseArgs(argv: string[]): Command {
+  const [command, ...rest] = argv
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') return { command: 'help', text: MAIN_HELP }
+  if (command !== 'run' && command !== 'pipe' && command !== 'hosts') {
+    throw new UsageError(`unknown command '${command}'; expected run, pipe or hosts (see farpipe --help)`)
+  }
+  const help = command === 'run' ? RUN_HELP : command === 'pipe' ? PIPE_HELP : HOSTS_HELP
+  const positional: string[] = []
+  const values = new Map<string, string>()
+  const hosts: string[] = []
+  let bytes = false
+  let stdinIndex: number | undefined
+  const valued = new Set(['host', 'workers', 'timeout', 'idle-timeout', 'high-water-mark', 'format'])
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i]!
+    if (arg === '--') {
+      positional.push(...rest.slice(i + 1))
+      break
+    }
+    if (arg === '-h' || arg === '--help') return { command: 'help', text: help }
+    if (!arg.startsWith('--')) {
+      if (arg === '-') {
+        if (command !== 'pipe') throw new UsageError(`'-' (stdin) is an argument of \`farpipe pipe\`, not of \`farpipe ${command}\``)
+        if (stdinIndex !== undefined) throw new UsageError(`'-' (stdin) may be given once; it was given twice`)
+        stdinIndex = positional.length - 1 // positional[0] is module#export
+      }
+      positional.push(arg)
+      continue
+    }
+    const eq = arg.indexOf('=')
+    const name = arg.slice(2, eq === -1 ? undefined : eq)
+    if (name === 'bytes' && command !== 'hosts' && eq === -1) {
+      bytes = true
+      continue
+    }
+    if (!valued.has(name) || (command === 'hosts' && name !== 'workers')) {
+      throw new UsageError(`unknown option --${name} for \`farpipe ${command}\` (see farpipe ${command} --help)`)
+    }
+    const value = eq === -1 ? rest[++i] : arg.slice(eq + 1)
+    if (value === undefined) throw new UsageError(`option --${name} expects a value`)
+    if (name === 'host') hosts.push(value)
+    else values.set(name, value)
+  }
+  const num = (name: string) => (values.has(name) ? positiveInteger(name, values.get(name)) : undefined)
+  const workers = num('workers')
+  if (command === 'hosts') {
+    if (positional.length === 0) throw new UsageError('farpipe hosts expects at least one host (e.g. farpipe hosts gpu-1 gpu-2)')
+    return { command, hosts: positional, workers }
+  }
+  const target = positional[0]
+  if (target === undefined) throw new UsageError(`farpipe ${command} expects module#export (e.g. farpipe ${command} tasks.ts#fibonacci)`)
+  if (command === 'pipe' && stdinIndex === undefined) {
+    throw new UsageError(`farpipe pipe needs '-' among the arguments, where stdin goes (e.g. farpipe pipe tasks.ts#movingAverage - 3)`)
+  }
+  const format = values.get('format') ?? 'json'
+  if (format !== 'json' && format !== 'devalue') throw new UsageError(`option --format expects json or devalue, got '${format}'`)
+  if (bytes && values.has('format')) throw new UsageError('--bytes and --format do not go together: --bytes writes raw bytes, not lines')
+  return {
+    command,
+    target,
+    args: positional.slice(1).map((a, i) => (i === stdinIndex ? undefined : parseValue(a))),
+    stdinIndex,
+    hosts,
+    workers,
+    timeout: num('timeout'),
+    idleTimeout: num('idle-timeout'),
+    highWaterMark: num('high-water-mark'),
+    bytes,
+    format,
+  }
+}
+
+// -- module#export ------------------------------------------------------------
+
+/** TypeScript modules, which Node cannot import by itself before 22.18 / 23.6 (and not with every syntax after). */
+const TS_MODULE = /\.[mc]?tsx?$/
+
+let tsxRegistered = false
+
+/**
+ * Lets `import()` load TypeScript: registers tsx's ESM loader once. tsx is a
+ * dependency of farpipe for this: a user's `farpipe run tasks.ts#fn` should
+ * not need anything installed but farpipe.
+ */
+async function registerTypeScript(): Promise<void> {
+  if (tsxRegistered) return
+  tsxRegistered = true
+  const { register } = await import('tsx/esm/api')
+  register()
+}
+
+/** The remote function `target` (`path/to/module.ts#exportName`) names, resolved from `cwd`. */
+export async function loadRemote(target: string, cwd = process.cwd()): Promise<{ fn: Remote<AnyFunction>; generator: boolean; file: string; name: string }> {
+  const hash = target.lastIndexOf('#')
+  if (hash <= 0 || hash === target.length - 1) {
+    throw new UsageError(`expected module#export (e.g. tasks.ts#fibonacci), got '${target}'`)
+  }
+  const spec = target.slice(0, hash)
+  const name = target.slice(hash + 1)
+  const file = path.resolve(cwd, spec)
+  if (!existsSync(file) || !statSync(file).isFile()) {
+    throw new UsageError(`cannot find the module ${spec}: no file ${file}`)
+  }
+  if (TS_MODULE.test(file)) await registerTypeScript()
+  let ns: Record<string, unknown>
+  try {
+    ns = (await import(pathToFileURL(file).href)) as Record<string, unknown>
+  } catch (err) {
+    throw new UsageError(`cannot import ${spec}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+  }
+  const remotes = Object.keys(ns).filter((k) => remoteInfo(ns[k]) !== undefined)
+  const known = remotes.length > 0 ? `its remote functions are: ${remotes.join(', ')}` : 'it exports no function made with remote()'
+  if (!(name in ns)) throw new UsageError(`${spec} has no export named ${name}; ${known}`)
+  const fn = ns[name]
+  const info = remoteInfo(fn)
+  if (!info) {
+    const what = typeof fn === 'function' ? 'a plain function' : fn === null ? 'null' : typeof fn
+    throw new UsageError(
+      `${spec}#${name} is ${what}, not a function made with remote(): wrap it, e.g. \`export const ${name} = remote(...)\`; ${known}`,
+    )
+  }
+  return { fn: fn as Remote<AnyFunction>, generator: info.generator, file, name }
+}

@@ -1,0 +1,222 @@
+/**
+ * The command's ends of the pipe: stdin into a call's `writable`, a call's
+ * items onto stdout, each with the other side's backpressure, and the
+ * progress line on a terminal's stderr.
+ *
+ * @module
+ */
+import type { Readable, Writable } from 'node:stream'
+import * as devalue from 'devalue'
+import type { Format } from './args.ts'
+
+/** An item the chosen output cannot carry, or a line of stdin that does not parse: exit status 2. */
+export class FormatError extends Error {
+  override get name(): string {
+    return 'FormatError'
+  }
+}
+
+/** What JSON would lose in `value`, as `path: type`, or undefined when JSON carries it whole. */
+export function jsonTrouble(value: unknown, at: string, seen = new Set<object>()): string | undefined {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return undefined
+    case 'number':
+      return Number.isFinite(value) ? undefined : `${at}: ${value}`
+    case 'bigint':
+      return `${at}: BigInt`
+    case 'undefined':
+      return `${at}: undefined`
+    case 'function':
+    case 'symbol':
+      return `${at}: ${typeof value}`
+  }
+  if (value === null) return undefined
+  const obj = value as object
+  if (seen.has(obj)) return `${at}: a cycle`
+  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return `${at}: ${obj.constructor.name} (bytes)`
+  if (obj instanceof Map || obj instanceof Set) return `${at}: ${obj.constructor.name}`
+  seen.add(obj)
+  try {
+    if (Array.isArray(obj)) {
+      for (let i = 0; i < obj.length; i++) {
+        const t = jsonTrouble(obj[i], `${at}[${i}]`, seen)
+        if (t) return t
+      }
+      return undefined
+    }
+    // Objects that say how to be JSON (Date) are taken at their word.
+    if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return undefined
+    const proto = Object.getPrototypeOf(obj)
+    if (proto !== Object.prototype && proto !== null) return `${at}: instance of ${obj.constructor?.name ?? 'a class'}`
+    for (const [k, v] of Object.entries(obj)) {
+      const t = jsonTrouble(v, /^[A-Za-z_$][\w$]*$/.test(k) ? `${at}.${k}` : `${at}[${JSON.stringify(k)}]`, seen)
+      if (t) return t
+    }
+    return undefined
+  } finally {
+    seen.delete(obj)
+  }
+}
+
+/** One item as it goes to stdout: a line, or (with `--bytes`) the bytes themselves. */
+export function encodeItem(value: unknown, index: number, format: Format, bytes: boolean): string | Uint8Array {
+  if (bytes) {
+    if (value instanceof Uint8Array) return value
+    if (value instanceof ArrayBuffer) return new Uint8Array(value)
+    const type = value === null ? 'null' : typeof value === 'object' ? `instance of ${value.constructor?.name ?? 'Object'}` : typeof value
+    throw new FormatError(`item ${index} is ${type}, not bytes: with --bytes the function must yield Uint8Array chunks (drop --bytes for JSON lines)`)
+  }
+  if (format === 'devalue') return devalue.stringify(value) + '\n'
+  const trouble = jsonTrouble(value, 'item')
+  if (trouble) {
+    throw new FormatError(
+      `item ${index} cannot be written as a JSON line (${trouble}); use --format devalue (one devalue.stringify line per item)` +
+        ' or, for bytes, --bytes (raw chunks)',
+    )
+  }
+  return JSON.stringify(value) + '\n'
+}
+
+/** Parses one line of stdin (numbered from 1, for messages). */
+function decodeLine(line: string, n: number, format: Format): unknown {
+  try {
+    return format === 'devalue' ? devalue.parse(line) : JSON.parse(line)
+  } catch (err) {
+    throw new FormatError(`stdin line ${n} is not ${format === 'devalue' ? 'a devalue.stringify line' : 'JSON'}: ${(err as Error).message} (got ${JSON.stringify(line.slice(0, 80))})`)
+  }
+}
+
+/** Counts for the progress line. */
+export interface Counts {
+  itemsIn: number
+  bytesIn: number
+  itemsOut: number
+  bytesOut: number
+}
+
+/**
+ * Feeds stdin into `writable`: a line per item, or raw chunks with
+ * `--bytes`. Stdin is pulled only once the call has room (`writer.ready`),
+ * so a slow remote pauses the reading. Closes the writable at end of input.
+ */
+export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts): Promise<void> {
+  const writer = writable.getWriter()
+  const put = async (value: unknown, size: number) => {
+    await writer.ready
+    // Not awaited: `ready` is the backpressure; a failed write shows in ready and in the call's result.
+    writer.write(value).catch(() => {})
+    counts.itemsIn++
+    counts.bytesIn += size
+  }
+  let rest = ''
+  let n = 0
+  for await (const chunk of stdin as AsyncIterable<Buffer>) {
+    if (bytes) {
+      await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
+      continue
+    }
+    const lines = (rest + chunk.toString('utf8')).split('\n')
+    rest = lines.pop()!
+    for (const line of lines) {
+      n++
+      if (line.trim() !== '') await put(decodeLine(line, n, format), line.length + 1)
+    }
+  }
+  if (rest.trim() !== '') await put(decodeLine(rest, ++n, format), rest.length)
+  await writer.ready
+  await writer.close()
+}
+
+/** Thrown by {@link Output.write} once the reader of stdout has gone (EPIPE). */
+export class ClosedOutput extends Error {}
+
+/**
+ * Writes to stdout with its backpressure: a write that fills the stream's
+ * buffer waits for 'drain', so a slow reader stops the reading of the
+ * call's items, and so the remote generator. A reader that went away
+ * (EPIPE) makes `closed` resolve.
+ */
+export class Output {
+  readonly closed: Promise<void>
+  #gone = false
+  #failure: Error | undefined
+  #wake: (() => void) | undefined
+
+  constructor(readonly out: Writable) {
+    this.closed = new Promise((resolve) => {
+      out.on('error', (err: NodeJS.ErrnoException) => {
+        this.#gone = true
+        if (err.code !== 'EPIPE') this.#failure = err
+        this.#wake?.()
+        resolve()
+      })
+    })
+  }
+
+  /** True once stdout is closed or failed. */
+  get gone(): boolean {
+    return this.#gone
+  }
+
+  /** Why stdout failed, other than its reader closing it. */
+  get failure(): Error | undefined {
+    return this.#failure
+  }
+
+  async write(data: string | Uint8Array): Promise<void> {
+    if (this.#gone) throw new ClosedOutput()
+    if (this.out.write(data)) return
+    await new Promise<void>((resolve) => {
+      this.#wake = resolve
+      this.out.once('drain', resolve)
+    })
+    this.out.off('drain', this.#wake!)
+    this.#wake = undefined
+    if (this.#gone) throw new ClosedOutput()
+  }
+
+  /** Resolves when what was written has been handed to the OS (or stdout is gone). */
+  flush(): Promise<void> {
+    if (this.#gone) return Promise.resolve()
+    return new Promise((resolve) => {
+      this.out.write('', () => resolve())
+      this.closed.then(resolve)
+    })
+  }
+}
+
+/** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; `clear()` before printing anything else there. */
+export class Progress {
+  readonly #timer: NodeJS.Timeout | undefined
+  readonly #start = Date.now()
+  #shown = false
+
+  constructor(readonly counts: Counts, readonly err: NodeJS.WriteStream = process.stderr) {
+    if (err.isTTY) {
+      this.#timer = setInterval(() => this.#draw(), 250)
+      this.#timer.unref()
+    }
+  }
+
+  #draw(): void {
+    const { itemsIn, bytesIn, itemsOut, bytesOut } = this.counts
+    const s = Math.max(0.001, (Date.now() - this.#start) / 1000)
+    const mib = (b: number) => (b / 1048576).toFixed(1)
+    const input = itemsIn > 0 ? `in ${itemsIn} items ${mib(bytesIn)} MiB, ` : ''
+    this.err.write(`\r\x1b[K${input}out ${itemsOut} items ${mib(bytesOut)} MiB, ${(itemsOut / s).toFixed(0)} items/s ${mib(bytesOut / s)} MiB/s`)
+    this.#shown = true
+  }
+
+  /** Erases the progress line (it is drawn again at the next tick). */
+  clear(): void {
+    if (this.#shown) this.err.write('\r\x1b[K')
+    this.#shown = false
+  }
+
+  stop(): void {
+    clearInterval(this.#timer)
+    this.clear()
+  }
+}

@@ -1,0 +1,254 @@
+// The `farpipe` command, run as a user runs it: `node dist/cli/main.js ...`
+// from spec/fixtures (so cli-tasks.ts imports `farpipe` from this package),
+// on local workers and over the test sshd. Needs `npm run build` first.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import * as devalue from 'devalue'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { markerPath, sleep, tempDir, until } from '../helpers.ts'
+import { findSshd, startSshd } from './sshd.ts'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const bin = path.join(root, 'dist/cli/main.js')
+const fixtures = path.join(root, 'spec/fixtures')
+
+interface Done {
+  code: number | null
+  stdout: Buffer
+  stderr: string
+}
+
+/** Spawns the command; `stdin` is a string, a file descriptor, or nothing (closed). */
+function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number): ChildProcess {
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: fixtures,
+    env: { ...process.env, ...env },
+    stdio: [typeof stdin === 'number' ? stdin : 'pipe', 'pipe', 'pipe'],
+  })
+  if (typeof stdin === 'string') child.stdin!.end(stdin)
+  else if (stdin === undefined) child.stdin!.end()
+  return child
+}
+
+function finish(child: ChildProcess): Promise<Done> {
+  const out: Buffer[] = []
+  let stderr = ''
+  child.stdout?.on('data', (d: Buffer) => out.push(d))
+  child.stderr?.on('data', (d: Buffer) => (stderr += d))
+  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr })))
+}
+
+const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | number) => finish(start(args, env, stdin))
+const lines = (b: Buffer) => b.toString().split('\n').filter((l) => l !== '')
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+/** What works the same on local workers and over SSH (`hostArgs` picks which). */
+function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): void {
+  const s = suite(`cli ${name}`)
+  const run = (args: string[], stdin?: string | number) => farpipe([...args, ...hostArgs], env, stdin)
+
+  s('run prints what the generator yields as JSON lines', async () => {
+    const r = await run(['run', 'cli-tasks.ts#fibonacci', '10'])
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(lines(r.stdout).map(Number), [0, 1, 1, 2, 3, 5, 8, 13, 21, 34])
+  })
+
+  s('pipe streams JSON lines from stdin into the - argument', async () => {
+    const r = await run(['pipe', 'cli-tasks.ts#movingAverage', '-', '3'], '1\n2\n3\n4\n5\n6\n')
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(lines(r.stdout).map(Number), [1, 1.5, 2, 3, 4, 5])
+  })
+
+  s('--bytes round trips an 8 MiB file byte for byte', async () => {
+    const file = path.join(tempDir(), 'in.bin')
+    const data = randomBytes(8 << 20)
+    writeFileSync(file, data)
+    const r = await run(['pipe', 'cli-tasks.ts#identity', '-', '--bytes'], openSync(file, 'r'))
+    assert.is(r.code, 0, r.stderr)
+    assert.is(r.stdout.length, data.length)
+    assert.is(sha256(r.stdout), sha256(data))
+  })
+
+  s('| head -n 3 cancels the call: the remote finally runs and farpipe exits 0', async () => {
+    const marker = markerPath()
+    const status = `${marker}.status`
+    const cmd = `{ "${process.execPath}" "${bin}" run cli-tasks.ts#endless '${marker}' ${hostArgs.join(' ')}; echo $? > '${status}'; } | head -n 3`
+    const child = spawn('sh', ['-c', cmd], { cwd: fixtures, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const r = await finish(child)
+    assert.equal(lines(r.stdout), ['0', '1', '2'])
+    const code = await until(() => existsSync(status) && readFileSync(status, 'utf8').trim(), 15_000, 'farpipe to exit')
+    assert.is(code, '0', r.stderr)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a slow reader keeps the remote within the high-water mark', async () => {
+    const marker = markerPath()
+    const counter = `${marker}.count`
+    const hwm = 16
+    // Items of 32 KiB: the pipes and stream buffers outside farpipe's credit hold only a few.
+    const child = start(['run', 'cli-tasks.ts#endless', marker, counter, String(32 << 10), '--high-water-mark', String(hwm), ...hostArgs], env)
+    const done = finish(child)
+    let read = 0
+    let partial = ''
+    await new Promise<void>((resolve) => {
+      const onData = (d: Buffer) => {
+        const parts = (partial + d.toString()).split('\n')
+        partial = parts.pop()!
+        read += parts.length
+        if (read >= 4) {
+          child.stdout!.off('data', onData)
+          child.stdout!.pause()
+          resolve()
+        }
+      }
+      child.stdout!.on('data', onData)
+    })
+    // Wait until the remote has stopped producing (its count holds still), then compare.
+    let last = -1
+    let still = 0
+    while (still < 10) {
+      await sleep(50)
+      const n = existsSync(counter) ? Number(readFileSync(counter, 'utf8')) : 0
+      still = n === last ? still + 1 : 0
+      last = n
+    }
+    assert.ok(last <= read + hwm + 8, `the remote produced ${last} items while ${read} were read (high-water mark ${hwm})`)
+    // Closing the reader now: EPIPE cancels the call, the remote finally runs, exit 0.
+    child.stdout!.destroy()
+    const r = await done
+    assert.is(r.code, 0, r.stderr)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a remote error exits 1 with its message and remote stack on stderr', async () => {
+    const r = await run(['run', 'cli-tasks.ts#fails'])
+    assert.is(r.code, 1)
+    assert.equal(lines(r.stdout), ['1'])
+    assert.match(r.stderr, 'boom from the remote')
+    assert.match(r.stderr, 'cli-tasks.ts')
+  })
+
+  s('a value JSON cannot carry names the item; --format devalue carries it', async () => {
+    const r = await run(['run', 'cli-tasks.ts#bigint'])
+    assert.is(r.code, 2)
+    assert.equal(lines(r.stdout), ['1'])
+    assert.match(r.stderr, 'item 1')
+    assert.match(r.stderr, 'BigInt')
+    assert.match(r.stderr, '--format devalue')
+    const d = await run(['run', 'cli-tasks.ts#bigint', '--format', 'devalue'])
+    assert.is(d.code, 0, d.stderr)
+    assert.equal(lines(d.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
+  })
+
+  s.run()
+}
+
+/** What does not depend on where the function runs. */
+function localOnly(): void {
+  const s = suite('cli usage')
+
+  s('a bad module#export exits 2 and says what is wrong', async () => {
+    const missing = await farpipe(['run', 'no-such-file.ts#f'])
+    assert.is(missing.code, 2)
+    assert.match(missing.stderr, 'cannot find the module no-such-file.ts')
+    const noExport = await farpipe(['run', 'cli-tasks.ts#nope'])
+    assert.is(noExport.code, 2)
+    assert.match(noExport.stderr, 'no export named nope')
+    assert.match(noExport.stderr, 'fibonacci')
+    const plain = await farpipe(['run', 'cli-tasks.ts#notRemote'])
+    assert.is(plain.code, 2)
+    assert.match(plain.stderr, 'not a function made with remote()')
+    const noHash = await farpipe(['run', 'cli-tasks.ts'])
+    assert.is(noHash.code, 2)
+    assert.match(noHash.stderr, 'module#export')
+  })
+
+  s('a bad option or a missing - exits 2', async () => {
+    for (const args of [
+      ['run', 'cli-tasks.ts#fibonacci', '--workers', 'x'],
+      ['run', 'cli-tasks.ts#fibonacci', '--frobnicate'],
+      ['run', 'cli-tasks.ts#fibonacci', '--format', 'xml'],
+      ['pipe', 'cli-tasks.ts#movingAverage', '3'],
+      ['pipe', 'cli-tasks.ts#movingAverage', '-', '-'],
+      ['launch'],
+    ]) {
+      const r = await farpipe(args)
+      assert.is(r.code, 2, args.join(' '))
+      assert.match(r.stderr, /^farpipe: /, args.join(' '))
+    }
+  })
+
+  s('--help prints usage and the exit codes', async () => {
+    for (const args of [['--help'], ['run', '--help'], ['pipe', '--help'], ['hosts', '--help']]) {
+      const r = await farpipe(args)
+      assert.is(r.code, 0)
+      assert.match(r.stdout.toString(), 'Usage')
+      assert.match(r.stdout.toString(), '130')
+    }
+  })
+
+  s('remote logs go to stderr with the [host/worker] prefix, never stdout', async () => {
+    const r = await farpipe(['run', 'cli-tasks.ts#chatty'])
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(lines(r.stdout), ['"data"'])
+    assert.match(r.stderr, '[local/0] hello from the remote')
+  })
+
+  s('a non-generator prints its result; bad stdin JSON names the line', async () => {
+    const r = await farpipe(['pipe', 'cli-tasks.ts#sum', '-'], {}, '1\n2\n\n3\n')
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(lines(r.stdout), ['6'])
+    const bad = await farpipe(['pipe', 'cli-tasks.ts#sum', '-'], {}, '1\n{oops\n')
+    assert.is(bad.code, 2)
+    assert.match(bad.stderr, 'stdin line 2')
+  })
+
+  s('SIGINT cancels the call (the remote finally runs) and exits 130', async () => {
+    const marker = markerPath()
+    const child = start(['run', 'cli-tasks.ts#endless', marker], {})
+    const done = finish(child)
+    await new Promise((r) => child.stdout!.once('data', r))
+    child.kill('SIGINT')
+    const r = await done
+    assert.is(r.code, 130, r.stderr)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s.run()
+}
+
+// The sshd starts before any suite is queued: uvu runs the queue once the module's first turn ends.
+const sshd = findSshd() ? await startSshd({ alias: 'farpipe-cli' }) : undefined
+localOnly()
+callSuite('local', [], {})
+
+if (!sshd) {
+  const s = suite('cli ssh')
+  s.skip('SSH specs (sshd not installed)', () => {})
+  s.run()
+} else {
+  process.on('exit', () => void sshd.stop())
+  // The command reads ~/.ssh/config, its key and known_hosts from HOME: the harness's.
+  const env = { HOME: sshd.home, SSH_AUTH_SOCK: '' }
+  callSuite('ssh', ['--host', 'farpipe-cli'], env)
+  const s = suite('cli ssh hosts')
+  s('a bad host exits 2 and names the host', async () => {
+    const r = await farpipe(['run', 'cli-tasks.ts#fibonacci', '3', '--host', 'ssh://127.0.0.1:1'], env)
+    assert.is(r.code, 2)
+    assert.match(r.stderr, '127.0.0.1:1')
+  })
+  s('hosts reports each host: node version, platform, workers, cache; exit 2 when one is unreachable', async () => {
+    const ok = await farpipe(['hosts', 'farpipe-cli'], env)
+    assert.is(ok.code, 0, ok.stderr)
+    assert.match(ok.stdout.toString(), `farpipe-cli  ok  node ${process.version}`)
+    assert.match(ok.stdout.toString(), 'cache ')
+    const mixed = await farpipe(['hosts', 'farpipe-cli', 'ssh://127.0.0.1:1'], env)
+    assert.is(mixed.code, 2)
+    assert.match(mixed.stdout.toString(), /127\.0\.0\.1:1\s+unreachable: /)
+  })
+  s.run()
+}
