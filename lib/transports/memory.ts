@@ -49,7 +49,8 @@ export class MemoryTransport implements Transport {
 
   /** Cuts every channel now, as a dropped connection would. */
   cut(reason = 'the memory channel was cut'): void {
-    for (const p of this.pairs) p.cut(new TransportError(reason))
+    // A snapshot: a worker started while the cut runs (a call moving on) is a new channel, not cut.
+    for (const p of [...this.pairs]) p.cut(new TransportError(reason))
   }
 
   /** Garbles the kind byte of the next chunk's first frame sent towards the caller (a frame no peer would send). */

@@ -199,6 +199,26 @@ function map(all: Sshd[]): void {
     }
   })
 
+  s('calls queued behind busy workers move to the other host when theirs dies', async () => {
+    const transports = ['m1', 'm2'].map((host) => new MemoryTransport({ host, workers: 1 }))
+    const p = await pool({ transports, concurrency: 1, cacheDir: tempDir(), onLog: () => {} })
+    try {
+      const calls = Array.from({ length: 8 }, (_, x) => p.run(h.slowDouble, { x, ms: 40 }))
+      await until(() => p.stats().queued >= 4, 10_000, 'calls to queue')
+      transports[1]!.cut('m2 is gone')
+      const outcomes = await Promise.allSettled(calls.map((c) => c.result))
+      // The call running on m2 fails with it; every queued call runs, on m1.
+      const failed = outcomes.filter((o) => o.status === 'rejected')
+      assert.is(failed.length, 1, failed.map((f) => String((f as PromiseRejectedResult).reason?.message)).join(' | '))
+      assert.instance((failed[0] as PromiseRejectedResult).reason, TransportError)
+      const done = outcomes.filter((o): o is PromiseFulfilledResult<{ y: number; host: string }> => o.status === 'fulfilled').map((o) => o.value)
+      assert.is(done.length, 7)
+      assert.is(p.stats().queued, 0)
+    } finally {
+      await p.close()
+    }
+  })
+
   s('a stalled consumer stalls the source: at most concurrency items in flight; cancel returns the source and starts nothing more', async () => {
     const p = await memoryPool()
     let pulled = 0
