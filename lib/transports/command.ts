@@ -23,7 +23,7 @@ import { ENV_NAME } from '../ssh/config.ts'
 import { bootstrap, checkCacheDir, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
-import type { Transport, TransportEvents } from './transport.ts'
+import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /**
  * A host reached through a command: what `pool({ hosts })` takes next to SSH
@@ -210,7 +210,7 @@ export class CommandTransport implements Transport {
     const facts = this.facts ?? (await this.prepared())
     const where = `${this.host}/${index}`
     const child = this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
-    const tail: string[] = []
+    const tail = new StderrTail(STDERR_TAIL)
     let heard = false
     let destroyed = false
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -219,8 +219,7 @@ export class CommandTransport implements Transport {
     })
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (text: string) => {
-      tail.push(...text.split('\n').filter(Boolean))
-      if (tail.length > STDERR_TAIL) tail.splice(0, tail.length - STDERR_TAIL)
+      tail.push(text)
       events.stderr(text)
     })
     // EPIPE on a dead command's stdin is reported by 'close' below, with more to say.
@@ -235,11 +234,11 @@ export class CommandTransport implements Transport {
           : signal
             ? `was killed by ${signal}`
             : `exited with code ${code}`
-      const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
+      const last = tail.describe()
       const silent = !heard && !destroyed && !this.closing
       const error = new TransportError(`worker ${where} ${how}${silent ? ' before it said anything' : ''}${last}`, {
         host: this.host,
-        reason: silent ? classify(tail.join('\n')) : 'lost',
+        reason: silent ? classify(tail.text) : 'lost',
         cause: spawnError,
       })
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.

@@ -17,7 +17,7 @@ import * as path from 'node:path'
 import { TransportError } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { workerBundle } from '../worker/locate.ts'
-import type { Transport, TransportEvents } from './transport.ts'
+import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /** Options of the local transport. */
 export interface LocalOptions {
@@ -179,12 +179,11 @@ export class LocalTransport implements Transport {
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
     const where = `local/${index}`
-    const tail: string[] = []
+    const tail = new StderrTail(STDERR_TAIL)
     child.stdout!.on('data', (chunk: Buffer) => events.data(chunk))
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (text: string) => {
-      tail.push(...text.split('\n').filter(Boolean))
-      if (tail.length > STDERR_TAIL) tail.splice(0, tail.length - STDERR_TAIL)
+      tail.push(text)
       events.stderr(text)
     })
     // EPIPE on a dead worker's stdin is reported by 'close' below, with more to say.
@@ -195,7 +194,7 @@ export class LocalTransport implements Transport {
       this.children.delete(child)
       if (this.children.size === 0) process.off('exit', this.onExit)
       const how = spawnError ? `could not start: ${spawnError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`
-      const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
+      const last = tail.describe()
       events.close(new TransportError(`worker ${where} (pid ${child.pid ?? '?'}) ${how}${last}`, { cause: spawnError }))
     })
     child.stdin!.setDefaultEncoding?.('binary')

@@ -19,7 +19,7 @@ import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
 import { workerBundle } from '../worker/locate.ts'
-import type { Transport, TransportEvents } from './transport.ts'
+import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
@@ -152,7 +152,7 @@ export class SshTransport implements Transport {
         } else resolve(stream)
       })
     })
-    const tail: string[] = []
+    const tail = new StderrTail(STDERR_TAIL)
     let exit: { code: number | null; signal: string | undefined } | undefined
     let closed = false
     const close = (error: Error) => {
@@ -167,15 +167,14 @@ export class SshTransport implements Transport {
     // stderr shares the channel's window with stdout: always read it.
     ch.stderr.setEncoding('utf8')
     ch.stderr.on('data', (text: string) => {
-      tail.push(...text.split('\n').filter(Boolean))
-      if (tail.length > STDERR_TAIL) tail.splice(0, tail.length - STDERR_TAIL)
+      tail.push(text)
       events.stderr(text)
     })
     ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal }))
     ch.on('close', () => {
       if (exit) {
         const how = exit.signal ? `was killed by SIG${exit.signal}` : `exited with code ${exit.code}`
-        const last = tail.length ? `; its stderr ended with: ${tail.slice(-5).join(' | ')}` : ''
+        const last = tail.describe()
         close(new TransportError(`worker ${where} ${how}${last}`, { host: this.host, reason: 'lost' }))
         return
       }

@@ -28,3 +28,28 @@ export interface Transport {
   /** Waits for the worker processes to exit (their channels were ended), killing stragglers. */
   close(): Promise<void>
 }
+
+/**
+ * The last lines a worker process wrote to its stderr, kept to say why it
+ * died (the three transports report a death the same way).
+ */
+export class StderrTail {
+  readonly #lines: string[] = []
+  constructor(private readonly keep = 20) {}
+
+  /** Adds a chunk of stderr text. */
+  push(text: string): void {
+    this.#lines.push(...text.split('\n').filter(Boolean))
+    if (this.#lines.length > this.keep) this.#lines.splice(0, this.#lines.length - this.keep)
+  }
+
+  /** All the lines kept, one per line. */
+  get text(): string {
+    return this.#lines.join('\n')
+  }
+
+  /** `; its stderr ended with: a | b | c` (the last five lines), or '' when it wrote nothing. */
+  describe(): string {
+    return this.#lines.length ? `; its stderr ended with: ${this.#lines.slice(-5).join(' | ')}` : ''
+  }
+}
