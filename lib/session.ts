@@ -10,6 +10,7 @@ import { bundleByHash } from './bundle.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import type { Limits } from './options.ts'
+import type { WorkerStats } from './pool.ts'
 import { Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from './wire.ts'
 import type { CallerHello, WorkerHello } from './worker/runtime.ts'
 
@@ -39,16 +40,8 @@ export interface SessionCall {
   lost(error: TransportError): void
 }
 
-/** What a worker slot counts (see `Pool.stats()`); the sessions that fill it add to the same counters. */
-export interface WorkerCounters {
-  calls: number
-  errors: number
-  itemsIn: number
-  bytesIn: number
-  itemsOut: number
-  bytesOut: number
-  exits: number
-}
+/** What a worker slot counts (see `Pool.stats()`, whose fields these are); the sessions that fill it add to the same counters. */
+export type WorkerCounters = Pick<WorkerStats, 'calls' | 'errors' | 'itemsIn' | 'bytesIn' | 'itemsOut' | 'bytesOut' | 'exits'>
 
 /** Options of a session. */
 export interface SessionOptions {

@@ -303,16 +303,7 @@ function checkHostOptions(value: unknown): HostOptions {
   millis('keepaliveInterval')
   integer('keepaliveCountMax', 0)
   millis('connectTimeout')
-  if (o.env !== undefined) {
-    if (o.env === null || typeof o.env !== 'object' || Array.isArray(o.env)) throw type('env', 'an object of strings')
-    for (const [k, v] of Object.entries(o.env)) {
-      // The names reach the remote command line (quoted, but `env` would take a name with "-" as an option or one with "=" as part of the value).
-      if (!ENV_NAME.test(k)) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)} (names are letters, digits and _, not starting with a digit)`)
-      if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
-      // A NUL would cut the command line short on the host.
-      if (v.includes('\0')) throw new TypeError(`${where}: option env.${k} contains a NUL character, which no environment variable can hold`)
-    }
-  }
+  checkEnv(where, o.env)
   text('cacheDir')
   if (typeof o.cacheDir === 'string' && o.cacheDir.includes('\0')) throw type('cacheDir', 'a path without NUL characters')
   return o as unknown as HostOptions
@@ -533,5 +524,18 @@ function safeUid(): number {
     return os.userInfo().uid
   } catch {
     return -1
+  }
+}
+
+/** Refuses an `env` option that could not reach a remote command line intact; `where` names the host. */
+export function checkEnv(where: string, env: unknown): void {
+  if (env === undefined) return
+  if (env === null || typeof env !== 'object' || Array.isArray(env)) throw new TypeError(`${where}: option env must be an object of strings, got ${describe(env)}`)
+  for (const [k, v] of Object.entries(env)) {
+    // The names reach the remote command line (quoted, but `env` would take a name with "-" as an option or one with "=" as part of the value).
+    if (!ENV_NAME.test(k)) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)} (names are letters, digits and _, not starting with a digit)`)
+    if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
+    // A NUL would cut the command line short on the host.
+    if (v.includes('\0')) throw new TypeError(`${where}: option env.${k} contains a NUL character, which no environment variable can hold`)
   }
 }

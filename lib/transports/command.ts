@@ -19,7 +19,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
-import { ENV_NAME } from '../ssh/config.ts'
+import { checkEnv } from '../ssh/config.ts'
 import { bootstrap, checkCacheDir, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
@@ -122,14 +122,7 @@ export function checkCommandHost(value: unknown): CommandHost {
     throw type('node', 'a path that does not start with "-", or "upload"')
   }
   if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) throw type('cacheDir', 'a non-empty string')
-  if (o.env !== undefined) {
-    if (o.env === null || typeof o.env !== 'object' || Array.isArray(o.env)) throw type('env', 'an object of strings')
-    for (const [k, v] of Object.entries(o.env)) {
-      if (!ENV_NAME.test(k)) throw new TypeError(`${where}: option env has a bad variable name ${JSON.stringify(k)} (names are letters, digits and _, not starting with a digit)`)
-      if (typeof v !== 'string') throw new TypeError(`${where}: option env.${k} must be a string, got ${describe(v)}`)
-      if (v.includes('\0')) throw new TypeError(`${where}: option env.${k} contains a NUL character, which no environment variable can hold`)
-    }
-  }
+  checkEnv(where, o.env)
   if (o.nodeArgs !== undefined) words('nodeArgs', 0)
   if (o.connectTimeout !== undefined) {
     const v = o.connectTimeout
