@@ -141,3 +141,19 @@ export const doubleWhere = remote(async (job: { x: number; ms: number; attempt: 
   await sleep(job.ms)
   return { y: job.x * 2, host: context().host, attempt: job.attempt }
 })
+
+/** `files` items, each with a body of `size` bytes in chunks of `chunk` (streams nested in values). */
+export const bodies = remote(async function* (files: number, size: number, chunk: number) {
+  const bytes = new Uint8Array(chunk)
+  for (let i = 0; i < files; i++) {
+    let sent = 0
+    const body = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (sent >= size) return c.close()
+        c.enqueue(bytes)
+        sent += chunk
+      },
+    }, { highWaterMark: 0 })
+    yield { name: `file-${i}`, body }
+  }
+})

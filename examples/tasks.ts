@@ -1,5 +1,9 @@
 // A module of remote functions. No top-level side effects: this module is
 // bundled and evaluated on every worker.
+import { createReadStream } from 'node:fs'
+import { readdir } from 'node:fs/promises'
+import * as path from 'node:path'
+import { Readable } from 'node:stream'
 import { remote, context } from 'farpipe'
 
 /** The first `n` Fibonacci numbers, one at a time. */
@@ -34,4 +38,13 @@ export const movingAverage = remote(async function* (data: AsyncIterable<number>
 export const slowCount = remote(async function* () {
   const { signal } = context()
   for (let i = 0; !signal.aborted; i++) yield i
+})
+
+/** The files of a directory, each with its body as a stream: read when and if the caller wants it. */
+export const files = remote(async function* (dir: string) {
+  for (const entry of await readdir(dir, { withFileTypes: true })) {
+    if (!entry.isFile()) continue
+    const body = Readable.toWeb(createReadStream(path.join(dir, entry.name))) as ReadableStream<Uint8Array>
+    yield { name: entry.name, body }
+  }
 })

@@ -11,12 +11,14 @@
  */
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { readItems, readValue, valueBytes } from './codec.ts'
+import { readItems, readValue, streamsInItems, valueBytes, type StreamHooks } from './codec.ts'
 import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, TimeoutError, type TransportError } from './errors.ts'
-import { CreditWindow, type Watermarks } from './flow.ts'
+import { nestedInitial, type Watermarks } from './flow.ts'
 import { isInput, isStreamSource, type Input, type StreamSource } from './input.ts'
+import { openReceiver, WORKER_STREAMS } from './nested.ts'
+import { checkUnsent, closeUnread, pathTo, StreamPump, type PumpOwner } from './pump.ts'
 import { describe, type ResolvedCallOptions } from './options.ts'
-import { ItemQueue, ItemStream } from './queue.ts'
+import { ItemQueue, ItemStream, type NestedRef } from './queue.ts'
 import type { Session, SessionCall } from './session.ts'
 import { Kind, kindName, payloads, type Frame } from './wire.ts'
 import type { CallHeader, ErrorPayload } from './worker/runtime.ts'
@@ -170,131 +172,6 @@ export interface CallTarget {
   unused?(session: Session): void
 }
 
-/** One streamed argument: its source and the credit the worker granted for it. */
-class InputPump {
-  readonly window: CreditWindow
-  private wake: (() => void) | undefined
-  /** Set when the call no longer wants items from this source. */
-  stopped: unknown = undefined
-  /** Items sent so far. */
-  sent = 0
-  /** True while this side, not the worker, holds the stream up: the worker has granted room and the source has not filled it. */
-  get waitingHere(): boolean {
-    return this.stopped === undefined && this.window.open
-  }
-  private closeSource: ((reason: unknown) => unknown) | undefined
-  /** True once {@link run} began pulling the source. */
-  private ran = false
-
-  constructor(readonly core: CallCore, readonly id: number, readonly source: unknown, marks: Watermarks) {
-    this.window = new CreditWindow(marks)
-  }
-
-  get isInputPlaceholder(): boolean {
-    return isInput(this.source)
-  }
-
-  credit(c: { items: number; bytes: number }): void {
-    this.window.add(c)
-    this.wakeUp()
-  }
-
-  /** Waits until the worker has room (or the pump stops). */
-  async room(): Promise<void> {
-    while (!this.window.open && this.stopped === undefined) await new Promise<void>((r) => (this.wake = r))
-    if (this.stopped !== undefined) throw this.stopped
-  }
-
-  /** Sends one item within credit. Throws SerializeError (nothing sent) for a value that cannot be sent. */
-  send(value: unknown): void {
-    const bytes = this.core.sendItem(this.id, value, () => (this.isInputPlaceholder ? `input[${this.sent}]` : `${this.core.argPath(this.id)}[${this.sent}]`))
-    this.window.spend(bytes)
-    this.sent++
-  }
-
-  /** Stops pulling and lets the source clean up (generator `return()`, reader `cancel()`). */
-  stop(reason: unknown): void {
-    if (this.stopped !== undefined) return
-    this.stopped = reason ?? new CancelError('the call has finished')
-    this.wakeUp()
-    const close = this.closeSource ?? (this.ran ? undefined : () => closeUnread(this.source, reason))
-    this.closeSource = undefined
-    if (close) Promise.resolve().then(() => close(reason)).catch(() => {})
-  }
-
-  private wakeUp(): void {
-    const w = this.wake
-    this.wake = undefined
-    w?.()
-  }
-
-  /** Pulls the source while there is credit, until it ends, fails or the pump stops. */
-  async run(): Promise<void> {
-    const src = this.source as Record<PropertyKey, unknown>
-    if (this.isInputPlaceholder || this.stopped !== undefined) return // fed by the writable, or already given up
-    this.ran = true
-    try {
-      if (src instanceof ReadableStream) {
-        const reader = (src as ReadableStream<unknown>).getReader()
-        this.closeSource = (reason) => reader.cancel(reason)
-        await this.loop(() => reader.read(), true, () => reader.releaseLock())
-      } else if (typeof src[Symbol.asyncIterator] === 'function') {
-        const it = (src[Symbol.asyncIterator] as () => AsyncIterator<unknown>)()
-        this.closeSource = () => it.return?.()
-        await this.loop(() => it.next(), true)
-      } else {
-        const it = src as unknown as Iterator<unknown>
-        this.closeSource = () => it.return?.()
-        await this.loop(() => it.next(), false)
-      }
-    } catch (err) {
-      if (this.stopped === undefined) this.core.fail(err, true)
-    }
-  }
-
-  private async loop(next: () => IteratorResult<unknown> | Promise<IteratorResult<unknown>>, isAsync: boolean, done?: () => void): Promise<void> {
-    for (;;) {
-      if (this.stopped !== undefined) return
-      if (!this.window.open) {
-        await this.room().catch(() => {})
-        continue
-      }
-      let r: IteratorResult<unknown>
-      try {
-        r = isAsync ? await next() : (next() as IteratorResult<unknown>)
-      } catch (err) {
-        // The source failed: the remote function sees its input error.
-        if (this.stopped === undefined) {
-          this.closeSource = undefined
-          this.core.inputFailed(this.id, err)
-        }
-        return
-      }
-      if (this.stopped !== undefined) return
-      if (r.done) {
-        this.closeSource = undefined
-        done?.()
-        this.core.inputEnded(this.id)
-        return
-      }
-      this.send(r.value)
-    }
-  }
-}
-
-/**
- * Lets a source that was never read clean up, as a source that was read is
- * when its call ends: a call cancelled, aborted or failed before it started
- * must not leave a ReadableStream (a file, a socket) open.
- */
-function closeUnread(source: unknown, reason: unknown): unknown {
-  if (isInput(source)) return undefined
-  if (source instanceof ReadableStream) return source.locked ? undefined : source.cancel(reason)
-  const it = source as { return?: (v?: unknown) => unknown }
-  // Iterators (generator objects, array iterators) have return(); an iterable that is not its own iterator was never opened.
-  return typeof it.return === 'function' ? it.return() : undefined
-}
-
 const enum State {
   /** Not yet sent to a worker. */
   Starting,
@@ -305,7 +182,7 @@ const enum State {
 }
 
 /** The caller's side of one call (everything but the public face). */
-export class CallCore implements SessionCall {
+export class CallCore implements SessionCall, PumpOwner {
   readonly generator: boolean
   readonly result: Promise<unknown>
   private resolveResult!: (v: unknown) => void
@@ -314,12 +191,35 @@ export class CallCore implements SessionCall {
   private stream: ItemStream<unknown> | undefined
   private writableStream: WritableStream<unknown> | undefined
   private writableController: WritableStreamDefaultController | undefined
-  private readonly pumps = new Map<number, InputPump>()
-  private inputPump: InputPump | undefined
+  /** Streams this side feeds while they run: streamed arguments, and streams nested in the items of an input. */
+  private readonly pumps = new Map<number, StreamPump>()
+  /** The id the next stream this side opens gets (ids below it were opened). */
+  private nextStream = 1
+  /** Pumps numbered by an item being encoded: started once it is sent, let go if it cannot be. */
+  private pending: StreamPump[] = []
+  /** Hooks that number the streams nested in an input's items. */
+  private readonly itemHooks: StreamHooks = { toId: (v) => this.openPump(v) }
+  private inputPump: StreamPump | undefined
+  /** Every source this call has sent as a stream: each may be sent once. */
+  private readonly sentSources = new WeakSet<object>()
+  /** Streams the worker sends, nested in what it yields or returns, while they are open. */
+  private readonly receivers = new Map<number, ItemQueue<unknown>>()
+  /** The highest id of a worker's stream seen so far (they only grow). */
+  private highestReceived = WORKER_STREAMS - 1
+  private readonly marks: Watermarks
+  /** True once the call ended with nested streams still open: the session routes their frames here until they end. */
+  private lingering = false
   private readonly args: Buffer
-  private readonly argPaths = new Map<number, string>()
+  /** How many streams the arguments opened (ids 1 to this). */
+  private readonly argumentStreams: number
   private state = State.Starting
   private session: Session | undefined
+  /**
+   * Holds the process open while `work` is pending (set by the pool): a
+   * reader waiting for a nested stream's next item must not see the process
+   * exit under it, though the call itself has ended.
+   */
+  keepAlive: ((work: Promise<unknown>) => void) | undefined
   /** The host the call was sent to, once it was. */
   hostName: string | undefined
   private id = 0
@@ -365,29 +265,29 @@ export class CallCore implements SessionCall {
     this.finalPromise = new Promise((r) => (this.finalResolve = r))
     this.started = new Promise((r) => (this.startedResolve = r))
     const marks = { items: options.highWaterMark, bytes: options.highWaterBytes }
+    this.marks = marks
     this.output = new ItemQueue(marks, {
       credit: (c) => this.session?.send(Kind.credit, this.id, 0, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => this.cancel(reason),
     })
     // Encoding the arguments first means a value that cannot be sent fails here, before anything is sent.
-    let nextStream = 1
     const toId = (v: unknown): number | undefined => {
       if (!isStreamSource(v)) return undefined
       if (isInput(v) && this.inputPump) throw new TypeError('`input` may appear only once among the arguments of a call')
-      const id = nextStream++
-      if (id > 0xffff) throw new RangeError('a call may stream at most 65535 arguments')
-      const pump = new InputPump(this, id, v, marks)
+      if (!isInput(v)) checkUnsent(v, this.sentSources)
+      const id = this.streamId()
+      let named: string | undefined
+      const pump = new StreamPump(this, id, v, marks, () => (named ??= isInput(v) ? 'input' : pathTo('args', args, v)))
       this.pumps.set(id, pump)
       if (isInput(v)) this.inputPump = pump
       return id
     }
     this.args = valueBytes(args, 'args', { toId })
+    this.argumentStreams = this.nextStream - 1
     // The call frame also carries a small JSON header; leave it room.
     if (this.args.byteLength + 4096 > maxFrameBytes) {
       throw new SerializeError(`args: ${this.args.byteLength} bytes exceed maxFrameBytes ${maxFrameBytes}; pass large data as a stream (an iterator or ReadableStream) instead`, 'args')
     }
-    // Name each streamed argument by its position, for messages about its items.
-    for (const [id, pump] of this.pumps) this.argPaths.set(id, `args[${args.indexOf(pump.source)}]`)
   }
 
   private get label(): string {
@@ -419,6 +319,7 @@ export class CallCore implements SessionCall {
         module: where.module,
         out: this.output.ledger.initial,
         streams: [...this.pumps.keys()].map((id) => ({ id, items: this.options.highWaterMark, bytes: this.options.highWaterBytes })),
+        nested: this.marks,
       }
       const head = Buffer.from(JSON.stringify(header), 'utf8')
       const payload = Buffer.allocUnsafe(4 + head.byteLength + this.args.byteLength)
@@ -428,7 +329,8 @@ export class CallCore implements SessionCall {
       session.send(Kind.call, this.id, 0, payload)
       this.state = State.Running
       this.startedResolve()
-      for (const pump of this.pumps.values()) void pump.run()
+      // A copy: pumps started here may open more (streams nested in the items they send).
+      for (const pump of [...this.pumps.values()]) void pump.run()
     } catch (err) {
       this.fail(err)
     }
@@ -494,92 +396,158 @@ export class CallCore implements SessionCall {
     return this.writableStream
   }
 
-  argPath(id: number): string {
-    return this.argPaths.get(id) ?? `args[?]`
+  /** The next id for a stream this side opens. */
+  private streamId(): number {
+    if (this.nextStream >= WORKER_STREAMS) throw new RangeError(`a call may send at most ${WORKER_STREAMS - 1} streams`)
+    return this.nextStream++
   }
 
-  /** Writes one item of streamed argument `stream` (the pump checked the credit). */
+  /**
+   * Writes one item of stream `stream` (the pump checked the credit),
+   * numbering the streams nested in it: they start once the item is written
+   * (their frames follow it), and are let go if it cannot be.
+   */
   sendItem(stream: number, value: unknown, path: () => string): number {
-    if (this.state !== State.Running || !this.session) throw new CancelError(`${this.label} is not running`)
+    // Once sent, a call's stream is fed until the worker ends it (it may outlive the call's result); not before, and not once the worker is gone.
+    if (this.state === State.Starting || !this.session) throw new CancelError(`${this.label} is not running`)
     this.activity()
-    const bytes = this.session.sendItem(this.id, stream, value, path)
+    let bytes: number
+    try {
+      bytes = this.session.sendItem(this.id, stream, value, path, this.itemHooks)
+    } catch (err) {
+      const dropped = this.pending
+      this.pending = []
+      for (const pump of dropped) Promise.resolve().then(() => closeUnread(pump.source, err)).catch(() => {})
+      throw err
+    }
     this.session.counters.itemsOut++
     this.session.counters.bytesOut += bytes
+    if (this.pending.length > 0) {
+      const started = this.pending
+      this.pending = []
+      for (const pump of started) {
+        let named: string | undefined
+        pump.path = () => (named ??= pathTo(path(), value, pump.source))
+        this.pumps.set(pump.id, pump)
+        void pump.run()
+      }
+    }
     return bytes
   }
 
+  /** Numbers a stream found in an input's item being sent. */
+  private openPump(v: unknown): number | undefined {
+    if (!isStreamSource(v) || isInput(v)) return undefined
+    checkUnsent(v, this.sentSources)
+    const id = this.streamId()
+    this.pending.push(new StreamPump(this, id, v, nestedInitial(this.marks), () => `stream ${id}`))
+    return id
+  }
+
+  pumpEnded(pump: StreamPump): void {
+    this.inputEnded(pump.id)
+  }
+
+  pumpFailed(pump: StreamPump, error: unknown): void {
+    this.inputFailed(pump.id, error)
+  }
+
+  /** An item could not be sent: for a streamed argument the call fails (nothing half-sent); a nested stream errors alone. */
+  pumpBroke(pump: StreamPump, error: unknown): void {
+    if (this.argument(pump)) return this.fail(error, true)
+    this.inputFailed(pump.id, error)
+  }
+
+  /** True for a streamed argument of the call (numbered with the arguments), not a stream nested in an input's item. */
+  private argument(pump: StreamPump): boolean {
+    return pump.id <= this.argumentStreams
+  }
+
   inputEnded(stream: number): void {
-    this.pumps.get(stream)?.stop(new CancelError('the input has ended'))
-    if (this.state === State.Running) this.session?.send(Kind.end, this.id, stream)
+    const pump = this.pumps.get(stream)
+    if (!pump) return
+    this.pumps.delete(stream)
+    pump.stop(new CancelError('the input has ended'))
+    if (this.state !== State.Starting) this.session?.send(Kind.end, this.id, stream)
+    this.checkForget()
   }
 
   inputFailed(stream: number, error: unknown): void {
-    this.pumps.get(stream)?.stop(error)
-    if (this.state !== State.Running) return
-    let payload: Buffer
-    try {
-      payload = valueBytes(error, `${this.argPath(stream)} error`)
-    } catch {
-      payload = valueBytes(new Error(String(error)), 'error')
+    const pump = this.pumps.get(stream)
+    if (!pump) return
+    this.pumps.delete(stream)
+    pump.stop(error)
+    if (this.state !== State.Starting && this.session) {
+      let payload: Buffer
+      try {
+        payload = valueBytes(error, `${pump.path()} error`)
+      } catch {
+        payload = valueBytes(new Error(String(error)), 'error')
+      }
+      this.session.send(Kind.error, this.id, stream, payload)
     }
-    this.session?.send(Kind.error, this.id, stream, payload)
+    this.checkForget()
   }
 
   // -- frames from the worker ---------------------------------------------------
 
   frame(f: Frame): void {
+    if (f.stream >= WORKER_STREAMS) return this.nestedFrame(f)
     switch (f.kind) {
       case Kind.data: {
-        // The worker sends items only on the output stream; the input streams' items go the other way.
-        if (f.stream !== 0) throw new ProtocolError(`worker ${this.where} sent data on stream ${f.stream} of call ${this.id}, which only has an output stream 0`)
-        if (this.state !== State.Running) return
-        const items = readItems(f.payload, f.owned)
-        this.activity()
-        this.output.push(items, f.payload.byteLength)
-        const counters = this.session?.counters
-        if (counters) {
-          counters.itemsIn += items.length
-          counters.bytesIn += f.payload.byteLength
+        // The worker sends items only on the output stream and its own streams; the input streams' items go the other way.
+        if (f.stream !== 0) throw new ProtocolError(`worker ${this.where} sent data on stream ${f.stream} of call ${this.id}, which is a stream of the caller's`)
+        if (this.state !== State.Running) {
+          // Dropped unread (the call was cancelled or failed): the streams inside are let go at once.
+          streamsInItems(f.payload, (id) => this.dropReceiver(id))
+          return
         }
+        const nested: NestedRef[] = []
+        const items = readItems(f.payload, f.owned, (id, item) => this.receiver(id, nested, item))
+        this.activity()
+        this.output.push(items, f.payload.byteLength, nested.length > 0 ? nested : undefined)
+        this.countIn(items.length, f.payload.byteLength)
         if (items.length > 0) this.streamed = true
         return
       }
-      case Kind.credit:
-        this.pump(f).credit(payloads.readCredit(f.payload))
+      case Kind.credit: {
+        const pump = this.pump(f)
+        if (!pump) return
+        pump.credit(payloads.readCredit(f.payload))
         if (this.state === State.Running) this.activity()
         return
+      }
       case Kind.cancel: {
-        // The remote function stopped reading this argument.
+        // The remote function stopped reading this stream.
         const pump = this.pump(f)
-        const err = new CancelError(`${this.label} stopped reading ${pump.isInputPlaceholder ? 'its input' : this.argPath(f.stream)}`)
+        if (!pump) return
+        const err = new CancelError(`${this.label} stopped reading ${pump.isInputPlaceholder ? 'its input' : pump.path()}`)
+        this.pumps.delete(pump.id)
         pump.stop(err)
         if (pump === this.inputPump) this.errorWritable(err)
+        this.checkForget()
         return
       }
       case Kind.end: {
         this.outputFrame(f)
         // Decoded before anything changes: a payload that cannot be read is a protocol error, and the call fails with the session.
-        const { value, streamed } = payloads.readEnd(f.payload, readValue)
+        const nested: NestedRef[] = []
+        const { value, streamed } = payloads.readEnd(f.payload, (p) => readValue(p, { fromId: (id) => this.receiver(id, nested, 0) }))
         if (streamed) this.streamed = true
-        else if (this.session) {
-          // A function's return value is what it sends this side: counted as an item.
-          this.session.counters.itemsIn++
-          this.session.counters.bytesIn += f.payload.byteLength
-        }
-        this.finished()
-        if (this.settle()) {
+        // A function's return value is what it sends this side: counted as an item.
+        else this.countIn(1, f.payload.byteLength)
+        if (this.settle(true)) {
           this.output.end()
           this.resolveResult(value)
+        } else {
+          for (const n of nested) n.cancel()
         }
+        this.finished()
         return
       }
       case Kind.error: {
         this.outputFrame(f)
-        const body = readValue(f.payload) as ErrorPayload
-        if (typeof body !== 'object' || body === null || !('error' in body) || typeof body.index !== 'number') {
-          throw new ProtocolError(`worker ${this.where} sent an error frame for call ${this.id} whose payload is not an error report (${describe(body)})`)
-        }
-        const err = this.remoteError(body)
+        const err = this.remoteError(this.errorReport(f))
         if (this.session) this.session.counters.errors++
         this.finished()
         if (this.settle()) {
@@ -600,10 +568,92 @@ export class CallCore implements SessionCall {
     }
   }
 
-  /** The pump of the input stream a frame is about; a stream the call does not have is a protocol error. */
-  private pump(f: Frame): InputPump {
+  /** The payload of an error frame, checked. */
+  private errorReport(f: Frame): ErrorPayload {
+    const body = readValue(f.payload) as ErrorPayload
+    if (typeof body !== 'object' || body === null || !('error' in body) || typeof body.index !== 'number') {
+      throw new ProtocolError(`worker ${this.where} sent an error frame for stream ${f.stream} of call ${this.id} whose payload is not an error report (${describe(body)})`)
+    }
+    return body
+  }
+
+  private countIn(items: number, bytes: number): void {
+    const counters = this.session?.counters
+    if (!counters) return
+    counters.itemsIn += items
+    counters.bytesIn += bytes
+  }
+
+  /**
+   * The reader of the worker's stream `id`, named in a value that just
+   * arrived (in item `item` of a batch, whose refs go to `refs`). Ids only
+   * grow: one seen before, or not the worker's, is a protocol error.
+   */
+  private receiver(id: number, refs: NestedRef[], item: number): ReadableStream<unknown> {
+    if (id < WORKER_STREAMS || id <= this.highestReceived) {
+      throw new ProtocolError(`worker ${this.where} named stream ${id} in a value of call ${this.id}, which is not a new stream of the worker's`)
+    }
+    this.highestReceived = id
+    const { queue, stream } = openReceiver(this.marks, nestedInitial(this.marks), {
+      credit: (c) => this.session?.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
+      cancel: () => {
+        if (!this.receivers.delete(id)) return
+        this.session?.send(Kind.cancel, this.id, id)
+        this.checkForget()
+      },
+      waiting: (until) => this.keepAlive?.(until),
+    })
+    this.receivers.set(id, queue)
+    refs.push({ index: item, cancel: () => void queue.cancel(new CancelError('the item that carried this stream was dropped unread')) })
+    return stream
+  }
+
+  /** A stream named in a value that is dropped unread: the worker is told to stop it. */
+  private dropReceiver(id: number): undefined {
+    if (id < WORKER_STREAMS || id <= this.highestReceived) {
+      throw new ProtocolError(`worker ${this.where} named stream ${id} in a value of call ${this.id}, which is not a new stream of the worker's`)
+    }
+    this.highestReceived = id
+    this.session?.send(Kind.cancel, this.id, id)
+    return undefined
+  }
+
+  /** A frame about one of the worker's streams (a nested stream it sends). */
+  private nestedFrame(f: Frame): void {
+    const q = this.receivers.get(f.stream)
+    if (!q) {
+      // Cancelled or ended here already: its frames may have crossed the cancel. One never named is a lie.
+      if (f.stream > this.highestReceived) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.id}, which it never named`)
+      if (f.kind === Kind.data) streamsInItems(f.payload, (id) => this.dropReceiver(id))
+      return
+    }
+    switch (f.kind) {
+      case Kind.data: {
+        const nested: NestedRef[] = []
+        const items = readItems(f.payload, f.owned, (id, item) => this.receiver(id, nested, item))
+        q.push(items, f.payload.byteLength, nested.length > 0 ? nested : undefined)
+        this.countIn(items.length, f.payload.byteLength)
+        return
+      }
+      case Kind.end:
+        q.end()
+        break
+      case Kind.error:
+        q.fail(this.remoteError(this.errorReport(f), 'a stream sent by'))
+        break
+      default:
+        throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for its own stream ${f.stream} of call ${this.id}`)
+    }
+    this.receivers.delete(f.stream)
+    this.checkForget()
+  }
+
+  /** The pump of the stream a frame is about (undefined if it stopped already); a stream this side never opened is a protocol error. */
+  private pump(f: Frame): StreamPump | undefined {
     const pump = this.pumps.get(f.stream)
-    if (!pump) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.id}, which has no such input stream`)
+    if (!pump && (f.stream === 0 || f.stream >= this.nextStream)) {
+      throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.id}, which has no such input stream`)
+    }
     return pump
   }
 
@@ -620,7 +670,10 @@ export class CallCore implements SessionCall {
   lost(error: TransportError): void {
     if (this.state !== State.Settled && this.session) this.session.counters.errors++
     this.session = undefined
+    for (const q of this.receivers.values()) q.fail(error)
+    this.receivers.clear()
     this.fail(error)
+    this.stopPumps()
     this.finished()
   }
 
@@ -677,8 +730,12 @@ export class CallCore implements SessionCall {
     }, this.options.cancelGrace)
   }
 
-  /** Marks the outcome decided; false if it already was. Stops timers, pumps and the writable. */
-  private settle(): boolean {
+  /**
+   * Marks the outcome decided; false if it already was. Stops timers, and
+   * unless the function returned (`success`: the worker may still read its
+   * inputs, and ends each itself), pumps and the writable.
+   */
+  private settle(success = false): boolean {
     if (this.state === State.Settled) return false
     this.state = State.Settled
     this.startedResolve()
@@ -686,23 +743,48 @@ export class CallCore implements SessionCall {
     this.timers = []
     clearTimeout(this.idleTimer)
     if (this.abortListener) this.options.signal?.removeEventListener('abort', this.abortListener)
-    // Built only when something needs it: an error's stack costs microseconds, on every call.
-    if (this.pumps.size > 0 || this.writableController) {
-      const stop = new CancelError(`${this.label} has finished`)
-      for (const pump of this.pumps.values()) pump.stop(stop)
-      this.errorWritable(stop)
-    }
+    if (!success) this.stopPumps()
     return true
   }
 
-  /** The worker's last frame for this call arrived (or never will): release the id. */
+  /** Stops feeding every stream of this side, and errors the writable. */
+  private stopPumps(): void {
+    // Built only when something needs it: an error's stack costs microseconds, on every call.
+    if (this.pumps.size > 0 || this.writableController) {
+      const stop = new CancelError(`${this.label} has finished`)
+      const pumps = [...this.pumps.values()]
+      this.pumps.clear()
+      for (const pump of pumps) pump.stop(stop)
+      this.errorWritable(stop)
+    }
+    this.checkForget()
+  }
+
+  /**
+   * The worker's last frame for this call arrived (or never will): release
+   * the id. While streams of the call are open either way, the session
+   * still routes their frames here (see {@link checkForget}).
+   */
   private finished(): void {
     if (this.final) return
     this.final = true
     clearTimeout(this.graceTimer)
     this.graceTimer = undefined
-    if (this.session && this.id) this.session.release(this.id)
+    this.lingering = this.openStreams
+    if (this.session && this.id) this.session.release(this.id, this.lingering ? this : undefined)
     this.finalResolve()
+  }
+
+  /** True while a stream of the call is open either way. */
+  private get openStreams(): boolean {
+    return this.pumps.size > 0 || this.receivers.size > 0
+  }
+
+  /** Once a call that ended has no stream open, the session forgets it. */
+  private checkForget(): void {
+    if (!this.lingering || this.openStreams) return
+    this.lingering = false
+    this.session?.forget(this.id)
   }
 
   /** Errors the writable side, so a pipe into it stops (and cancels its source) instead of waiting for room that will not come. */
@@ -710,14 +792,15 @@ export class CallCore implements SessionCall {
     this.writableController?.error(err)
   }
 
-  private remoteError(body: ErrorPayload): Error {
+  /** The error a remote failure gives: of the call, or (`where`: 'a stream sent by') of one of its nested streams. */
+  private remoteError(body: ErrorPayload, where = 'in'): Error {
     const e = body.error
     if (body.runtime && e instanceof FarpipeError) return e
     const isError = e instanceof Error
     const remoteName = isError ? e.name : typeof e
     const message = isError ? e.message : String(e)
     return new RemoteError(
-      `${remoteName}: ${message} (in ${this.label} on ${this.session?.where ?? 'its worker'}, after ${body.index} item${body.index === 1 ? '' : 's'})`,
+      `${remoteName}: ${message} (${where} ${this.label} on ${this.session?.where ?? 'its worker'}, after ${body.index} item${body.index === 1 ? '' : 's'})`,
       {
         errorName: remoteName,
         remoteStack: isError ? String(e.stack ?? '') : '',

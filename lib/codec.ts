@@ -457,9 +457,11 @@ export class ItemWriter {
    * new frame first when this item would take it past the soft limit.
    * Returns the bytes it counts for against the receiver's byte credit.
    * Throws {@link SerializeError} (nothing written) when the item cannot be
-   * sent or exceeds `maxFrameBytes`; `path` names it in the message.
+   * sent or exceeds `maxFrameBytes`; `path` names it in the message. `hooks`
+   * number the streams nested in it (a value with a stream inside is never
+   * JSON-safe, so only devalue items meet them).
    */
-  write(v: unknown, path: () => string): number {
+  write(v: unknown, path: () => string, hooks?: StreamHooks): number {
     const w = this.w
     if (typeof v === 'number') {
       // The first item of a run also counts for the run's header, so the items
@@ -489,7 +491,7 @@ export class ItemWriter {
       text = JSON.stringify(v)
     } else {
       tag = Tag.value
-      value = encodeValue(v, path())
+      value = encodeValue(v, path(), hooks)
     }
     // Size before writing: exact for bytes and values, an upper bound for text.
     let size = bytes ? bytes.byteLength : value ? value.bytes : text!.length * 3
@@ -561,7 +563,20 @@ export class ItemWriter {
  * the payload unless `owned` (the payload's buffer belongs to this frame
  * alone): then they are views of it, saving a copy of every bulk chunk.
  */
-export function readItems(payload: Uint8Array, owned = false): unknown[] {
+export function readItems(payload: Uint8Array, owned = false, fromId?: (id: number, item: number) => unknown): unknown[] {
+  return walkItems(payload, owned, fromId, false)
+}
+
+/**
+ * Reads only what a dropped data frame must not lose: the streams nested in
+ * its items (each named to `fromId`, so that the receiver can cancel it).
+ * Numbers, JSON runs and bytes are skipped without being decoded.
+ */
+export function streamsInItems(payload: Uint8Array, fromId: (id: number, item: number) => unknown): void {
+  walkItems(payload, false, fromId, true)
+}
+
+function walkItems(payload: Uint8Array, owned: boolean, fromId: ((id: number, item: number) => unknown) | undefined, skip: boolean): unknown[] {
   const b = asBuffer(payload)
   const end = b.byteLength
   let out: unknown[] | undefined
@@ -573,6 +588,10 @@ export function readItems(payload: Uint8Array, owned = false): unknown[] {
     o += 5
     if (tag === Tag.numbers) {
       if (o + n * 8 > end) throw new ProtocolError(`run of ${n} numbers overruns its frame (${end - o} bytes left)`)
+      if (skip) {
+        o += n * 8
+        continue
+      }
       out ??= []
       for (let k = 0; k < n; k++, o += 8) out.push(b.readDoubleLE(o))
       continue
@@ -582,6 +601,10 @@ export function readItems(payload: Uint8Array, owned = false): unknown[] {
       const len = b.readUInt32LE(o)
       o += 4
       if (o + len > end) throw new ProtocolError(`JSON run of ${len} bytes overruns its frame (${end - o} left)`)
+      if (skip) {
+        o += len
+        continue
+      }
       let run: unknown
       try {
         run = JSON.parse(b.toString('utf8', o, o + len))
@@ -598,6 +621,11 @@ export function readItems(payload: Uint8Array, owned = false): unknown[] {
     }
     if (o + n > end) throw new ProtocolError(`item of ${n} bytes overruns its frame (${end - o} left)`)
     out ??= []
+    if (skip && tag !== Tag.value) {
+      if (tag !== Tag.bytes && tag !== Tag.arrayBuffer) throw new ProtocolError(`unknown item tag ${tag}`)
+      o += n
+      continue
+    }
     switch (tag) {
       case Tag.bytes: {
         if (owned) {
@@ -615,9 +643,11 @@ export function readItems(payload: Uint8Array, owned = false): unknown[] {
         out.push(copy.buffer)
         break
       }
-      case Tag.value:
-        out.push(readValueAt(b, o, o + n))
+      case Tag.value: {
+        const item = out.length
+        out.push(readValueAt(b, o, o + n, fromId && { fromId: (id) => fromId(id, item) }))
         break
+      }
       default:
         throw new ProtocolError(`unknown item tag ${tag}`)
     }

@@ -44,14 +44,20 @@ export class CreditLedger {
   private owedItems: number
   private owedBytes: number
 
-  /** Starts with the whole window granted: both sides agree on it when the stream opens. */
-  constructor(marks: Watermarks) {
+  /**
+   * Starts with `initial` granted (the whole window unless said otherwise):
+   * both sides agree on it when the stream opens. A stream nested in a
+   * value starts with a small part of its window (see {@link nestedInitial}),
+   * and gets the rest once its reader takes an item.
+   */
+  constructor(marks: Watermarks, initial: Credit = marks) {
     if (!(marks.items >= 1) || !(marks.bytes >= 1)) {
       throw new RangeError(`high-water marks must be at least 1 (items ${marks.items}, bytes ${marks.bytes})`)
     }
     this.marks = marks
-    this.owedItems = marks.items
-    this.owedBytes = marks.bytes
+    this.owedItems = Math.min(initial.items, marks.items)
+    this.owedBytes = Math.min(initial.bytes, marks.bytes)
+    this.initial = { items: this.owedItems, bytes: this.owedBytes }
   }
 
   /** True while the sender holds credit for at least one more item (granted, not yet used). */
@@ -59,10 +65,8 @@ export class CreditLedger {
     return this.owedItems > 0 && this.owedBytes > 0
   }
 
-  /** The credit the sender starts with. */
-  get initial(): Credit {
-    return { items: this.marks.items, bytes: this.marks.bytes }
-  }
+  /** The credit the sender starts with (what this ledger was built owing). */
+  readonly initial: Credit
 
   /**
    * Records items that arrived. More items than granted, or a frame sent
@@ -109,6 +113,23 @@ export class CreditLedger {
     this.owedBytes += roomBytes
     return { items: roomItems, bytes: roomBytes }
   }
+}
+
+/** Bytes a stream nested in a value may send before its reader takes anything. */
+export const NESTED_INITIAL_BYTES = 64 * 1024
+
+/** Items a stream nested in a value may send before its reader takes anything. */
+export const NESTED_INITIAL_ITEMS = 256
+
+/**
+ * The credit a stream nested in a value (a file's body in a yielded item)
+ * starts with: a small part of its window, so that a thousand bodies nobody
+ * reads hold a thousand small windows, not a thousand whole ones, while a
+ * small body arrives with its item. Its reader's first read grants the rest.
+ * Both sides compute it from the same marks.
+ */
+export function nestedInitial(marks: Watermarks): Credit {
+  return { items: Math.min(marks.items, NESTED_INITIAL_ITEMS), bytes: Math.min(marks.bytes, NESTED_INITIAL_BYTES) }
 }
 
 /** The sending side's credit: what it may still send. */

@@ -9,7 +9,7 @@
  */
 import { ProtocolError, SerializeError, type FarpipeError } from './errors.ts'
 import { FlushPolicy } from './flow.ts'
-import { ItemWriter } from './codec.ts'
+import { ItemWriter, type StreamHooks } from './codec.ts'
 import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind, kindName, type Frame } from './wire.ts'
 import { resolveLimits, type Limits } from './options.ts'
 
@@ -140,7 +140,7 @@ export abstract class Link implements ChannelEvents {
    * needed. Returns the bytes the item counts for. Throws SerializeError with
    * nothing written when the item cannot be sent.
    */
-  sendItem(call: number, stream: number, value: unknown, path: () => string): number {
+  sendItem(call: number, stream: number, value: unknown, path: () => string, hooks?: StreamHooks): number {
     if (this.openCall !== call || this.openStream !== stream || !this.out.open) {
       this.closeOpenFrame()
       this.out.begin(Kind.data, call, stream)
@@ -149,7 +149,7 @@ export abstract class Link implements ChannelEvents {
     }
     let bytes: number
     try {
-      bytes = this.items.write(value, path)
+      bytes = this.items.write(value, path, hooks)
     } catch (err) {
       if (this.out.frameBytes <= HEADER_BYTES) {
         this.out.abandon()

@@ -576,6 +576,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   #track(core: CallCore): void {
     this.#calls.add(core)
     this.#busy(core.finalPromise.then(() => void this.#calls.delete(core)))
+    core.keepAlive = (work) => this.#busy(work)
   }
 
   /** Holds the process open until `work` settles (a call, or a worker starting). */

@@ -11,12 +11,20 @@
  */
 import { CreditLedger, type Credit, type Watermarks } from './flow.ts'
 
+/** A stream that arrived inside item `index` of a batch: cancelled if that item is dropped unread. */
+export interface NestedRef {
+  index: number
+  cancel(): void
+}
+
 /** What a queue tells the side that owns it. */
 export interface QueueHooks {
   /** The consumer made room: grant the sender this much more. */
   credit(credit: Credit): void
   /** The consumer gave up on the stream; resolves when the sender has stopped. */
   cancel(reason: unknown): Promise<void> | void
+  /** The consumer waits for the next item until `until` settles (a pool holds the process open meanwhile). */
+  waiting?(until: Promise<unknown>): void
 }
 
 interface Batch {
@@ -24,6 +32,8 @@ interface Batch {
   at: number
   /** Bytes each item of the batch counts for (the frame's bytes shared out evenly). */
   per: number
+  /** Streams nested in the batch's items, by item. */
+  nested: NestedRef[] | undefined
 }
 
 interface Waiter {
@@ -45,8 +55,8 @@ export class ItemQueue<T> {
   /** Called once, when the consumer sees the end or the error (used to release a reader lock). */
   onFinal: (() => void) | undefined
 
-  constructor(marks: Watermarks, private readonly hooks: QueueHooks) {
-    this.ledger = new CreditLedger(marks)
+  constructor(marks: Watermarks, private readonly hooks: QueueHooks, initial?: Credit) {
+    this.ledger = new CreditLedger(marks, initial)
   }
 
   /** Items waiting for the consumer. */
@@ -59,11 +69,19 @@ export class ItemQueue<T> {
     return this.ended || this.failure !== undefined || this.cancelled
   }
 
-  /** Adds a batch that arrived in one frame of `bytes` bytes. Ignored after cancel. */
-  push(items: unknown[], bytes: number): void {
-    if (this.cancelled || items.length === 0) return
+  /**
+   * Adds a batch that arrived in one frame of `bytes` bytes. Ignored after
+   * cancel. `nested` names the streams inside its items: those of items
+   * dropped unread (the consumer cancelled, the stream failed) are cancelled,
+   * so that their sources do not stay open for a reader that will never come.
+   */
+  push(items: unknown[], bytes: number, nested?: NestedRef[]): void {
+    if (this.cancelled || this.failure || items.length === 0) {
+      if (nested) for (const n of nested) n.cancel()
+      return
+    }
     this.ledger.received(items.length, bytes)
-    this.batches.push({ items, at: 0, per: bytes / items.length })
+    this.batches.push({ items, at: 0, per: bytes / items.length, nested })
     const w = this.waiter
     if (w) {
       this.waiter = undefined
@@ -100,9 +118,11 @@ export class ItemQueue<T> {
       this.final()
       return Promise.resolve(DONE)
     }
-    return new Promise<IteratorResult<T>>((resolve, reject) => {
+    const wait = new Promise<IteratorResult<T>>((resolve, reject) => {
       this.waiter = { resolve: resolve as Waiter['resolve'], reject }
     })
+    this.hooks.waiting?.(wait)
+    return wait
   }
 
   /** The consumer gives up: queued items are dropped and the sender is told to stop. */
@@ -134,6 +154,10 @@ export class ItemQueue<T> {
   }
 
   private discard(): void {
+    for (let i = this.head; i < this.batches.length; i++) {
+      const b = this.batches[i]
+      if (b?.nested) for (const n of b.nested) if (n.index >= b.at) n.cancel()
+    }
     this.batches = []
     this.head = 0
     this.ledger.consumed(this.ledger.queuedItems, this.ledger.queuedBytes)

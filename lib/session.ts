@@ -7,6 +7,7 @@
  * @module
  */
 import { bundleByHash } from './bundle.ts'
+import { streamsInItems } from './codec.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import type { Limits } from './options.ts'
@@ -84,6 +85,8 @@ export class Session extends Link {
   private readyReject!: (e: unknown) => void
   private readonly hello: CallerHello
   private readonly calls = new Map<number, SessionCall>()
+  /** Calls that ended while streams nested in their values are still open: frames still reach them, but they are not load. */
+  private readonly lingering = new Map<number, SessionCall>()
   private nextId = 1
   /** Call frames sent, and bundles the worker asked for: a worker asks once per bundle, so many more asks than calls is a flood. */
   private callsSent = 0
@@ -183,12 +186,23 @@ export class Session extends Link {
     return id
   }
 
-  /** Forgets a finished call, and passes on what it printed without a final newline. */
-  release(id: number): void {
+  /**
+   * Forgets a finished call, and passes on what it printed without a final
+   * newline. With `lingering`, frames for the call still reach it (streams
+   * nested in its values are open) until {@link forget}; it no longer counts
+   * as a call in flight.
+   */
+  release(id: number, lingering?: SessionCall): void {
     if (!this.calls.delete(id)) return
+    if (lingering && !this.dead) this.lingering.set(id, lingering)
     this.flushLog(id)
     this.drain()
     this.onRelease?.()
+  }
+
+  /** A lingering call's nested streams have all ended: its frames are no longer wanted. */
+  forget(id: number): void {
+    this.lingering.delete(id)
   }
 
   /**
@@ -283,8 +297,10 @@ export class Session extends Link {
         if (f.kind === Kind.call || f.kind === Kind.bundle || f.kind > Kind.cancelled) {
           throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from worker ${this.where}`)
         }
-        const call = this.calls.get(f.call)
+        const call = this.calls.get(f.call) ?? this.lingering.get(f.call)
         if (call) return call.frame(f)
+        // Items that crossed the end of their call: the streams they name are stopped, not left waiting for a reader.
+        if (f.kind === Kind.data && f.call !== 0 && f.call < this.nextId) streamsInItems(f.payload, (id) => this.send(Kind.cancel, f.call, id))
         // A frame for a call already released (an item that crossed a cancel) is dropped; one for a call never started is a lie.
         if (f.call === 0 || f.call >= this.nextId) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for call ${f.call}, which was never started`)
       }
@@ -301,8 +317,9 @@ export class Session extends Link {
     clearTimeout(this.pingTimer)
     this.readyReject(err)
     for (const key of [...this.partial.keys()]) this.flushKey(key)
-    const calls = [...this.calls.values()]
+    const calls = [...this.calls.values(), ...this.lingering.values()]
     this.calls.clear()
+    this.lingering.clear()
     for (const c of calls) c.lost(err)
     this.onDeath?.(err)
   }

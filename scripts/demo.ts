@@ -1,7 +1,8 @@
-// The demo: the three streaming examples of DESIGN.md on the embedded local
+// The demo: the streaming examples of DESIGN.md on the embedded local
 // pool (worker processes on this machine), each result printed as it arrives.
 import { input, pool } from 'farpipe'
-import { fibonacci, movingAverage, runningMean } from '../examples/tasks.ts'
+import { fileURLToPath } from 'node:url'
+import { files, fibonacci, movingAverage, runningMean } from '../examples/tasks.ts'
 
 const t0 = performance.now()
 const ms = () => `${(performance.now() - t0).toFixed(0).padStart(5)} ms`
@@ -20,5 +21,16 @@ console.log(`\nBoth ways: a moving average (window 3) of 1..6 as a pipeThrough s
 await ReadableStream.from([1, 2, 3, 4, 5, 6])
   .pipeThrough(p.run(movingAverage, input, 3))
   .pipeTo(new WritableStream({ write: (v) => console.log(`${ms()}  movingAverage → ${v}`) }))
+
+console.log(`\nStreams inside values: the files at the top of this repository, each with its body as a stream (read for .md and .json files)`)
+for await (const { name, body } of p.run(files, fileURLToPath(new URL('..', import.meta.url)))) {
+  if (!/\.(md|json)$/.test(name)) {
+    await body.cancel() // not wanted: the file on the worker's side is closed unread
+    continue
+  }
+  let lines = 0
+  for await (const chunk of body) for (const byte of chunk) if (byte === 10) lines++
+  console.log(`${ms()}  files → ${name}: ${lines} lines`)
+}
 
 console.log(`\n${ms()}  done`)

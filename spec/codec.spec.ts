@@ -1,8 +1,8 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { deepStrictEqual } from 'node:assert'
-import './helpers.ts'
-import { encodeValue, ItemWriter, readItems, readValue, valueBytes } from '../lib/codec.ts'
+import { thrown } from './helpers.ts'
+import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes } from '../lib/codec.ts'
 import { CancelError, ProtocolError, SerializeError, TimeoutError } from '../lib/errors.ts'
 import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind } from '../lib/wire.ts'
 
@@ -547,4 +547,40 @@ items('reports an item that overruns its frame as a protocol error', () => {
 
 value.run()
 hostile.run()
+items('readItems names each stream in a value with the index of its item', () => {
+  const w = new FrameWriter()
+  const iw = new ItemWriter(w, { softFrameBytes: 1 << 20, maxFrameBytes: 1 << 24 })
+  let next = 0x8000
+  const hooks = { toId: (v: unknown) => (v instanceof ReadableStream ? next++ : undefined) }
+  w.begin(Kind.data, 1, 0)
+  iw.write(1, () => 'x', hooks)
+  iw.write({ a: 1 }, () => 'x', hooks)
+  iw.write({ body: new ReadableStream(), more: [new ReadableStream()] }, () => 'x', hooks)
+  iw.write('text', () => 'x', hooks)
+  iw.write({ body: new ReadableStream() }, () => 'x', hooks)
+  iw.close()
+  w.end()
+  const payload = new FrameDecoder().decode(Buffer.concat(w.takeParts()))[0]!.payload
+  const seen: [number, number][] = []
+  const got = readItems(payload, false, (id, item) => {
+    seen.push([id, item])
+    return `stream ${id}`
+  }) as unknown[]
+  assert.equal(seen, [[0x8000, 2], [0x8001, 2], [0x8002, 4]])
+  assert.equal(got[2], { body: 'stream 32768', more: ['stream 32769'] })
+  // Skipping reads only the values, and names the same streams.
+  const skipped: number[] = []
+  streamsInItems(payload, (id) => void skipped.push(id))
+  assert.equal(skipped, [0x8000, 0x8001, 0x8002])
+})
+
+items('a stream in an item with no hooks to number it cannot be sent, and names the item', () => {
+  const w = new FrameWriter()
+  const iw = new ItemWriter(w, { softFrameBytes: 1 << 20, maxFrameBytes: 1 << 24 })
+  w.begin(Kind.data, 1, 0)
+  const err = thrown(() => iw.write({ body: new ReadableStream() }, () => 'yield[4]'))
+  assert.instance(err, SerializeError)
+  assert.match(err.message, 'yield[4].body: instance of ReadableStream cannot be sent')
+})
+
 items.run()

@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import './helpers.ts'
 import { ProtocolError } from '../lib/errors.ts'
-import { CreditLedger, CreditWindow, FlushPolicy } from '../lib/flow.ts'
+import { CreditLedger, nestedInitial, CreditWindow, FlushPolicy } from '../lib/flow.ts'
 
 const ledger = suite('CreditLedger')
 
@@ -154,5 +154,15 @@ flush('writes a batch that has waited too long even if items keep coming fast', 
 })
 
 ledger.run()
+ledger('a nested stream starts with a small first window, never more than its marks', () => {
+  assert.equal(nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }), { items: 256, bytes: 64 * 1024 })
+  assert.equal(nestedInitial({ items: 2, bytes: 100 }), { items: 2, bytes: 100 })
+  const l = new CreditLedger({ items: 4096, bytes: 8 * 1024 * 1024 }, nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }))
+  assert.ok(l.owes)
+  l.received(1, 70_000) // one item may overdraw the first window
+  assert.not.ok(l.owes)
+  assert.throws(() => l.received(1, 10), /no byte credit left/)
+})
+
 window.run()
 flush.run()

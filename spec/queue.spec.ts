@@ -133,5 +133,48 @@ s('a second reader is refused while for await holds the lock', () => {
   assert.throws(() => stream.getReader())
 })
 
+q('cancel cancels the streams nested in items not yet read, and only those', async () => {
+  const { q } = queue(10)
+  const cancelled: string[] = []
+  const ref = (index: number, name: string) => ({ index, cancel: () => void cancelled.push(name) })
+  q.push([1, 2, 3], 30, [ref(0, 'a'), ref(2, 'c')])
+  q.push([4], 10, [ref(0, 'd')])
+  assert.equal(await q.next(), { done: false, value: 1 })
+  await q.cancel('enough')
+  assert.equal(cancelled, ['c', 'd'])
+})
+
+q('a batch that arrives after a cancel or a failure has its nested streams cancelled at once', async () => {
+  const { q } = queue(10)
+  const cancelled: number[] = []
+  await q.cancel()
+  q.push([1], 10, [{ index: 0, cancel: () => void cancelled.push(1) }])
+  const f = queue(10).q
+  f.fail(new Error('gone'), true)
+  f.push([2], 10, [{ index: 0, cancel: () => void cancelled.push(2) }])
+  assert.equal(cancelled, [1, 2])
+  assert.is(f.size, 0)
+})
+
+q('a queue built with a smaller first credit grants the rest once its reader takes an item', async () => {
+  const credits: Credit[] = []
+  const nq = new ItemQueue<number>({ items: 100, bytes: 100_000 }, { credit: (c) => void credits.push(c), cancel: () => {} }, { items: 10, bytes: 1000 })
+  assert.equal(nq.ledger.initial, { items: 10, bytes: 1000 })
+  nq.push([1], 500)
+  assert.equal(credits, [])
+  await nq.next()
+  assert.equal(credits, [{ items: 100 - 9, bytes: 100_000 - 500 }])
+})
+
+q('a reader waiting for an item is reported, so that a pool can hold the process open', async () => {
+  const waits: Promise<unknown>[] = []
+  const wq = new ItemQueue<number>({ items: 4, bytes: 100 }, { credit: () => {}, cancel: () => {}, waiting: (p) => void waits.push(p) })
+  const next = wq.next()
+  assert.is(waits.length, 1)
+  wq.push([5], 1)
+  assert.equal(await next, { done: false, value: 5 })
+  assert.equal(await waits[0], { done: false, value: 5 })
+})
+
 q.run()
 s.run()

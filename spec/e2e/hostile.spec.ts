@@ -116,6 +116,32 @@ frames('items sent beyond the item credit are cut off', async () => {
   }
 })
 
+frames('data on a nested stream that no value named is cut off', async () => {
+  await cutOff('nested-unnamed', 'stream 32773 of call 1, which it never named')
+})
+
+frames('two items naming the same nested stream are cut off', async () => {
+  await cutOff('nested-named-twice', 'named stream 32768 in a value of call 1, which is not a new stream')
+})
+
+frames("an item naming a stream in the caller's range is cut off", async () => {
+  await cutOff('nested-caller-id', 'named stream 3 in a value of call 1')
+})
+
+frames('a nested stream sent beyond its byte credit is cut off, and the caller holds no more than its window', async () => {
+  const p = await hostile('nested-flood')
+  try {
+    // 200 MiB sent on a body whose first window is 64 KiB, and which nobody reads.
+    const { value: err, growthMiB } = await peakGrowth(() => rejection(p.run(t.countAsync, 1).result))
+    assert.instance(err, TransportError)
+    assert.instance(err.cause, ProtocolError)
+    assert.match(err.cause.message, 'with no byte credit left')
+    assert.ok(growthMiB < 100, `the caller grew by ${growthMiB.toFixed(0)} MiB`)
+  } finally {
+    await p.close()
+  }
+})
+
 // Regression: the call was released and marked settled before the payload
 // was decoded, so a payload of null left its result and stream unsettled.
 frames('an error frame whose payload is null fails the call instead of leaving it hanging', async () => {

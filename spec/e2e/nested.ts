@@ -1,0 +1,231 @@
+// Streams nested in values (DESIGN.md §1, "Streams anywhere in values"),
+// written once and run on the embedded local pool (nested-local.spec.ts)
+// and over a real sshd (nested-ssh.spec.ts).
+import { createHash } from 'node:crypto'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { CancelError, RemoteError, SerializeError, TransportError, type Pool, type PoolOptions } from 'farpipe'
+import * as n from '../fixtures/nested.ts'
+import { rejection, sleep, tempDir, until } from '../helpers.ts'
+
+/** Where the suites run. */
+export interface Target {
+  name: string
+  open(options?: PoolOptions): Promise<Pool>
+}
+
+const MiB = 1024 * 1024
+
+/** The SHA-256 of everything a byte stream gives. */
+async function sha(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const h = createHash('sha256')
+  for await (const chunk of stream) {
+    assert.instance(chunk, Uint8Array)
+    h.update(chunk)
+  }
+  return h.digest('hex')
+}
+
+/** Bytes a source pushes, in chunks of 64 KiB (the same as a body of `seed`). */
+function localBody(seed: number, size: number): ReadableStream<Uint8Array> {
+  let i = 0
+  let at = 0
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= size) return c.close()
+      const k = Math.min(65536, size - at)
+      c.enqueue(n.bodyChunk(seed, i++, k))
+      at += k
+    },
+  })
+}
+
+export function nestedSuites(target: Target): void {
+  const s = suite(`${target.name}: streams nested in values`)
+  let p: Pool
+  s.before(async () => {
+    p = await target.open({ workers: 1, cacheDir: tempDir() })
+  })
+  s.after(async () => {
+    await p?.close()
+  })
+  s.before.each(async () => {
+    await p.run(n.resetCounts)
+  })
+
+  s('yielded items carry byte bodies of several MiB, read in another order than yielded, each intact', async () => {
+    const items: { name: string; seed: number; body: ReadableStream<Uint8Array> }[] = []
+    for await (const item of p.run(n.files, 4, 3 * MiB)) items.push(item)
+    assert.equal(items.map((f) => f.name), ['file-0', 'file-1', 'file-2', 'file-3'])
+    for (const f of [items[2]!, items[0]!, items[3]!, items[1]!]) {
+      assert.instance(f.body, ReadableStream)
+      assert.is(await sha(f.body), n.bodyHash(f.seed, 3 * MiB), f.name)
+    }
+    const counts = await p.run(n.sourceCounts)
+    assert.is(counts.closed, 4)
+    assert.is(counts.cancelled, 0)
+  })
+
+  s('bodies read at the same time, interleaved, arrive intact', async () => {
+    const items: { seed: number; body: ReadableStream<Uint8Array> }[] = []
+    for await (const item of p.run(n.files, 3, 2 * MiB)) items.push(item)
+    const hashes = await Promise.all(items.map((f) => sha(f.body)))
+    assert.equal(hashes, items.map((f) => n.bodyHash(f.seed, 2 * MiB)))
+  })
+
+  s('a result that is a stream, and a result object holding one', async () => {
+    const stream = await p.run(n.streamResult, 7, 2 * MiB)
+    assert.instance(stream, ReadableStream)
+    assert.is(await sha(stream), n.bodyHash(7, 2 * MiB))
+    const obj = await p.run(n.objectResult, 8, MiB + 3)
+    assert.is(obj.name, 'result')
+    assert.is(await sha(obj.body), n.bodyHash(8, MiB + 3))
+  })
+
+  s('a nested argument stream and a nested result stream flow at once (the result settles first)', async () => {
+    const size = 4 * MiB
+    const { echoed } = await p.run(n.echoNested, { data: localBody(3, size) })
+    // The result arrived while the argument was still being sent: its stream is fed by it.
+    assert.is(await sha(echoed), n.bodyHash(3, size))
+  })
+
+  s('streams nested in the items of a streamed argument reach the remote, which reads each', async () => {
+    const items = [0, 1, 2].map((i) => ({ name: `in-${i}`, body: localBody(10 + i, MiB + i) }))
+    const out: { name: string; sha: string }[] = []
+    for await (const x of p.run(n.hashBodies, items.values())) out.push(x)
+    assert.equal(out, items.map((x, i) => ({ name: x.name, sha: n.bodyHash(10 + i, MiB + i) })))
+  })
+
+  s('cancelling a nested stream reaches its source on the other side', async () => {
+    const items: { body: ReadableStream<Uint8Array> }[] = []
+    for await (const item of p.run(n.files, 2, 10 * MiB)) items.push(item)
+    const reader = items[0]!.body.getReader()
+    assert.ok(!(await reader.read()).done)
+    await reader.cancel(new Error('enough'))
+    await until(async () => (await p.run(n.sourceCounts)).cancelled === 1, 10_000, 'the source to see its cancel')
+    // The other body is untouched by it and still reads to its end.
+    assert.is(await sha(items[1]!.body), n.bodyHash(1, 10 * MiB))
+    const counts = await p.run(n.sourceCounts)
+    assert.is(counts.cancelled, 1)
+    assert.is(counts.closed, 1)
+  })
+
+  s('an error inside one nested stream errors that stream only, with RemoteError', async () => {
+    const call = p.run(n.oneBadBody, 3, MiB, 1, 2)
+    const items: { seed: number; body: ReadableStream<Uint8Array> }[] = []
+    for await (const item of call) items.push(item)
+    assert.is(await call.result, undefined)
+    const err = await rejection(sha(items[1]!.body))
+    assert.instance(err, RemoteError)
+    assert.match(err.message, /body 1 broke at chunk 2/)
+    assert.is(err.index, 2)
+    assert.is(await sha(items[0]!.body), n.bodyHash(0, MiB))
+    assert.is(await sha(items[2]!.body), n.bodyHash(2, MiB))
+  })
+
+  s('a stalled nested reader bounds its producer to its window', async () => {
+    const q = await target.open({ workers: 1, cacheDir: tempDir() })
+    try {
+      // 1 MiB windows: the source may run 16 chunks of 64 KiB ahead, plus one in flight.
+      const view = q.with({ highWaterBytes: MiB })
+      let body: ReadableStream<Uint8Array> | undefined
+      for await (const item of view.run(n.endless)) body = item.body
+      const reader = body!.getReader()
+      for (let i = 0; i < 3; i++) await reader.read()
+      await sleep(300)
+      const first = (await q.run(n.sourceCounts)).pulled
+      await sleep(300)
+      const later = (await q.run(n.sourceCounts)).pulled
+      assert.is(later, first, 'the source is not pulled while the reader stalls')
+      assert.ok(first <= 3 + 16 + 2, `pulled ${first} chunks of 64 KiB for a 1 MiB window`)
+      await reader.cancel()
+      await until(async () => (await q.run(n.sourceCounts)).cancelled === 1, 10_000, 'the cancel')
+    } finally {
+      await q.close()
+    }
+  })
+
+  s('1,000 yielded items whose bodies are never read hold one small window each', async () => {
+    const items: { body: ReadableStream<Uint8Array> }[] = []
+    global.gc?.()
+    const before = process.memoryUsage()
+    for await (const item of p.run(n.files, 1000, MiB)) items.push(item)
+    const counts = await p.run(n.sourceCounts)
+    assert.is(counts.opened, 1000)
+    // Each source gave at most what its body's first window holds (one 64 KiB chunk), not its 1 MiB.
+    assert.ok(counts.pulled <= 1000, `the sources gave ${counts.pulled} chunks of 64 KiB`)
+    global.gc?.()
+    const grown = process.memoryUsage().arrayBuffers - before.arrayBuffers
+    assert.ok(grown < 200 * MiB, `the caller holds ${(grown / MiB).toFixed(0)} MiB more for 1,000 unread 1 MiB bodies`)
+    // Cancelling them lets every source go.
+    await Promise.all(items.map((f) => f.body.cancel()))
+    await until(async () => (await p.run(n.sourceCounts)).cancelled === 1000, 20_000, 'every source to see its cancel')
+  })
+
+  s('breaking out of the call keeps the bodies already delivered readable, and lets the others go', async () => {
+    let kept: { seed: number; body: ReadableStream<Uint8Array> } | undefined
+    for await (const item of p.run(n.files, 200, 100_000, 50_000)) {
+      kept = item
+      break
+    }
+    assert.is(await sha(kept!.body), n.bodyHash(kept!.seed, 100_000, 50_000))
+    // Items the generator made before it saw the cancel, and their bodies, are let go: no source stays open.
+    await until(async () => {
+      const c = await p.run(n.sourceCounts)
+      return c.opened === c.closed + c.cancelled
+    }, 10_000, 'every source to be closed or cancelled')
+  })
+
+  s('the same stream yielded twice is refused with a SerializeError naming the item', async () => {
+    const call = p.run(n.sameTwice)
+    const got: unknown[] = []
+    const err = await rejection((async () => {
+      for await (const x of call) got.push(x)
+    })())
+    assert.instance(err, SerializeError)
+    assert.match(err.message, /yield\[1\]/)
+    assert.match(err.message, /sent already/)
+    assert.is(got.length, 1)
+  })
+
+  s('the worker killed while nested streams are open errors each with TransportError', async () => {
+    const q = await target.open({ workers: 1, cacheDir: tempDir() })
+    try {
+      let item: { pid: number; body: ReadableStream<Uint8Array> } | undefined
+      for await (const x of q.run(n.endless)) item = x
+      const reader = item!.body.getReader()
+      assert.ok(!(await reader.read()).done)
+      process.kill(item!.pid, 'SIGKILL')
+      const err = await rejection((async () => {
+        for (;;) if ((await reader.read()).done) return
+      })())
+      assert.instance(err, TransportError)
+    } finally {
+      await q.close()
+    }
+  })
+
+  s('close() of the pool errors the nested streams still open with TransportError', async () => {
+    const q = await target.open({ workers: 1, cacheDir: tempDir() })
+    let body: ReadableStream<Uint8Array> | undefined
+    for await (const x of q.run(n.endless)) body = x.body
+    const reader = body!.getReader()
+    await reader.read()
+    await q.close()
+    const err = await rejection((async () => {
+      for (;;) if ((await reader.read()).done) return
+    })())
+    assert.instance(err, TransportError)
+  })
+
+  s('cancelling a body nobody read yet is a CancelError-free no-op for the call', async () => {
+    const call = p.run(n.files, 2, 1000)
+    const items: { body: ReadableStream<Uint8Array> }[] = []
+    for await (const x of call) items.push(x)
+    await items[0]!.body.cancel(new CancelError('not wanted'))
+    assert.is(await call.result, undefined)
+    assert.is(await sha(items[1]!.body), n.bodyHash(1, 1000))
+  })
+
+  s.run()
+}
