@@ -172,6 +172,16 @@ export interface CallTarget {
   unused?(session: Session): void
 }
 
+/** A cancel's reason as a frame payload, if it can be sent (a cancel is sent without one otherwise). */
+function reasonBytes(reason: unknown): Buffer | undefined {
+  if (reason === undefined) return undefined
+  try {
+    return valueBytes(reason, 'reason')
+  } catch {
+    return undefined
+  }
+}
+
 const enum State {
   /** Not yet sent to a worker. */
   Starting,
@@ -425,9 +435,10 @@ export class CallCore implements SessionCall, PumpOwner {
     if (this.pending.length > 0) {
       const started = this.pending
       this.pending = []
+      const at = path() // now: the index it names moves on
       for (const pump of started) {
         let named: string | undefined
-        pump.path = () => (named ??= pathTo(path(), value, pump.source))
+        pump.path = () => (named ??= pathTo(at, value, pump.source))
         this.pumps.set(pump.id, pump)
         void pump.run()
       }
@@ -596,9 +607,9 @@ export class CallCore implements SessionCall, PumpOwner {
     this.highestReceived = id
     const { queue, stream } = openReceiver(this.marks, nestedInitial(this.marks), {
       credit: (c) => this.session?.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
-      cancel: () => {
+      cancel: (reason) => {
         if (!this.receivers.delete(id)) return
-        this.session?.send(Kind.cancel, this.id, id)
+        this.session?.send(Kind.cancel, this.id, id, reasonBytes(reason))
         this.checkForget()
       },
       waiting: (until) => this.keepAlive?.(until),
@@ -698,13 +709,7 @@ export class CallCore implements SessionCall, PumpOwner {
     this.output.fail(error, drop)
     this.rejectResult(error)
     if (wasRunning && this.session && !this.final) {
-      let reason: Buffer | undefined
-      try {
-        reason = valueBytes(error, 'reason')
-      } catch {
-        reason = undefined
-      }
-      this.session.send(Kind.cancel, this.id, 0, reason)
+      this.session.send(Kind.cancel, this.id, 0, reasonBytes(error))
       this.awaitConfirmation()
     } else {
       this.finished()

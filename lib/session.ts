@@ -202,7 +202,7 @@ export class Session extends Link {
 
   /** A lingering call's nested streams have all ended: its frames are no longer wanted. */
   forget(id: number): void {
-    this.lingering.delete(id)
+    if (this.lingering.delete(id)) this.drain()
   }
 
   /**
@@ -229,7 +229,7 @@ export class Session extends Link {
    * has a call awaiting forever answers, and its other calls go on).
    */
   private ping(): void {
-    if (this.dead || this.calls.size === 0) return
+    if (this.dead || this.calls.size + this.lingering.size === 0) return
     this.pongWanted = true
     this.send(Kind.ping, 0, 0, undefined, true)
     this.pingTimer = setTimeout(() => {
@@ -238,7 +238,7 @@ export class Session extends Link {
   }
 
   private drain(): void {
-    if (!this.retired || this.dead || this.calls.size > 0) return
+    if (!this.retired || this.dead || this.calls.size + this.lingering.size > 0) return
     this.end()
     setTimeout(() => {
       if (!this.dead) this.destroy('it was retired and did not exit')

@@ -1,7 +1,7 @@
 // Type-level spec, checked by `npm run typecheck` (never run): types flow from
 // the remote function to the call site. Each @ts-expect-error must be an error.
 import { input, pool, remote, type RemoteCall, type ThenableCall } from 'farpipe'
-import { fibonacci, movingAverage, runningMean } from '../examples/tasks.ts'
+import { files, fibonacci, movingAverage, runningMean } from '../examples/tasks.ts'
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false
 function expectType<T extends true>(_: T): void {}
@@ -18,6 +18,14 @@ export async function checks(): Promise<void> {
   p.run(fibonacci)
   // @ts-expect-error too many arguments
   p.run(fibonacci, 1, 2)
+
+  // Streams nested in values keep the types written in the remote function.
+  const listed = p.run(files, '/tmp')
+  expectType<Equal<typeof listed, RemoteCall<never, { name: string; body: ReadableStream<Uint8Array> }, void>>>(true)
+  for await (const { name, body } of listed) {
+    expectType<Equal<typeof name, string>>(true)
+    expectType<Equal<typeof body, ReadableStream<Uint8Array>>>(true)
+  }
 
   // AsyncIterable<number> parameters take streams, async iterables, iterators and `input`.
   const mean: ThenableCall<never, number[]> = p.run(runningMean, [1, 2, 3].values())

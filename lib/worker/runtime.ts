@@ -162,7 +162,7 @@ export class WorkerRuntime extends Link {
       case Kind.end: return call.inputEnd(f.stream)
       case Kind.error: return call.inputError(f.stream, readValue(f.payload))
       case Kind.cancel:
-        if (f.stream !== 0) return call.cancelSender(f.stream)
+        if (f.stream !== 0) return call.cancelSender(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
         return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
       case Kind.credit: return call.credit(f.stream, payloads.readCredit(f.payload))
       default: throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from the caller`)
@@ -445,11 +445,11 @@ class RunningCall implements PumpOwner {
     this.sender(stream, 'credit')?.credit(c)
   }
 
-  /** The caller cancelled the nested stream `stream`: its source's `cancel()` runs. */
-  cancelSender(stream: number): void {
+  /** The caller cancelled the nested stream `stream`: its source's `cancel()` runs, with the caller's reason. */
+  cancelSender(stream: number, reason: unknown): void {
     const pump = this.sender(stream, 'cancel')
     if (!pump) return
-    this.stopSender(pump, new CancelError(`the caller cancelled the stream at ${pump.path()}`))
+    this.stopSender(pump, reason ?? new CancelError(`the caller cancelled the stream at ${pump.path()}`))
   }
 
   /** A running sender, or undefined for one that ended already; an id never opened is a protocol error. */
@@ -541,7 +541,7 @@ class RunningCall implements PumpOwner {
       this.abandonPending(err)
       throw err
     }
-    this.startPending(() => path(), value)
+    this.startPending(path, value)
     return bytes
   }
 
@@ -560,9 +560,10 @@ class RunningCall implements PumpOwner {
     if (this.pending.length === 0) return
     const started = this.pending
     this.pending = []
+    const at = root() // now: the index it names moves on
     for (const pump of started) {
       let named: string | undefined
-      pump.path = () => (named ??= pathTo(root(), value, pump.source))
+      pump.path = () => (named ??= pathTo(at, value, pump.source))
       this.senders.set(pump.id, pump)
       void pump.run()
     }

@@ -2,6 +2,8 @@
 // written once and run on the embedded local pool (nested-local.spec.ts)
 // and over a real sshd (nested-ssh.spec.ts).
 import { createHash } from 'node:crypto'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CancelError, RemoteError, SerializeError, TransportError, type Pool, type PoolOptions } from 'farpipe'
@@ -107,6 +109,7 @@ export function nestedSuites(target: Target): void {
     assert.is(await sha(items[1]!.body), n.bodyHash(1, 10 * MiB))
     const counts = await p.run(n.sourceCounts)
     assert.is(counts.cancelled, 1)
+    assert.equal(counts.cancelReasons, ['enough'], "the source's cancel() gets the reader's reason")
     assert.is(counts.closed, 1)
   })
 
@@ -186,6 +189,55 @@ export function nestedSuites(target: Target): void {
     assert.match(err.message, /yield\[1\]/)
     assert.match(err.message, /sent already/)
     assert.is(got.length, 1)
+  })
+
+  s('a value in a nested stream that cannot be sent errors that stream only, with a SerializeError naming it', async () => {
+    const items: { name: string; body: ReadableStream<unknown> }[] = []
+    for await (const x of p.run(n.unsendableBody)) items.push(x)
+    const reader = items[0]!.body.getReader()
+    assert.equal((await reader.read()).value, new Uint8Array([1, 2, 3]))
+    const err = await rejection(reader.read())
+    assert.instance(err, SerializeError)
+    assert.match(err.message, 'yield[0].body[1].save: function cannot be sent')
+    assert.is(await sha(items[1]!.body as ReadableStream<Uint8Array>), n.bodyHash(1, 1000))
+  })
+
+  s("an error in the source of a stream nested in an input's item reaches the remote reading it", async () => {
+    const broken = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.error(new Error('disk on fire'))
+      },
+    })
+    const items = [{ name: 'ok', body: localBody(1, 1000) }, { name: 'broken', body: broken }]
+    const err = await rejection((async () => {
+      for await (const _ of p.run(n.hashBodies, items.values())) { /* read */ }
+    })())
+    assert.instance(err, RemoteError)
+    assert.match(err.message, 'disk on fire')
+  })
+
+  s("a value in an input item's nested stream that cannot be sent fails there, naming its path", async () => {
+    const bad = ReadableStream.from<unknown>([new Uint8Array(1), () => {}])
+    const items = [{ name: 'bad', body: bad }]
+    const err = await rejection((async () => {
+      for await (const _ of p.run(n.hashBodies, items.values())) { /* read */ }
+    })())
+    assert.instance(err, RemoteError)
+    assert.match(err.message, 'args[0][0].body[1]: function cannot be sent')
+  })
+
+  s('a body dropped without being read or cancelled is cancelled once it is garbage (the safety net)', async () => {
+    setFlagsFromString('--expose-gc')
+    const gc = runInNewContext('gc') as () => void
+    await (async () => {
+      for await (const _ of p.run(n.files, 1, MiB)) { /* the item, and its body, are dropped */ }
+    })()
+    await until(async () => {
+      gc()
+      await sleep(20)
+      return (await p.run(n.sourceCounts)).cancelled === 1
+    }, 10_000, 'the dropped body to be cancelled')
+    assert.match((await p.run(n.sourceCounts)).cancelReasons[0]!, 'dropped without being read')
   })
 
   s('the worker killed while nested streams are open errors each with TransportError', async () => {
