@@ -36,6 +36,7 @@ export function jsonTrouble(value: unknown, at: string, seen = new Set<object>()
   const obj = value as object
   if (seen.has(obj)) return `${at}: a cycle`
   if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return `${at}: ${obj.constructor.name} (bytes)`
+  if (obj instanceof ReadableStream) return `${at}: a ReadableStream (a stream nested in a value; read it from a script with p.run())`
   if (obj instanceof Map || obj instanceof Set) return `${at}: ${obj.constructor.name}`
   seen.add(obj)
   try {
@@ -68,9 +69,10 @@ export function encodeItem(value: unknown, index: number, format: Format, bytes:
     const type = value === null ? 'null' : typeof value === 'object' ? `instance of ${value.constructor?.name ?? 'Object'}` : typeof value
     throw new FormatError(`item ${index} is ${type}, not bytes: with --bytes the function must yield Uint8Array chunks (drop --bytes for JSON lines)`)
   }
-  if (format === 'devalue') return devalue.stringify(value) + '\n'
   const trouble = jsonTrouble(value, 'item')
+  if (format === 'devalue' && !trouble?.includes('ReadableStream')) return devalue.stringify(value) + '\n'
   if (trouble) {
+    if (trouble.includes('ReadableStream')) throw new FormatError(`item ${index} cannot be written as a line: ${trouble}`)
     throw new FormatError(
       `item ${index} cannot be written as a JSON line (${trouble}); use --format devalue (one devalue.stringify line per item)` +
         ' or, for bytes, --bytes (raw chunks)',

@@ -144,6 +144,15 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.equal(lines(d.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
   })
 
+  s('an item holding a nested stream is refused in either format, naming where the stream is', async () => {
+    for (const format of ['json', 'devalue']) {
+      const r = await run(['run', 'cli-tasks.ts#withBody', '--format', format])
+      assert.is(r.code, 2, format)
+      assert.equal(lines(r.stdout), [])
+      assert.match(r.stderr, 'item 0 cannot be written as a line: item.body: a ReadableStream', format)
+    }
+  })
+
   s.run()
 }
 
