@@ -16,7 +16,7 @@ import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, 
 import { nestedInitial, type Watermarks } from './flow.ts'
 import { isInput, isStreamSource, type Input, type StreamSource } from './input.ts'
 import { openReceiver, WORKER_STREAMS } from './nested.ts'
-import { checkUnsent, closeUnread, pathTo, StreamPump, type PumpOwner } from './pump.ts'
+import { checkUnsent, pathTo, PendingPumps, StreamPump, type PumpOwner } from './pump.ts'
 import { describe, type ResolvedCallOptions } from './options.ts'
 import { ItemQueue, ItemStream, type NestedRef } from './queue.ts'
 import type { Session, SessionCall } from './session.ts'
@@ -206,7 +206,7 @@ export class CallCore implements SessionCall, PumpOwner {
   /** The id the next stream this side opens gets (ids below it were opened). */
   private nextStream = 1
   /** Pumps numbered by an item being encoded: started once it is sent, let go if it cannot be. */
-  private pending: StreamPump[] = []
+  private readonly pending = new PendingPumps()
   /** Hooks that number the streams nested in an input's items. */
   private readonly itemHooks: StreamHooks = { toId: (v) => this.openPump(v) }
   private inputPump: StreamPump | undefined
@@ -425,24 +425,12 @@ export class CallCore implements SessionCall, PumpOwner {
     try {
       bytes = this.session.sendItem(this.id, stream, value, path, this.itemHooks)
     } catch (err) {
-      const dropped = this.pending
-      this.pending = []
-      for (const pump of dropped) Promise.resolve().then(() => closeUnread(pump.source, err)).catch(() => {})
+      this.pending.abandon(err)
       throw err
     }
     this.session.counters.itemsOut++
     this.session.counters.bytesOut += bytes
-    if (this.pending.length > 0) {
-      const started = this.pending
-      this.pending = []
-      const at = path() // now: the index it names moves on
-      for (const pump of started) {
-        let named: string | undefined
-        pump.path = () => (named ??= pathTo(at, value, pump.source))
-        this.pumps.set(pump.id, pump)
-        void pump.run()
-      }
-    }
+    this.pending.start(path, value, this.pumps)
     return bytes
   }
 
@@ -451,7 +439,7 @@ export class CallCore implements SessionCall, PumpOwner {
     if (!isStreamSource(v) || isInput(v)) return undefined
     checkUnsent(v, this.sentSources)
     const id = this.streamId()
-    this.pending.push(new StreamPump(this, id, v, nestedInitial(this.marks), () => `stream ${id}`))
+    this.pending.add(new StreamPump(this, id, v, nestedInitial(this.marks), () => `stream ${id}`))
     return id
   }
 

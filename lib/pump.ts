@@ -158,6 +158,44 @@ export class StreamPump {
 }
 
 /**
+ * Pumps numbered while a value was being encoded (the streams nested in
+ * it): they start once the value is written, since their frames must follow
+ * it, and their sources are let go if it cannot be.
+ */
+export class PendingPumps {
+  private list: StreamPump[] = []
+
+  get size(): number {
+    return this.list.length
+  }
+
+  add(pump: StreamPump): void {
+    this.list.push(pump)
+  }
+
+  /** The value went out at `path`: each pump learns where it sits, joins `running` and starts. */
+  start(path: () => string, value: unknown, running: Map<number, StreamPump>): void {
+    if (this.list.length === 0) return
+    const started = this.list
+    this.list = []
+    const at = path() // now: the index it names moves on
+    for (const pump of started) {
+      let named: string | undefined
+      pump.path = () => (named ??= pathTo(at, value, pump.source))
+      running.set(pump.id, pump)
+      void pump.run()
+    }
+  }
+
+  /** The value could not be sent: the sources found in it are let go. */
+  abandon(reason: unknown): void {
+    const dropped = this.list
+    this.list = []
+    for (const pump of dropped) Promise.resolve().then(() => closeUnread(pump.source, reason)).catch(() => {})
+  }
+}
+
+/**
  * Lets a source that was never read clean up, as a source that was read is
  * when its call ends: a call cancelled, aborted or failed before it started
  * must not leave a ReadableStream (a file, a socket) open.

@@ -24,7 +24,7 @@ import { input } from '../input.ts'
 import { Link, type Channel } from '../link.ts'
 import type { Limits } from '../options.ts'
 import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
-import { checkUnsent, closeUnread, pathTo, StreamPump, type PumpOwner } from '../pump.ts'
+import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
 import { ItemQueue, ItemStream, type NestedRef } from '../queue.ts'
 import { isStreamSource } from '../input.ts'
 import { remote, remoteInfo } from '../remote.ts'
@@ -316,7 +316,7 @@ class RunningCall implements PumpOwner {
   private readonly senders = new Map<number, StreamPump>()
   private nextSender = WORKER_STREAMS
   /** Senders numbered by the value being encoded: started once it is sent, let go if it cannot be. */
-  private pending: StreamPump[] = []
+  private readonly pending = new PendingPumps()
   /** Every source this call has sent as a stream: each may be sent once. */
   private readonly sentSources = new WeakSet<object>()
   /** What the senders' sources still have to do after a stop (their cleanup), awaited before the call counts as settled. */
@@ -538,10 +538,10 @@ class RunningCall implements PumpOwner {
     try {
       bytes = this.rt.sendItem(this.id, stream, value, path, this.hooks)
     } catch (err) {
-      this.abandonPending(err)
+      this.pending.abandon(err)
       throw err
     }
-    this.startPending(path, value)
+    this.pending.start(path, value, this.senders)
     return bytes
   }
 
@@ -552,27 +552,8 @@ class RunningCall implements PumpOwner {
     if (this.nextSender > LAST_STREAM) throw new RangeError(`a call may send at most ${LAST_STREAM - WORKER_STREAMS + 1} nested streams`)
     const id = this.nextSender++
     const pump = new StreamPump(this, id, v, nestedInitial(this.nestedMarks), () => `stream ${id}`)
-    this.pending.push(pump)
+    this.pending.add(pump)
     return id
-  }
-
-  private startPending(root: () => string, value: unknown): void {
-    if (this.pending.length === 0) return
-    const started = this.pending
-    this.pending = []
-    const at = root() // now: the index it names moves on
-    for (const pump of started) {
-      let named: string | undefined
-      pump.path = () => (named ??= pathTo(at, value, pump.source))
-      this.senders.set(pump.id, pump)
-      void pump.run()
-    }
-  }
-
-  private abandonPending(reason: unknown): void {
-    const dropped = this.pending
-    this.pending = []
-    for (const pump of dropped) Promise.resolve().then(() => closeUnread(pump.source, reason)).catch(() => {})
   }
 
   pumpEnded(pump: StreamPump): void {
@@ -626,12 +607,12 @@ class RunningCall implements PumpOwner {
         throw new SerializeError(`return: value of ${payload.byteLength} bytes exceeds maxFrameBytes ${this.rt.maxPayload + HEADER_BYTES}; yield it in parts instead`, 'return')
       }
     } catch (err) {
-      this.abandonPending(err)
+      this.pending.abandon(err)
       return this.fail(err, true)
     }
     this.succeeded = true
     this.terminal(Kind.end, payload)
-    this.startPending(() => 'return', value)
+    this.pending.start(() => 'return', value, this.senders)
   }
 
   /** The payload of an error frame: the error, the items sent before it, and whether farpipe itself failed. */
@@ -670,7 +651,7 @@ class RunningCall implements PumpOwner {
     // frame (an error or a cancel ends the whole call), or is told (after a
     // normal return, it may not).
     if (kind !== Kind.end) this.releaseInputs(new CancelError('the call has finished'), false)
-    else if (this.senders.size === 0 && this.pending.length === 0) this.releaseInputs(new CancelError('the call has finished'), true)
+    else if (this.senders.size === 0 && this.pending.size === 0) this.releaseInputs(new CancelError('the call has finished'), true)
     this.rt.send(kind, this.id, 0, payload)
     this.checkDone()
   }
@@ -690,7 +671,7 @@ class RunningCall implements PumpOwner {
 
   /** Once the call has ended and its nested streams too, it is forgotten. */
   private checkDone(): void {
-    if (!this.done || this.forgotten || this.senders.size > 0 || this.pending.length > 0) return
+    if (!this.done || this.forgotten || this.senders.size > 0 || this.pending.size > 0) return
     // The streams that could have been made from the inputs have ended: nothing will read them now.
     if (this.inputs.size > 0) this.releaseInputs(new CancelError('the call has finished'), this.succeeded)
     this.forgotten = true

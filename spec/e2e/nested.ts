@@ -217,7 +217,7 @@ export function nestedSuites(target: Target): void {
   })
 
   s("a value in an input item's nested stream that cannot be sent fails there, naming its path", async () => {
-    const bad = ReadableStream.from<unknown>([new Uint8Array(1), () => {}])
+    const bad = ReadableStream.from<unknown>([new Uint8Array(1), () => {}]) as ReadableStream<Uint8Array>
     const items = [{ name: 'bad', body: bad }]
     const err = await rejection((async () => {
       for await (const _ of p.run(n.hashBodies, items.values())) { /* read */ }
