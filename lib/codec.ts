@@ -315,14 +315,14 @@ export function encodeValue(value: unknown, root: string, hooks?: StreamHooks): 
 function onceEach(hooks: StreamHooks | undefined): StreamHooks | undefined {
   const toId = hooks?.toId
   if (!toId) return hooks
-  const ids = new Map<unknown, number>()
+  let ids: Map<unknown, number> | undefined // made at the first stream: most values hold none
   return {
     ...hooks,
     toId(v) {
-      let id = ids.get(v)
+      let id = ids?.get(v)
       if (id === undefined) {
         id = toId(v)
-        if (id !== undefined) ids.set(v, id)
+        if (id !== undefined) (ids ??= new Map()).set(v, id)
       }
       return id
     },
