@@ -98,6 +98,18 @@ export function nestedSuites(target: Target): void {
     assert.equal(out, items.map((x, i) => ({ name: x.name, sha: n.bodyHash(10 + i, MiB + i) })))
   })
 
+  s('streams inside the items of a nested stream (a tree of directories, files and bodies)', async () => {
+    const dirs = await p.run(n.tree, 2, 3, 100_000)
+    const seen: string[] = []
+    for (const d of dirs.reverse()) {
+      for await (const f of d.files) {
+        assert.is(await sha(f.body), n.bodyHash(f.seed, 100_000))
+        seen.push(`${d.dir}/${f.name}`)
+      }
+    }
+    assert.equal(seen, ['dir-1/file-0', 'dir-1/file-1', 'dir-1/file-2', 'dir-0/file-0', 'dir-0/file-1', 'dir-0/file-2'])
+  })
+
   s('cancelling a nested stream reaches its source on the other side', async () => {
     const items: { body: ReadableStream<Uint8Array> }[] = []
     for await (const item of p.run(n.files, 2, 10 * MiB)) items.push(item)
