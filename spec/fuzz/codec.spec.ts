@@ -2,7 +2,7 @@
 import { suite } from 'uvu'
 import fc from 'fast-check'
 import '../helpers.ts'
-import { encodeValue, ItemWriter, readItems, readValue, valueBytes, type ItemLimits } from '../../lib/codec.ts'
+import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes, type ItemLimits } from '../../lib/codec.ts'
 import { ProtocolError, SerializeError } from '../../lib/errors.ts'
 import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind } from '../../lib/wire.ts'
 import { assertAllowedClasses, assertSame, bytes, hasProtoKey, jsonValues, onlyProtocolErrors, property, RUNS, thrown, values } from './arbitraries.ts'
@@ -255,6 +255,42 @@ property(items, 'ItemWriter → frames (any split) → readItems gives back the 
   sent.forEach((v, i) => assertSame(v, back[i], `items[${i}]`))
   // Byte credit: the items of the frames count for exactly their payload bytes (run headers included).
   if (counted !== payloadBytes) throw new Error(`counted ${counted} bytes for ${payloadBytes} bytes of payload`)
+}))
+
+property(items, 'streams nested in items are named with the index of their item, by readItems and by streamsInItems alike', fc.property(fc.array(fc.tuple(item, fc.nat(3)), { maxLength: 30 }), (list) => {
+  const w = new FrameWriter()
+  const writer = new ItemWriter(w, { softFrameBytes: 1 << 30, maxFrameBytes: 1 << 30 })
+  let next = 1
+  const hooks = { toId: (x: unknown) => (x instanceof ReadableStream ? next++ : undefined) }
+  const expected: [number, number][] = []
+  let index = 0
+  w.begin(Kind.data, 1, 0)
+  for (const [v, streams] of list) {
+    if (hasProtoKey(v)) continue
+    const value = streams === 0 ? v : { v, bodies: Array.from({ length: streams }, () => new ReadableStream()) }
+    const first = next
+    writer.write(value, () => `yield[${index}]`, hooks)
+    for (let id = first; id < next; id++) expected.push([id, index])
+    index++
+  }
+  writer.close()
+  if (w.frameBytes <= HEADER_BYTES) return void w.abandon()
+  w.end()
+  // Large byte items travel in frames of their own: item indices count within a frame.
+  const named: [number, number][] = []
+  const scanned: number[] = []
+  let read = 0
+  for (const f of new FrameDecoder(1 << 30).decode(Buffer.concat(w.takeParts()))) {
+    const offset = read
+    read += readItems(f.payload, false, (id, item) => {
+      named.push([id, offset + item])
+      return id
+    }).length
+    streamsInItems(f.payload, (id) => void scanned.push(id))
+  }
+  if (read !== index) throw new Error(`${index} items written, ${read} read`)
+  if (JSON.stringify(named) !== JSON.stringify(expected)) throw new Error(`streams named ${JSON.stringify(named)}, expected ${JSON.stringify(expected)}`)
+  if (JSON.stringify(scanned) !== JSON.stringify(expected.map(([id]) => id))) throw new Error(`streamsInItems found ${JSON.stringify(scanned)}`)
 }))
 
 property(items, 'a truncated or mutated data frame payload decodes or throws a ProtocolError', fc.property(fc.array(item, { minLength: 1, maxLength: 12 }), edits, fc.nat(), fc.boolean(), (list, list2, cut, truncate) => {
