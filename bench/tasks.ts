@@ -142,22 +142,3 @@ export const doubleWhere = remote(async (job: { x: number; ms: number; attempt: 
   return { y: job.x * 2, host: context().host, attempt: job.attempt }
 })
 
-// -- the code users write ----------------------------------------------------
-// The same producers as `numbers` and `objects`, written as users write them
-// (the README's `async function*`), and an endless producer that never
-// awaits anything but its own yields.
-
-export const asyncNumbers = remote(async function* (n: number) {
-  for (let i = 0; i < n; i++) yield i
-})
-export const asyncObjects = remote(async function* (n: number) {
-  for (let i = 0; i < n; i++) yield { i, name: 'item' + i, ok: true }
-})
-/** Yields small objects as fast as it can until cancelled. */
-export const endless = remote(async function* () {
-  for (let i = 0; ; i++) yield { i, name: 'item' + i, ok: true }
-})
-/** One stage of a pipeline: yields what it reads. */
-export const stage = remote(async function* (data: AsyncIterable<{ i: number; name: string; ok: boolean }>) {
-  for await (const x of data) yield x
-})

@@ -8,7 +8,7 @@ import * as path from 'node:path'
 import { pool, input, type Pool } from 'farpipe'
 import { cacheDir, localPool, sshAnchors, sshd, sshPool } from './context.ts'
 import { measure, median, pair, percentile, perSecond, RUNS, type Row, type Section } from './lib.ts'
-import * as b from './tasks.ts'
+import * as b from './user-tasks.ts'
 
 /** Items a throughput run streams (a rate: fewer than small-items' million keeps this bench to minutes). */
 const N = Number(process.env.FARPIPE_BENCH_USER_ITEMS ?? 300_000)
