@@ -29,3 +29,4 @@ export const one = remote(function* () {
   yield 1
 })
 export const noop = remote(() => 0)
+export const pid = remote(() => process.pid)
