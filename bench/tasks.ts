@@ -141,4 +141,3 @@ export const doubleWhere = remote(async (job: { x: number; ms: number; attempt: 
   await sleep(job.ms)
   return { y: job.x * 2, host: context().host, attempt: job.attempt }
 })
-
