@@ -30,16 +30,46 @@ export const RUNTIME_GLOBAL = 'farpipe.runtime'
 /**
  * The module that stands for `farpipe` inside a bundle. It re-exports the
  * worker's runtime, whatever copy of farpipe the bundle was built against.
+ *
+ * `context` and the default export (the whole runtime) come out of calls
+ * marked pure, so esbuild drops them from a bundle that does not use them,
+ * and the names of those calls ({@link CONTEXT_MARKERS}) appear in the
+ * bundle only when it does: the worker then runs its calls without
+ * `AsyncLocalStorage`, which slows every `await` in the process.
  */
 const runtimeShim = `
 const rt = globalThis[Symbol.for(${JSON.stringify(RUNTIME_GLOBAL)})];
 if (!rt) throw new Error('farpipe: this bundle must be loaded by a farpipe worker');
-export const remote = rt.remote, context = rt.context, input = rt.input, pool = rt.pool;
+function __farpipeContext(r) { return r.context }
+function __farpipeAll(r) { return r }
+export const remote = rt.remote, input = rt.input, pool = rt.pool;
+export const context = /* @__PURE__ */ __farpipeContext(rt);
 export const FarpipeError = rt.FarpipeError, RemoteError = rt.RemoteError, TransportError = rt.TransportError,
   ProtocolError = rt.ProtocolError, SerializeError = rt.SerializeError, TimeoutError = rt.TimeoutError,
   CancelError = rt.CancelError, HostKeyError = rt.HostKeyError;
-export default rt;
+export default /* @__PURE__ */ __farpipeAll(rt);
 `
+
+/**
+ * Words in a bundle's code that mean its calls need their context: the
+ * shim's markers (it imports `context`, or the whole runtime), and what
+ * prints (the worker tags each printed line with the call that printed it,
+ * which it learns from the context).
+ */
+export const CONTEXT_MARKERS = /__farpipeContext|__farpipeAll|\bconsole\b|\bstdout\b|\bstderr\b/
+
+/**
+ * True when calls of functions in this bundle may need `context()`: the
+ * bundle names it or the whole runtime, or prints. A function that reaches
+ * `context()` some other way (`eval`, a computed property of the runtime
+ * object) is not seen: its `context()` is the direct one, never aborted.
+ */
+export function needsContext(code: Uint8Array): boolean {
+  const text = Buffer.from(code.buffer, code.byteOffset, code.byteLength).toString('latin1')
+  // The inline source map (base64) is not code.
+  const map = text.lastIndexOf('\n//# sourceMappingURL=')
+  return CONTEXT_MARKERS.test(map < 0 ? text : text.slice(0, map))
+}
 
 /** Bundles by module URL: each module is built once per process. */
 const byModule = new Map<string, Promise<Bundle>>()

@@ -358,9 +358,10 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   }
 
   /**
-   * Connects every host and starts its workers. A host that cannot be
-   * reached is reported and left out (calls go to the others, and it is
-   * tried again later); when no host can be reached, this rejects.
+   * Connects every host and starts its workers; resolves once the first
+   * worker is ready. A host that cannot be reached is reported and left out
+   * (calls go to the others, and it is tried again later); when no host can
+   * be reached, or no worker starts, this rejects.
    */
   async start(): Promise<void> {
     const connecting = Promise.allSettled(this.#hosts.map((h) => this.#connectHost(h)))
@@ -371,9 +372,15 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     for (const h of this.#hosts) {
       if (h.error) this.#warn(h, `unreachable, calls go to the other hosts: ${h.error.message}`)
     }
-    const starts = await Promise.allSettled(up.flatMap((h) => h.slots.map((s) => this.#session(s))))
-    const failed = starts.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-    if (failed && up.every((h) => h.slots.every((s) => !s.session))) throw failed.reason
+    // The pool is ready when its first worker is: the others join as they
+    // come up (dispatch prefers running workers and waits for a starting
+    // one only when that is the least loaded). It fails only when none
+    // comes up, with the first worker's error.
+    try {
+      await Promise.any(up.flatMap((h) => h.slots.map((s) => this.#session(s))))
+    } catch (err) {
+      throw (err as AggregateError).errors[0]
+    }
   }
 
   /** Why no host can take a call: each host named, with why it is down. */

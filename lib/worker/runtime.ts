@@ -28,7 +28,7 @@ import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.t
 import { ItemQueue, ItemStream, type NestedRef } from '../queue.ts'
 import { isStreamSource } from '../input.ts'
 import { remote, remoteInfo } from '../remote.ts'
-import { RUNTIME_GLOBAL } from '../bundle.ts'
+import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
 import { asBuffer, HEADER_BYTES, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire.ts'
 
 /** What the caller says in its hello. */
@@ -118,6 +118,8 @@ export class WorkerRuntime extends Link {
   private cacheDir = ''
   private readonly calls = new Map<number, RunningCall>()
   private readonly modules = new Map<string, Promise<Record<string, unknown>>>()
+  /** Bundles whose code never names `context()` nor prints: their calls run without AsyncLocalStorage (see bundle.ts `needsContext`). */
+  readonly contextFree = new Set<string>()
   private readonly bundleWaiters = new Map<string, { resolve(code: Buffer): void; reject(e: unknown): void }[]>()
   private cacheReady: Promise<void> | undefined
   private exitHook: (() => void) | undefined
@@ -245,14 +247,16 @@ export class WorkerRuntime extends Link {
     if (!/^[0-9a-f]{64}$/.test(hash)) throw new ProtocolError(`bad bundle hash ${JSON.stringify(hash)}`)
     await (this.cacheReady ??= ensurePrivateDir(this.cacheDir))
     const file = path.join(this.cacheDir, `${hash}.mjs`)
-    if (!(await hasHash(file, hash))) {
-      const code = await this.fetchBundle(hash)
+    let code = await readIfHash(file, hash)
+    if (!code) {
+      code = await this.fetchBundle(hash)
       const got = sha256(code)
       if (got !== hash) throw new ProtocolError(`bundle ${hash} arrived with hash ${got}`)
       const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`
       await fs.writeFile(tmp, code, { mode: 0o600 })
       await fs.rename(tmp, file)
     }
+    if (!needsContext(code)) this.contextFree.add(hash)
     try {
       return (await import(pathToFileURL(file).href)) as Record<string, unknown>
     } catch (err) {
@@ -285,11 +289,13 @@ function sha256(b: Uint8Array): string {
   return createHash('sha256').update(b).digest('hex')
 }
 
-async function hasHash(file: string, hash: string): Promise<boolean> {
+/** The file's bytes if their hash is `hash`, else undefined. */
+async function readIfHash(file: string, hash: string): Promise<Buffer | undefined> {
   try {
-    return sha256(await fs.readFile(file)) === hash
+    const code = await fs.readFile(file)
+    return sha256(code) === hash ? code : undefined
   } catch {
-    return false
+    return undefined
   }
 }
 
@@ -302,6 +308,14 @@ async function ensurePrivateDir(dir: string): Promise<void> {
   }
   if ((st.mode & 0o077) !== 0) await fs.chmod(dir, 0o700)
 }
+
+/**
+ * How long (ms) a generator that never waits for anything runs before the
+ * event loop gets a turn to read what the caller sent (a cancel, credit):
+ * bounds how late a cancel is seen, at the cost of one turn of the loop
+ * (a few microseconds) per slice.
+ */
+const SLICE_MS = 0.1
 
 /** One call running on this worker. */
 class RunningCall implements PumpOwner {
@@ -482,7 +496,7 @@ class RunningCall implements PumpOwner {
     try {
       const fn = await this.rt.load(this.header.bundle, this.header.fn, this.header.module)
       if (this.stopping) return this.cancelled()
-      await runInContext(this.ctx, async () => {
+      const body = async () => {
         const ret = fn(...args)
         const tag = Object.prototype.toString.call(ret)
         if (tag === '[object AsyncGenerator]' || tag === '[object Generator]') {
@@ -492,7 +506,10 @@ class RunningCall implements PumpOwner {
           if (this.stopping) this.cancelled()
           else this.end(value)
         }
-      })
+      }
+      // Entering AsyncLocalStorage turns on promise hooks, which slow every
+      // await in the process: only calls that may ask for their context pay.
+      await (this.rt.contextFree.has(this.header.bundle) ? body() : runInContext(this.ctx, body))
     } catch (err) {
       if (this.stopping) this.cancelled()
       else this.fail(err, false)
@@ -501,10 +518,22 @@ class RunningCall implements PumpOwner {
 
   private async pump(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, isAsync: boolean): Promise<void> {
     const path = () => `yield[${this.index}]`
+    let turned = performance.now()
     for (;;) {
       if (this.stopping) return this.stop(gen)
       if (!this.window.open) {
         await new Promise<void>((r) => (this.creditWake = r))
+        turned = performance.now()
+        continue
+      }
+      // A producer that never waits for anything (a loop of yields, sync or
+      // async) would keep the event loop from reading the caller's frames
+      // until its credit ran out: a cancel would reach it thousands of items
+      // late. Every SLICE_MS of producing, the loop turns once (which also
+      // writes out the batch made so far).
+      if ((this.index & 31) === 31 && performance.now() - turned >= SLICE_MS) {
+        await new Promise<void>((r) => setImmediate(r))
+        turned = performance.now()
         continue
       }
       const r = (isAsync ? await gen.next() : gen.next()) as IteratorResult<unknown, unknown>
