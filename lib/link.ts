@@ -188,18 +188,40 @@ export abstract class Link implements ChannelEvents {
     else for (const part of parts) this.channel.write(part)
   }
 
+  /**
+   * Lets the event loop turn once, so that what the other side sent (a
+   * cancel, credit) is read, for a producer that never waits for anything.
+   * The batch it is making stays open: writing it at each such turn would
+   * cut it into many small writes, each costing both sides; the flush
+   * policy writes it when it is large or old enough, or the turn after the
+   * producer stops.
+   */
+  async breathe(): Promise<void> {
+    this.breathing = true
+    await new Promise<void>((r) => setImmediate(r))
+    this.breathing = false
+  }
+
+  /** True during {@link breathe}'s turn. */
+  private breathing = false
+
   private wrote(): void {
     if (this.policy.added(this.out.pending)) {
       this.flush()
       return
     }
-    if (!this.flushScheduled) {
-      this.flushScheduled = true
-      setImmediate(() => {
-        this.flushScheduled = false
-        this.flush()
-      })
-    }
+    this.scheduleFlush()
+  }
+
+  /** Writes the batch at the end of this turn of the event loop (or of the first turn a producer does not {@link breathe} through). */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    setImmediate(() => {
+      this.flushScheduled = false
+      if (this.breathing) this.scheduleFlush()
+      else this.flush()
+    })
   }
 
   private closeOpenFrame(): void {

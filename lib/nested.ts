@@ -10,7 +10,6 @@
  *
  * @module
  */
-import { CancelError } from './errors.ts'
 import type { Credit, Watermarks } from './flow.ts'
 import { ItemQueue, ItemStream, type QueueHooks } from './queue.ts'
 
@@ -34,7 +33,7 @@ export interface Receiver {
  * were dropped unread); this only catches what slips through.
  */
 const dropped = new FinalizationRegistry<ItemQueue<unknown>>((queue) => {
-  if (!queue.closed) void Promise.resolve(queue.cancel(new CancelError('a nested stream was dropped without being read to its end'))).catch(() => {})
+  if (!queue.closed) void Promise.resolve(queue.cancel('a nested stream was dropped without being read to its end')).catch(() => {})
 })
 
 /**

@@ -133,10 +133,29 @@ flush('writes at once an item that was slow to come (time to first item is time 
   const p = new FlushPolicy({ maxBytes: 1000, maxItems: 1000, maxDelayMs: 2 }, () => now)
   p.added(1)
   p.flushed()
-  now += 0.01
+  now += 1
   assert.is(p.added(2), false)
   now += 500 // a producer that computed for half a second without yielding to the event loop
   assert.is(p.added(3), true)
+})
+
+flush('a fast producer is timed every 8th item only, and seen within 8 items once it turns slow', () => {
+  let now = 0
+  let readings = 0
+  const p = new FlushPolicy({ maxBytes: 1_000_000, maxItems: 1_000_000, maxDelayMs: 2 }, () => (readings++, now))
+  p.added(1)
+  p.flushed()
+  for (let i = 0; i < 800; i++) {
+    now += 0.0003
+    assert.is(p.added(1), false)
+  }
+  assert.ok(readings <= 101, `the clock was read ${readings} times for 801 items`)
+  let at = 0
+  for (let i = 1; i <= 8 && !at; i++) {
+    now += 500
+    if (p.added(1)) at = i
+  }
+  assert.ok(at >= 1 && at <= 8, 'the slow producer is seen within 8 items')
 })
 
 flush('writes a batch that has waited too long even if items keep coming fast', () => {
@@ -153,7 +172,6 @@ flush('writes a batch that has waited too long even if items keep coming fast', 
   assert.ok(now <= 2.2, `flushed at ${now} ms`)
 })
 
-ledger.run()
 ledger('a nested stream starts with a small first window, never more than its marks', () => {
   assert.equal(nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }), { items: 256, bytes: 64 * 1024 })
   assert.equal(nestedInitial({ items: 2, bytes: 100 }), { items: 2, bytes: 100 })
@@ -163,6 +181,8 @@ ledger('a nested stream starts with a small first window, never more than its ma
   assert.not.ok(l.owes)
   assert.throws(() => l.received(1, 10), /no byte credit left/)
 })
+
+ledger.run()
 
 window.run()
 flush.run()

@@ -529,10 +529,10 @@ class RunningCall implements PumpOwner {
       // A producer that never waits for anything (a loop of yields, sync or
       // async) would keep the event loop from reading the caller's frames
       // until its credit ran out: a cancel would reach it thousands of items
-      // late. Every SLICE_MS of producing, the loop turns once (which also
-      // writes out the batch made so far).
+      // late. Every SLICE_MS of producing, the loop turns once (the batch
+      // stays open: see Link.breathe).
       if ((this.index & 31) === 31 && performance.now() - turned >= SLICE_MS) {
-        await new Promise<void>((r) => setImmediate(r))
+        await this.rt.breathe()
         turned = performance.now()
         continue
       }
