@@ -63,9 +63,9 @@ export type Exec = (command: string, input?: Buffer | { file: string }) => Promi
  * directory 0700 (tightening it if needed, refusing one owned by someone
  * else), checks the worker bundle's hash, and prints the facts as JSON.
  */
-const PROBE_JS = `
+const PROBE_CORE = `
 var os = require('os'), fs = require('fs'), path = require('path'), crypto = require('crypto');
-var dir = process.argv[1], hash = process.argv[2];
+var dir = process.argv[1], hash = process.argv[2], file;
 if (!dir) dir = path.join(process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'farpipe');
 else if (dir === '~' || dir.indexOf('~/') === 0) dir = path.join(os.homedir(), dir.slice(1));
 var out = { node: process.version, platform: process.platform, arch: process.arch,
@@ -75,10 +75,28 @@ try {
   var st = fs.statSync(out.cacheDir);
   if (process.getuid && st.uid !== process.getuid()) out.error = 'cache directory ' + out.cacheDir + ' belongs to uid ' + st.uid;
   else if (st.mode & 63) fs.chmodSync(out.cacheDir, 448);
-  var file = path.join(out.cacheDir, 'worker-' + hash + '.mjs');
+  file = path.join(out.cacheDir, 'worker-' + hash + '.mjs');
   try { out.worker = crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex') === hash } catch (e) {}
 } catch (e) { out.error = String(e && e.message || e) }
-process.stdout.write(JSON.stringify(out));
+`
+const PROBE_JS = PROBE_CORE + 'process.stdout.write(JSON.stringify(out));'
+
+/** What precedes the facts the launcher writes to stderr (a line of its own). */
+export const FACTS_MARK = '\u0000farpipe-facts '
+
+/**
+ * The probe and the first worker in one exec (each exec costs the login
+ * shell's startup and a node start): the launcher makes the probe's checks,
+ * writes the facts to stderr after {@link FACTS_MARK}, and when the worker
+ * bundle is in place and node is new enough, imports it: this process
+ * becomes the worker. Otherwise it exits, and the host is prepared the long
+ * way. The import is built at run time so an old node can still parse this
+ * and report its version.
+ */
+const LAUNCH_JS =
+  PROBE_CORE +
+  `process.stderr.write(${JSON.stringify(FACTS_MARK)} + JSON.stringify(out) + '\\n');
+if (out.worker && !out.error && Number((/^v(\\d+)/.exec(process.version) || [])[1]) >= ${MIN_NODE_MAJOR}) new Function('u', 'return import(u)')(require('url').pathToFileURL(file).href);
 `
 
 /** Writes stdin to a file in the cache if its sha256 matches, atomically (temp file + rename), mode 0600. */
@@ -115,7 +133,7 @@ export async function bootstrap(
   host: { name: string; node?: string; cacheDir?: string },
   worker: WorkerBundle,
 ): Promise<HostFacts> {
-  const wanted = host.node && host.node !== 'upload' ? host.node : 'node'
+  const wanted = wantedNode(host.node)
   let facts = await probe(exec, host, wanted, worker.hash)
   if (!facts.ok && host.node === 'upload') facts = await probe(exec, host, await uploadNode(exec, host), worker.hash)
   if (!facts.ok) throw facts.error
@@ -129,10 +147,34 @@ export async function bootstrap(
   return f
 }
 
-type Probe = { ok: true; facts: HostFacts; worker: boolean } | { ok: false; error: TransportError }
+/** What a probe found: the facts and whether the worker bundle is in place, or why the host cannot run workers. */
+export type Probe = { ok: true; facts: HostFacts; worker: boolean } | { ok: false; error: TransportError }
 
 async function probe(exec: Exec, host: { name: string; cacheDir?: string }, node: string, hash: string): Promise<Probe> {
-  const r = await exec(`${shq(node)} -e ${shq(PROBE_JS)} ${shq(host.cacheDir ?? '')} ${shq(hash)}`)
+  return readProbe(await exec(`${shq(node)} -e ${shq(PROBE_JS)} ${shq(host.cacheDir ?? '')} ${shq(hash)}`), host, node, hash)
+}
+
+/** The node a host's workers run with before anything was uploaded: the one given, or `node` on the login PATH. */
+export function wantedNode(node: string | undefined): string {
+  return node && node !== 'upload' ? node : 'node'
+}
+
+/**
+ * The command that starts the first worker of a host not yet prepared (see
+ * {@link LAUNCH_JS}): on its stderr the facts, then, if the host is ready,
+ * the worker on its stdin and stdout. Quoted word by word, as
+ * {@link workerCommand}.
+ */
+export function launchCommand(host: { node?: string; cacheDir?: string }, hash: string, env: Record<string, string> | undefined, nodeArgs: string[]): string {
+  return [...envWords(env), shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)].join(' ')
+}
+
+/**
+ * Reads what the launcher wrote before it became the worker, or exited: the
+ * facts line on its stderr (`stdout` here), or, without one, its exit code
+ * and stderr (node missing, or too old to run it).
+ */
+export function readProbe(r: ExecResult, host: { name: string }, node: string, hash: string): Probe {
   const hint = "install Node >= 20 there, give its path with { node: '/path/to/node' }, or pass { node: 'upload' } to ship this machine's node"
   if (r.code === 127 || /not found|No such file/i.test(r.stderr) && r.stdout.byteLength === 0) {
     return { ok: false, error: new TransportError(`node was not found on ${host.name} (looked for ${node} on the login PATH): ${hint}`, { host: host.name, reason: 'node' }) }
@@ -242,6 +284,11 @@ function cacheDirShell(dir: string | undefined): string {
  * environment variable name that is not `[A-Za-z_][A-Za-z0-9_]*`.
  */
 export function workerCommand(facts: HostFacts, env: Record<string, string> | undefined, nodeArgs: string[]): string {
+  return [...envWords(env), shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)].join(' ')
+}
+
+/** `exec`, then `env` and its quoted `NAME=value` words when there are variables. */
+function envWords(env: Record<string, string> | undefined): string[] {
   const words = ['exec']
   const vars = Object.entries(env ?? {})
   if (vars.length > 0) words.push('env')
@@ -249,6 +296,5 @@ export function workerCommand(facts: HostFacts, env: Record<string, string> | un
     if (!ENV_NAME.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name (letters, digits and _, not starting with a digit)`)
     words.push(shq(`${k}=${v}`))
   }
-  words.push(shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile))
-  return words.join(' ')
+  return words
 }

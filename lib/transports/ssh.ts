@@ -14,7 +14,7 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, FACTS_MARK, launchCommand, readProbe, wantedNode, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -34,6 +34,15 @@ export interface SshTransportOptions {
   nodeArgs?: string[]
   /** Bundle cache on the host when the host does not say. @default `~/.cache/farpipe` there */
   cacheDir?: string
+}
+
+/** Worker 0 as the launcher left it: its channel, and what it said before the pool took it. */
+interface Launched {
+  ch: ClientChannel
+  data: Buffer[]
+  stderr: string[]
+  exit: { code: number | null; signal: string | undefined } | undefined
+  closed: boolean
 }
 
 interface Group {
@@ -134,17 +143,95 @@ export class SshTransport implements Transport {
 
   /** Connects (through any jump hosts), prepares the host, and says how many workers it runs. */
   async connect(): Promise<number> {
-    await this.connection(0)
+    await this.prepared()
     return this.spec.workers ?? this.options.workers ?? this.facts!.cores
+  }
+
+  /** The first connection, with the host prepared (facts known). */
+  private async prepared(): Promise<Connection> {
+    const conn = await this.connection(0)
+    if (!this.facts) {
+      try {
+        await (this.preparing ??= this.prepare(conn).finally(() => (this.preparing = undefined)))
+      } catch (err) {
+        // A host that cannot run workers is down until tried again, on a new connection.
+        this.failure = err as Error
+        conn.end()
+        throw err
+      }
+    }
+    return conn
+  }
+
+  private preparing: Promise<void> | undefined
+  /** Worker 0, started together with the probe, until the pool opens it. */
+  private launched: Launched | undefined
+
+  /**
+   * Prepares the host. The first worker is started with the probe folded in
+   * (one exec, one node start: see bootstrap's launcher); when the host is
+   * not ready for it (node missing or old, the worker bundle not uploaded
+   * yet, `node: 'upload'`), the host is prepared the long way.
+   */
+  private async prepare(conn: Connection): Promise<void> {
+    const bundle = await workerBundle()
+    if (this.spec.node !== 'upload') {
+      const early = await this.launch(conn, bundle.hash)
+      if (early) {
+        this.facts = early.facts
+        this.launched = early
+        return
+      }
+    }
+    this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, bundle)
+  }
+
+  /** Starts the launcher; resolves with the running worker 0 and the facts, or undefined when it exited instead. */
+  private launch(conn: Connection, hash: string): Promise<(Launched & { facts: HostFacts }) | undefined> {
+    const host = { node: this.spec.node, cacheDir: this.cacheDir }
+    const command = launchCommand(host, hash, this.spec.env, this.options.nodeArgs ?? [])
+    return new Promise((resolve) => {
+      conn.client.exec(command, { pty: false }, (err, ch) => {
+        if (err) return resolve(undefined)
+        const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
+        let text = ''
+        let decided = false
+        ch.on('data', (d: Buffer) => early.data.push(d))
+        ch.stderr.setEncoding('utf8')
+        ch.stderr.on('data', (t: string) => {
+          if (decided) return void early.stderr.push(t)
+          text += t
+          const at = text.indexOf(FACTS_MARK)
+          const end = at < 0 ? -1 : text.indexOf('\n', at)
+          if (end < 0) return
+          decided = true
+          const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.spec.node), hash)
+          const rest = text.slice(0, at) + text.slice(end + 1)
+          if (rest) early.stderr.push(rest)
+          // Ready: this process is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
+          resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
+        })
+        ch.on('exit', (code: number | null, signal?: string) => (early.exit = { code, signal }))
+        ch.on('close', () => {
+          early.closed = true
+          if (!decided) {
+            decided = true
+            resolve(undefined)
+          }
+        })
+      })
+    })
   }
 
   async open(index: number, events: TransportEvents): Promise<Channel> {
     const group = this.group(Math.floor(index / CHANNELS_PER_CONNECTION))
-    await this.connection(0)
+    await this.prepared()
     const conn = await this.connection(Math.floor(index / CHANNELS_PER_CONNECTION))
     const where = `${this.host}/${index}`
-    const command = workerCommand(this.facts!, this.spec.env, this.options.nodeArgs ?? [])
-    const ch = await new Promise<ClientChannel>((resolve, reject) => {
+    const early = index === 0 ? this.launched : undefined
+    if (early) this.launched = undefined
+    const ch = early?.ch ?? await new Promise<ClientChannel>((resolve, reject) => {
+      const command = workerCommand(this.facts!, this.spec.env, this.options.nodeArgs ?? [])
       conn.client.exec(command, { pty: false }, (err, stream) => {
         if (err) {
           const hint = /open failure|prohibited/i.test(err.message) ? ' (sshd may allow fewer sessions per connection: see MaxSessions)' : ''
@@ -152,6 +239,8 @@ export class SshTransport implements Transport {
         } else resolve(stream)
       })
     })
+    if (early) for (const name of ['data', 'exit', 'close'] as const) ch.removeAllListeners(name)
+    if (early) ch.stderr.removeAllListeners('data')
     const tail = new StderrTail(STDERR_TAIL)
     let exit: { code: number | null; signal: string | undefined } | undefined
     let closed = false
@@ -171,7 +260,16 @@ export class SshTransport implements Transport {
       events.stderr(text)
     })
     ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal }))
-    ch.on('close', () => {
+    if (early) {
+      // What worker 0 said before the pool took it: replayed in order.
+      exit = early.exit
+      for (const text of early.stderr) {
+        tail.push(text)
+        events.stderr(text)
+      }
+      for (const d of early.data) events.data(d)
+    }
+    const onClose = () => {
       if (exit) {
         const how = exit.signal ? `was killed by SIG${exit.signal}` : `exited with code ${exit.code}`
         const last = tail.describe()
@@ -184,7 +282,9 @@ export class SshTransport implements Transport {
         clearTimeout(settle)
         close(err)
       })
-    })
+    }
+    ch.on('close', onClose)
+    if (early?.closed) onClose()
     // Writes made in one tick are gathered and cut into whole packets together
     // (a credit frame and a batch, or several flushes, share packets).
     let queued: Uint8Array[] = []
@@ -225,6 +325,8 @@ export class SshTransport implements Transport {
 
   async close(): Promise<void> {
     this.closing = true
+    this.launched?.ch.close()
+    this.launched = undefined
     const settled = await Promise.allSettled(this.groups.flatMap((g) => (g.connection ? [g.connection] : [])))
     const conns = settled.flatMap((c) => (c.status === 'fulfilled' ? [c.value] : []))
     // The workers were sent the end of their input: give their channels a moment to close, then hang up.
@@ -244,12 +346,6 @@ export class SshTransport implements Transport {
     if (g.connection) return g.connection
     const attempt = (async () => {
       const conn = await connect(this.spec)
-      try {
-        if (n === 0 && !this.facts) this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, await workerBundle())
-      } catch (err) {
-        conn.end()
-        throw err
-      }
       void conn.closed.then((err) => {
         if (g.connection === attempt) g.connection = undefined
         if (!this.closing) this.failure = err

@@ -3,7 +3,7 @@
 // workers, where bundles are cached, the uploaded node binary, and keepalive
 // settings that must not cut a healthy connection.
 import { createHash, randomBytes } from 'node:crypto'
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import * as path from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -164,6 +164,31 @@ function cacheSuite(sshd: Sshd): void {
     // Workers start in the remote home (the harness cds there), the caller in its own working directory.
     assert.not.ok(existsSync(path.join(sshd.remoteHome, '~')), 'a directory named ~ in the remote home')
     assert.not.ok(existsSync(path.join(process.cwd(), '~')), 'a directory named ~ in the working directory')
+  })
+
+  c('a host already prepared starts its first worker with the probe folded in; a fresh one is prepared first, and both run calls', async () => {
+    const dir = tempDir()
+    const cmdline = (pid: number | undefined) => readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    const firstWorker = async (p: Awaited<ReturnType<typeof pool>>) => {
+      assert.is(await p.run(t.add, 2, 2), 4)
+      return p.stats().hosts[0]!.workers.map((w) => (w.pid === undefined ? '' : cmdline(w.pid)))
+    }
+    // Nothing cached yet: the launcher finds no worker bundle and exits; the host is prepared, then workers start.
+    const fresh = await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }], workers: 2 }, firstWorker)
+    assert.ok(fresh.every((c) => !c.includes('farpipe-facts')), 'no worker of a fresh host runs the launcher')
+    // Prepared: worker 0 is the launcher become the worker; the others start as usual.
+    const again = await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }], workers: 2 }, firstWorker)
+    assert.ok(again[0]!.includes('farpipe-facts'), 'worker 0 was started by the launcher')
+    assert.ok(again.slice(1).every((c) => c === '' || !c.includes('farpipe-facts')))
+  })
+
+  c('a launcher that finds an old node falls back to the long way, which names the version', async () => {
+    const dir = tempDir()
+    const fake = path.join(dir, 'node')
+    writeFileSync(fake, '#!/bin/sh\necho "v16.20.0"\n', { mode: 0o755 })
+    const err = await rejection(pool({ hosts: [{ host: sshd.alias, node: fake, cacheDir: dir }] }))
+    assert.instance(err, TransportError)
+    assert.match(err.message, 'could not run the probe')
   })
 
   c.run()
