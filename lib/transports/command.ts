@@ -20,7 +20,7 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, FACTS_MARK, launchCommand, readProbe, shq, wantedNode, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
@@ -159,6 +159,14 @@ function kill(child: ChildProcess): void {
 }
 
 /** Worker processes on a host reached through a command. */
+/** Worker 0 as the launcher left it: its command, and what it said before the pool took it. */
+interface Launched {
+  child: ChildProcess
+  data: Buffer[]
+  stderr: string[]
+  closed: { code: number | null; signal: NodeJS.Signals | null } | undefined
+}
+
 export class CommandTransport implements Transport {
   readonly host: string
   /** The bundle cache on the host, when the host gives one (else the pool's is sent to the workers). */
@@ -202,7 +210,14 @@ export class CommandTransport implements Transport {
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const facts = this.facts ?? (await this.prepared())
     const where = `${this.host}/${index}`
-    const child = this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
+    const early = index === 0 ? this.launched : undefined
+    if (early) {
+      this.launched = undefined
+      early.child.stdout!.removeAllListeners('data')
+      early.child.stderr!.removeAllListeners('data')
+      early.child.removeAllListeners('close')
+    }
+    const child = early?.child ?? this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
     const tail = new StderrTail(STDERR_TAIL)
     let heard = false
     let destroyed = false
@@ -219,7 +234,18 @@ export class CommandTransport implements Transport {
     child.stdin!.on('error', () => {})
     let spawnError: Error | undefined
     child.on('error', (err) => (spawnError = err))
-    child.on('close', (code, signal) => {
+    if (early) {
+      // What worker 0 said before the pool took it: replayed in order.
+      for (const text of early.stderr) {
+        tail.push(text)
+        events.stderr(text)
+      }
+      for (const d of early.data) {
+        heard = true
+        events.data(d)
+      }
+    }
+    const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
       const how = spawnError
         ? `could not start ${this.program}: ${spawnError.message}`
         : destroyed
@@ -237,7 +263,9 @@ export class CommandTransport implements Transport {
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
       if (silent) this.failure = error
       events.close(error)
-    })
+    }
+    child.on('close', onClose)
+    if (early?.closed) onClose(early.closed.code, early.closed.signal)
     return {
       write: (chunk) => void child.stdin!.write(chunk),
       writev: (chunks) => {
@@ -264,6 +292,10 @@ export class CommandTransport implements Transport {
 
   async close(): Promise<void> {
     this.closing = true
+    if (this.launched) {
+      this.launched.child.stdin!.end()
+      this.launched = undefined
+    }
     // The workers were sent the end of their input: give them a moment to exit, then kill their commands.
     const waits = [...this.children].map(
       (child) =>
@@ -292,11 +324,62 @@ export class CommandTransport implements Transport {
     return this.connecting
   }
 
+  /** Worker 0, started together with the probe, until the pool opens it. */
+  private launched: Launched | undefined
+
+  /**
+   * Starts the launcher (the probe and the first worker in one command:
+   * each command may be a whole new connection to the host); resolves with
+   * the running worker 0 and the facts, or undefined when it exited instead
+   * (the host is not ready for it).
+   */
+  private launch(hash: string): Promise<(Launched & { facts: HostFacts }) | undefined> {
+    const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
+    const early: Launched = { child, data: [], stderr: [], closed: undefined }
+    return new Promise((resolve) => {
+      let text = ''
+      let decided = false
+      child.stdin!.on('error', () => {})
+      child.on('error', () => {})
+      child.stdout!.on('data', (d: Buffer) => early.data.push(d))
+      child.stderr!.setEncoding('utf8')
+      child.stderr!.on('data', (t: string) => {
+        if (decided) return void early.stderr.push(t)
+        text += t
+        const at = text.indexOf(FACTS_MARK)
+        const end = at < 0 ? -1 : text.indexOf('\n', at)
+        if (end < 0) return
+        decided = true
+        const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.options.node), hash)
+        const rest = text.slice(0, at) + text.slice(end + 1)
+        if (rest) early.stderr.push(rest)
+        resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
+      })
+      child.on('close', (code, signal) => {
+        early.closed = { code, signal }
+        if (!decided) {
+          decided = true
+          resolve(undefined)
+        }
+      })
+    })
+  }
+
   /** Probes the host (and uploads what is missing); clears the failure on success and records it otherwise. */
   private async prepare(): Promise<HostFacts> {
     try {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
-      const facts = await bootstrap(this.exec, { name: this.host, node: this.options.node, cacheDir: this.cacheDir }, await workerBundle())
+      const bundle = await workerBundle()
+      if (this.options.node !== 'upload' && !this.launched) {
+        const early = await this.launch(bundle.hash)
+        if (early) {
+          this.launched = early
+          this.facts = early.facts
+          this.failure = undefined
+          return early.facts
+        }
+      }
+      const facts = await bootstrap(this.exec, { name: this.host, node: this.options.node, cacheDir: this.cacheDir }, bundle)
       this.facts = facts
       this.failure = undefined
       return facts

@@ -6,7 +6,7 @@
 // the node upload, and hostile strings through both ways of appending the
 // worker's command line (separate words, or one word for a remote shell).
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, statSync, symlinkSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs'
 import { createServer } from 'node:net'
 import * as path from 'node:path'
 import { suite } from 'uvu'
@@ -241,6 +241,24 @@ function sshSuite(sshd: Sshd): void {
 }
 
 function failures(): void {
+  const fold = suite('command hosts: cold start')
+
+  fold('a prepared host starts its first worker with the probe folded in (one command fewer); a fresh one is prepared first', async () => {
+    for (const host of [LOCAL_SH, LOCAL_EVAL]) {
+      const dir = tempDir()
+      const cmdlines = async (p: Pool) => {
+        assert.is(await p.run(t.add, 1, 2), 3)
+        return p.stats().hosts[0]!.workers.map((w) => (w.pid === undefined ? '' : readFileSync(`/proc/${w.pid}/cmdline`, 'utf8')))
+      }
+      const fresh = await withPool(host, { cacheDir: dir, workers: 2 }, cmdlines)
+      assert.ok(fresh.every((c) => !c.includes('farpipe-facts')), `${host.name}: a fresh host is prepared the long way`)
+      const again = await withPool(host, { cacheDir: dir, workers: 2 }, cmdlines)
+      assert.ok(again[0]!.includes('farpipe-facts'), `${host.name}: worker 0 was started by the launcher`)
+    }
+  })
+
+  fold.run()
+
   const f = suite('command hosts: failures')
 
   f('a command that fails before reaching a shell fails pool() with a TransportError naming the host and what it printed', async () => {
