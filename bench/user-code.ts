@@ -151,7 +151,8 @@ export async function run(): Promise<Section> {
     const [k, t] = await pair(breaks, tinies, Math.min(RUNS, 3))
     runs.push(...k)
     anchors.push(...t)
-    rows.push({ figure: `${BREAKS} \`break\`s in a row (first item, then break), local`, farpipe: measure(runs, 'ms', false), anchor: { name: `${BREAKS} tiny calls in a row`, measure: measure(anchors, 'ms', false) }, target: atMost(2) })
+    // Each of these is a call (a round trip to its first item) and a break (at most 2 round trips by the target above): 3 tiny calls' worth.
+    rows.push({ figure: `${BREAKS} calls in a row, each broken out of after its first item, local`, farpipe: measure(runs, 'ms', false), anchor: { name: `${BREAKS} tiny calls in a row`, measure: measure(anchors, 'ms', false) }, target: atMost(3) })
   }
   // Cold start: pool() to the first item, default workers; bundles cached on the host.
   const host = (await sshd()).alias
