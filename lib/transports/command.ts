@@ -159,6 +159,9 @@ function kill(child: ChildProcess): void {
 }
 
 /** Worker processes on a host reached through a command. */
+/** How long the launcher (the probe and worker 0 in one command) has to report the host's facts. */
+const LAUNCH_TIMEOUT_MS = 10_000
+
 /** Worker 0 as the launcher left it: its command, and what it said before the pool took it. */
 interface Launched {
   child: ChildProcess
@@ -339,6 +342,13 @@ export class CommandTransport implements Transport {
     return new Promise((resolve) => {
       let text = ''
       let decided = false
+      // A launcher that says nothing is given up on: the host is prepared the long way.
+      const timer = setTimeout(() => {
+        if (decided) return
+        decided = true
+        kill(child)
+        resolve(undefined)
+      }, LAUNCH_TIMEOUT_MS)
       child.stdin!.on('error', () => {})
       child.on('error', () => {})
       child.stdout!.on('data', (d: Buffer) => early.data.push(d))
@@ -350,6 +360,7 @@ export class CommandTransport implements Transport {
         const end = at < 0 ? -1 : text.indexOf('\n', at)
         if (end < 0) return
         decided = true
+        clearTimeout(timer)
         const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.options.node), hash)
         const rest = text.slice(0, at) + text.slice(end + 1)
         if (rest) early.stderr.push(rest)
@@ -359,6 +370,7 @@ export class CommandTransport implements Transport {
         early.closed = { code, signal }
         if (!decided) {
           decided = true
+          clearTimeout(timer)
           resolve(undefined)
         }
       })
@@ -370,7 +382,8 @@ export class CommandTransport implements Transport {
     try {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       const bundle = await workerBundle()
-      if (this.options.node !== 'upload' && !this.launched) {
+      // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched) {
         const early = await this.launch(bundle.hash)
         if (early) {
           this.launched = early

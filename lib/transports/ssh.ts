@@ -23,6 +23,8 @@ import { StderrTail, type Transport, type TransportEvents } from './transport.ts
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
+/** How long the launcher (the probe and worker 0 in one exec) has to report the host's facts. */
+const LAUNCH_TIMEOUT_MS = 10_000
 /** Lines of a worker's stderr kept to explain its death. */
 const STDERR_TAIL = 20
 
@@ -175,7 +177,8 @@ export class SshTransport implements Transport {
    */
   private async prepare(conn: Connection): Promise<void> {
     const bundle = await workerBundle()
-    if (this.spec.node !== 'upload') {
+    // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
+    if (this.spec.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0) {
       const early = await this.launch(conn, bundle.hash)
       if (early) {
         this.facts = early.facts
@@ -196,6 +199,13 @@ export class SshTransport implements Transport {
         const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
         let text = ''
         let decided = false
+        // A launcher that says nothing is given up on: the host is prepared the long way.
+        const timer = setTimeout(() => {
+          if (decided) return
+          decided = true
+          ch.close()
+          resolve(undefined)
+        }, LAUNCH_TIMEOUT_MS)
         ch.on('data', (d: Buffer) => early.data.push(d))
         ch.stderr.setEncoding('utf8')
         ch.stderr.on('data', (t: string) => {
@@ -205,6 +215,7 @@ export class SshTransport implements Transport {
           const end = at < 0 ? -1 : text.indexOf('\n', at)
           if (end < 0) return
           decided = true
+          clearTimeout(timer)
           const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.spec.node), hash)
           const rest = text.slice(0, at) + text.slice(end + 1)
           if (rest) early.stderr.push(rest)
@@ -216,6 +227,7 @@ export class SshTransport implements Transport {
           early.closed = true
           if (!decided) {
             decided = true
+            clearTimeout(timer)
             resolve(undefined)
           }
         })
