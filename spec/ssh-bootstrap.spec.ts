@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { tempDir, thrown } from './helpers.ts'
-import { shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+import { FACTS_MARK, LaunchReport, launchCommand, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
 
 // The worker's command line, run here by the same shells a host would run
 // it with (`$SHELL -c`), with a stand-in for node that reports the words and
@@ -101,3 +101,44 @@ quote('quotes so that sh reads back exactly the string', () => {
 })
 
 quote.run()
+
+const launch = suite('the launcher (the probe and the first worker in one command)')
+
+const factsLine = (facts: Record<string, unknown>) => `${FACTS_MARK}${JSON.stringify(facts)}\n`
+const ready = { node: 'v20.20.0', platform: 'linux', arch: 'x64', cores: 4, cacheDir: '/home/u/.cache/farpipe', worker: true }
+
+launch('reads the facts line however the stderr is cut, and keeps the text around it for the worker', () => {
+  const text = 'motd: welcome\n' + factsLine(ready) + 'worker warning\n'
+  for (let cut = 1; cut < text.length; cut += 7) {
+    const r = new LaunchReport({ name: 'h' }, 'f'.repeat(64))
+    const first = r.feed(text.slice(0, cut))
+    const got = first ?? r.feed(text.slice(cut))
+    assert.ok(got, `cut at ${cut}`)
+    assert.ok(got.probe.ok && got.probe.worker)
+    if (got.probe.ok) assert.is(got.probe.facts.workerFile, `/home/u/.cache/farpipe/worker-${'f'.repeat(64)}.mjs`)
+    assert.match(got.rest, 'motd: welcome')
+  }
+})
+
+launch('a host without the worker bundle, or with an old node, is reported as not ready', () => {
+  const missing = new LaunchReport({ name: 'h' }, 'a'.repeat(64)).feed(factsLine({ ...ready, worker: false }))
+  assert.ok(missing?.probe.ok && !missing.probe.worker)
+  const old = new LaunchReport({ name: 'h' }, 'a'.repeat(64)).feed(factsLine({ ...ready, node: 'v16.20.0' }))
+  assert.ok(old && !old.probe.ok)
+  if (old && !old.probe.ok) assert.match(old.probe.error.message, 'node on h is v16.20.0, farpipe needs 20 or later')
+})
+
+launch('stderr noise without the facts line is not kept without bound', () => {
+  const r = new LaunchReport({ name: 'h' }, 'a'.repeat(64))
+  for (let i = 0; i < 200; i++) assert.is(r.feed('x'.repeat(1000)), undefined)
+  assert.ok((r as unknown as { text: string }).text.length <= 66_000)
+  assert.ok(r.feed(factsLine(ready))?.probe.ok)
+})
+
+launch('its command quotes every word, and ends with the script, the cache directory and the hash', () => {
+  const cmd = launchCommand({ node: '/opt/my node/bin/node', cacheDir: "~/it's" }, 'b'.repeat(64), { A: 'x y' }, [])
+  assert.ok(cmd.startsWith(`exec env 'A=x y' '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
+  assert.ok(cmd.endsWith(` ${shq("~/it's")} ${shq('b'.repeat(64))}`))
+})
+
+launch.run()

@@ -170,6 +170,33 @@ export function launchCommand(host: { node?: string; cacheDir?: string }, hash: 
 }
 
 /**
+ * Reads the launcher's stderr up to its facts line (see {@link LAUNCH_JS}):
+ * then gives the probe it makes, and the other text that came with it
+ * (what a login script or the worker wrote), which belongs to the worker.
+ */
+export class LaunchReport {
+  private text = ''
+  constructor(
+    private readonly host: { name: string; node?: string },
+    private readonly hash: string,
+  ) {}
+
+  /** Feeds stderr text; once the facts line is complete, returns the probe and the rest of the text. */
+  feed(chunk: string): { probe: Probe; rest: string } | undefined {
+    this.text += chunk
+    const at = this.text.indexOf(FACTS_MARK)
+    const end = at < 0 ? -1 : this.text.indexOf('\n', at)
+    if (end < 0) {
+      // Noise before the line (a chatty login script) is not kept without bound.
+      if (at < 0 && this.text.length > 65536) this.text = this.text.slice(-4096)
+      return undefined
+    }
+    const probe = readProbe({ code: 0, stdout: Buffer.from(this.text.slice(at + FACTS_MARK.length, end)), stderr: '' }, this.host, wantedNode(this.host.node), this.hash)
+    return { probe, rest: this.text.slice(0, at) + this.text.slice(end + 1) }
+  }
+}
+
+/**
  * Reads what the launcher wrote before it became the worker, or exited: the
  * facts line on its stderr (`stdout` here), or, without one, its exit code
  * and stderr (node missing, or too old to run it).

@@ -20,7 +20,7 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, FACTS_MARK, launchCommand, readProbe, shq, wantedNode, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchReport, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
@@ -340,7 +340,7 @@ export class CommandTransport implements Transport {
     const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
     const early: Launched = { child, data: [], stderr: [], closed: undefined }
     return new Promise((resolve) => {
-      let text = ''
+      const facts = new LaunchReport({ name: this.host, node: this.options.node }, hash)
       let decided = false
       // A launcher that says nothing is given up on: the host is prepared the long way.
       const timer = setTimeout(() => {
@@ -355,14 +355,11 @@ export class CommandTransport implements Transport {
       child.stderr!.setEncoding('utf8')
       child.stderr!.on('data', (t: string) => {
         if (decided) return void early.stderr.push(t)
-        text += t
-        const at = text.indexOf(FACTS_MARK)
-        const end = at < 0 ? -1 : text.indexOf('\n', at)
-        if (end < 0) return
+        const report = facts.feed(t)
+        if (!report) return
         decided = true
         clearTimeout(timer)
-        const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.options.node), hash)
-        const rest = text.slice(0, at) + text.slice(end + 1)
+        const { probe, rest } = report
         if (rest) early.stderr.push(rest)
         resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
       })

@@ -14,7 +14,7 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, FACTS_MARK, launchCommand, readProbe, wantedNode, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchReport, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -197,7 +197,7 @@ export class SshTransport implements Transport {
       conn.client.exec(command, { pty: false }, (err, ch) => {
         if (err) return resolve(undefined)
         const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
-        let text = ''
+        const facts = new LaunchReport({ name: this.host, node: this.spec.node }, hash)
         let decided = false
         // A launcher that says nothing is given up on: the host is prepared the long way.
         const timer = setTimeout(() => {
@@ -210,14 +210,11 @@ export class SshTransport implements Transport {
         ch.stderr.setEncoding('utf8')
         ch.stderr.on('data', (t: string) => {
           if (decided) return void early.stderr.push(t)
-          text += t
-          const at = text.indexOf(FACTS_MARK)
-          const end = at < 0 ? -1 : text.indexOf('\n', at)
-          if (end < 0) return
+          const report = facts.feed(t)
+          if (!report) return
           decided = true
           clearTimeout(timer)
-          const probe = readProbe({ code: 0, stdout: Buffer.from(text.slice(at + FACTS_MARK.length, end)), stderr: '' }, { name: this.host }, wantedNode(this.spec.node), hash)
-          const rest = text.slice(0, at) + text.slice(end + 1)
+          const { probe, rest } = report
           if (rest) early.stderr.push(rest)
           // Ready: this process is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
           resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
