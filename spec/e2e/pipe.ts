@@ -131,7 +131,7 @@ function chains(target: Target): void {
     assert.match(err.message, 'stage b failed at item 100')
     // What the failing stage yielded before it failed arrived, in order.
     assert.equal(got, Array.from({ length: 100 }, (_, i) => ({ i, via: 'abc' })))
-    assert.equal(await readMarker(m1), { finally: true, yielded: (await readMarker(m1)).yielded })
+    assert.ok((await readMarker(m1)).finally)
     assert.is((await readMarker(m2)).yielded, 100)
     assert.is((await readMarker(m3)).yielded, 100)
     // The first stage was cancelled, and it cancelled the local source.
