@@ -16,6 +16,7 @@ import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, 
 import { nestedInitial, type Watermarks } from './flow.ts'
 import { isInput, isStreamSource, type Input, type StreamSource } from './input.ts'
 import { openReceiver, WORKER_STREAMS } from './nested.ts'
+import { registerSink } from './pipe.ts'
 import { checkUnsent, pathTo, PendingPumps, StreamPump, type PumpOwner } from './pump.ts'
 import { describe, type ResolvedCallOptions } from './options.ts'
 import { ItemQueue, ItemStream, type NestedRef } from './queue.ts'
@@ -373,36 +374,66 @@ export class CallCore implements SessionCall, PumpOwner {
       this.writableStream = new WritableStream({ start: (c) => c.error(err) })
       return this.writableStream
     }
+    /** Chunks ever written through the stream, and whether it was closed or aborted: a pipe may bypass it only while it is untouched. */
+    let written = 0
+    let ended = false
+    const open = () => this.state !== State.Starting && pump.stopped === undefined && pump.window.open
+    const room = () => (this.state === State.Starting ? this.started.then(() => pump.room()) : pump.room())
+    /** Sends one chunk within credit; a chunk that cannot be sent fails the call (nothing of it was sent), not just this pipe. */
+    const send = (chunk: unknown) => {
+      try {
+        pump.send(chunk)
+      } catch (err) {
+        this.fail(err, true)
+        throw err
+      }
+    }
     this.writableStream = new WritableStream(
       {
         start: (c) => {
           this.writableController = c
         },
-        write: async (chunk) => {
-          await this.started
-          await pump.room()
-          try {
-            pump.send(chunk)
-          } catch (err) {
-            // A chunk that cannot be sent fails the call (nothing of it was sent), not just this pipe.
-            this.fail(err, true)
-            throw err
-          }
-        },
+        // Within credit, a chunk is sent at once: no promise of the sink's own per chunk.
+        write: (chunk) => (open() ? send(chunk) : room().then(() => send(chunk))),
         // An input closed or aborted before the call frame went out must still
         // reach the worker once it has: otherwise the remote waits for an end
         // that was dropped, and the call never settles.
         close: async () => {
+          ended = true
           await this.started
           if (pump.stopped === undefined) this.inputEnded(pump.id)
         },
         abort: async (reason) => {
+          ended = true
           await this.started
           if (pump.stopped === undefined) this.inputFailed(pump.id, reason)
         },
       },
-      { highWaterMark: 1 },
+      {
+        highWaterMark: 1,
+        size: () => {
+          written++
+          return 1
+        },
+      },
     )
+    registerSink(this.writableStream, {
+      get idle() {
+        return written === 0 && !ended
+      },
+      open,
+      room,
+      write: (item) => {
+        try {
+          send(item)
+        } catch (err) {
+          // As a sink's failed write does: the writable errors (with the call's error, if the failure ended the call).
+          const stored = pump.stopped ?? err
+          this.errorWritable(stored)
+          throw stored
+        }
+      },
+    })
     return this.writableStream
   }
 
@@ -812,7 +843,8 @@ export class CallCore implements SessionCall, PumpOwner {
 
   /** Something moved on the wire for this call (an item or a credit, either way). */
   private activity(): void {
-    this.lastActivity = performance.now()
+    // Only idleTimeout reads it: a clock read per item sent or received is not free.
+    if (this.options.idleTimeout !== undefined) this.lastActivity = performance.now()
   }
 
   /**

@@ -75,9 +75,12 @@ export class StreamPump {
     if (this.stopped !== undefined) throw this.stopped
   }
 
+  /** Where the item being sent sits (`input[41]`): one function for every item, read only while it is sent (before `sent` moves on). */
+  private readonly itemPath = (): string => `${this.path()}[${this.sent}]`
+
   /** Sends one item within credit. Throws (nothing sent) for a value that cannot be sent. */
   send(value: unknown): void {
-    const bytes = this.owner.sendItem(this.id, value, () => `${this.path()}[${this.sent}]`)
+    const bytes = this.owner.sendItem(this.id, value, this.itemPath)
     this.window.spend(bytes)
     this.sent++
   }

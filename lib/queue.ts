@@ -10,6 +10,7 @@
  * @module
  */
 import { CreditLedger, type Credit, type Watermarks } from './flow.ts'
+import { pipeOptions, pipeQueue, sinkOf } from './pipe.ts'
 
 /** A stream that arrived inside item `index` of a batch: cancelled if that item is dropped unread. */
 export interface NestedRef {
@@ -43,12 +44,17 @@ interface Waiter {
 
 const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined })
 
+/** What {@link ItemQueue.poll} gives when no item is queued. */
+export const EMPTY: unique symbol = Symbol('empty')
+
 /** A credit-bounded queue of items with one consumer. */
 export class ItemQueue<T> {
   readonly ledger: CreditLedger
   private batches: (Batch | undefined)[] = []
   private head = 0
   private waiter: Waiter | undefined
+  /** Woken when an item arrives or the stream closes (see {@link whenReady}). */
+  private ready: (() => void) | undefined
   private ended = false
   private failure: { error: unknown } | undefined
   private cancelled = false
@@ -69,6 +75,11 @@ export class ItemQueue<T> {
     return this.ended || this.failure !== undefined || this.cancelled
   }
 
+  /** The stream's error, once it failed (the consumer sees it after the items queued before it). */
+  get failed(): { error: unknown } | undefined {
+    return this.failure
+  }
+
   /**
    * Adds a batch that arrived in one frame of `bytes` bytes. Ignored after
    * cancel. `nested` names the streams inside its items: those of items
@@ -87,6 +98,7 @@ export class ItemQueue<T> {
       this.waiter = undefined
       w.resolve({ done: false, value: this.shift() })
     }
+    this.wakeReady()
   }
 
   /** The sender finished: the consumer reads what is queued, then the end. */
@@ -121,6 +133,23 @@ export class ItemQueue<T> {
     const wait = new Promise<IteratorResult<T>>((resolve, reject) => {
       this.waiter = { resolve: resolve as Waiter['resolve'], reject }
     })
+    this.hooks.waiting?.(wait)
+    return wait
+  }
+
+  /**
+   * The next item if one is queued, else {@link EMPTY} (then {@link closed}
+   * and {@link failed} say whether more may come). For a consumer that takes
+   * whole batches without a promise per item (see {@link ItemStream.pipeTo}).
+   */
+  poll(): T | typeof EMPTY {
+    return this.ledger.queuedItems > 0 ? (this.shift() as T) : EMPTY
+  }
+
+  /** Resolves once an item is queued or the stream is closed; takes nothing (see {@link poll}). One waiter at a time. */
+  whenReady(): Promise<void> {
+    if (this.ledger.queuedItems > 0 || this.closed) return Promise.resolve()
+    const wait = new Promise<void>((resolve) => (this.ready = resolve))
     this.hooks.waiting?.(wait)
     return wait
   }
@@ -163,7 +192,14 @@ export class ItemQueue<T> {
     this.ledger.consumed(this.ledger.queuedItems, this.ledger.queuedBytes)
   }
 
+  private wakeReady(): void {
+    const r = this.ready
+    this.ready = undefined
+    r?.()
+  }
+
   private settleWaiter(): void {
+    this.wakeReady()
     const w = this.waiter
     if (!w || this.ledger.queuedItems > 0) return
     this.waiter = undefined
@@ -203,6 +239,29 @@ export class ItemStream<T> extends ReadableStream<T> {
     this.#queue = queue
   }
 
+  /**
+   * As the standard `pipeTo`, but into the writable side of a remote call
+   * items move straight from this stream's queue to that call, a batch at a
+   * time within its credit, without a web-stream hop per item (see
+   * lib/pipe.ts). Anything else takes the standard path.
+   */
+  override pipeTo(destination: WritableStream<T>, options?: PipeOptions<T>): Promise<void> {
+    const sink = sinkOf(destination)
+    const o = sink && !this.locked && !destination.locked && sink.idle ? pipeOptions(options) : undefined
+    if (!o) return super.pipeTo(destination, options)
+    return pipeQueue(this, this.#queue, destination, sink!, o)
+  }
+
+  /** As the standard `pipeThrough`, with the direct path of {@link pipeTo} when `transform` is a remote call. */
+  override pipeThrough<U>(transform: { readable: ReadableStream<U>; writable: WritableStream<T> }, options?: PipeOptions<T>): ReadableStream<U> {
+    const destination = (transform as { writable?: WritableStream<T> } | undefined)?.writable
+    const sink = sinkOf(destination)
+    const o = sink && transform.readable instanceof ReadableStream && !this.locked && !destination!.locked && sink.idle ? pipeOptions(options) : undefined
+    if (!o) return super.pipeThrough(transform, options)
+    pipeQueue(this, this.#queue, destination!, sink!, o).catch(() => {})
+    return transform.readable
+  }
+
   override values(options?: { preventCancel?: boolean }): ReadableStreamAsyncIterator<T> {
     const reader = this.getReader()
     const queue = this.#queue
@@ -239,3 +298,5 @@ export class ItemStream<T> extends ReadableStream<T> {
 }
 
 type ReadableStreamAsyncIterator<T> = ReturnType<ReadableStream<T>['values']>
+/** `pipeTo`'s options, as the global ReadableStream declares them (a DOM lib's or Node's: declared here, the two would not match). */
+type PipeOptions<T> = Parameters<ReadableStream<T>['pipeTo']>[1]
