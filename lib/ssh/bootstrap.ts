@@ -132,9 +132,11 @@ export async function bootstrap(
   exec: Exec,
   host: { name: string; node?: string; cacheDir?: string },
   worker: WorkerBundle,
+  /** What the launcher's own probe found, when it reported (then the probe is not run again). */
+  known?: Probe,
 ): Promise<HostFacts> {
   const wanted = wantedNode(host.node)
-  let facts = await probe(exec, host, wanted, worker.hash)
+  let facts = known ?? (await probe(exec, host, wanted, worker.hash))
   if (!facts.ok && host.node === 'upload') facts = await probe(exec, host, await uploadNode(exec, host), worker.hash)
   if (!facts.ok) throw facts.error
   const f = facts.facts
@@ -167,6 +169,17 @@ export function wantedNode(node: string | undefined): string {
  */
 export function launchCommand(host: { node?: string; cacheDir?: string }, hash: string, env: Record<string, string> | undefined, nodeArgs: string[]): string {
   return [...envWords(env), shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)].join(' ')
+}
+
+/**
+ * What starting the launcher gave: worker 0 running (its channel or process,
+ * whatever the transport keeps, and the facts), or the probe it reported
+ * before it exited (the host is not ready: the long way may reuse it), or
+ * neither (it said nothing: node missing, or too old to run it).
+ */
+export interface LaunchOutcome<T = unknown> {
+  running?: T & { facts: HostFacts }
+  probe?: Probe
 }
 
 /**

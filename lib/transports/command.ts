@@ -20,7 +20,7 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchReport, shq, workerCommand, type Exec, type ExecResult, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchReport, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
@@ -336,7 +336,7 @@ export class CommandTransport implements Transport {
    * the running worker 0 and the facts, or undefined when it exited instead
    * (the host is not ready for it).
    */
-  private launch(hash: string): Promise<(Launched & { facts: HostFacts }) | undefined> {
+  private launch(hash: string): Promise<LaunchOutcome<Launched>> {
     const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
     const early: Launched = { child, data: [], stderr: [], closed: undefined }
     return new Promise((resolve) => {
@@ -347,7 +347,7 @@ export class CommandTransport implements Transport {
         if (decided) return
         decided = true
         kill(child)
-        resolve(undefined)
+        resolve({})
       }, LAUNCH_TIMEOUT_MS)
       child.stdin!.on('error', () => {})
       child.on('error', () => {})
@@ -361,14 +361,14 @@ export class CommandTransport implements Transport {
         clearTimeout(timer)
         const { probe, rest } = report
         if (rest) early.stderr.push(rest)
-        resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
+        resolve(probe.ok && probe.worker ? { running: { ...early, facts: probe.facts } } : { probe })
       })
       child.on('close', (code, signal) => {
         early.closed = { code, signal }
         if (!decided) {
           decided = true
           clearTimeout(timer)
-          resolve(undefined)
+          resolve({})
         }
       })
     })
@@ -380,16 +380,18 @@ export class CommandTransport implements Transport {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       const bundle = await workerBundle()
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
+      let known: Probe | undefined
       if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched) {
-        const early = await this.launch(bundle.hash)
-        if (early) {
-          this.launched = early
-          this.facts = early.facts
+        const { running, probe } = await this.launch(bundle.hash)
+        if (running) {
+          this.launched = running
+          this.facts = running.facts
           this.failure = undefined
-          return early.facts
+          return running.facts
         }
+        known = probe
       }
-      const facts = await bootstrap(this.exec, { name: this.host, node: this.options.node, cacheDir: this.cacheDir }, bundle)
+      const facts = await bootstrap(this.exec, { name: this.host, node: this.options.node, cacheDir: this.cacheDir }, bundle, known)
       this.facts = facts
       this.failure = undefined
       return facts

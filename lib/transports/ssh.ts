@@ -14,7 +14,7 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchReport, workerCommand, type Exec, type HostFacts } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchReport, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -178,24 +178,26 @@ export class SshTransport implements Transport {
   private async prepare(conn: Connection): Promise<void> {
     const bundle = await workerBundle()
     // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
+    let known: Probe | undefined
     if (this.spec.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0) {
-      const early = await this.launch(conn, bundle.hash)
-      if (early) {
-        this.facts = early.facts
-        this.launched = early
+      const { running, probe } = await this.launch(conn, bundle.hash)
+      if (running) {
+        this.facts = running.facts
+        this.launched = running
         return
       }
+      known = probe
     }
-    this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, bundle)
+    this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, bundle, known)
   }
 
   /** Starts the launcher; resolves with the running worker 0 and the facts, or undefined when it exited instead. */
-  private launch(conn: Connection, hash: string): Promise<(Launched & { facts: HostFacts }) | undefined> {
+  private launch(conn: Connection, hash: string): Promise<LaunchOutcome<Launched>> {
     const host = { node: this.spec.node, cacheDir: this.cacheDir }
     const command = launchCommand(host, hash, this.spec.env, this.options.nodeArgs ?? [])
     return new Promise((resolve) => {
       conn.client.exec(command, { pty: false }, (err, ch) => {
-        if (err) return resolve(undefined)
+        if (err) return resolve({})
         const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
         const facts = new LaunchReport({ name: this.host, node: this.spec.node }, hash)
         let decided = false
@@ -204,7 +206,7 @@ export class SshTransport implements Transport {
           if (decided) return
           decided = true
           ch.close()
-          resolve(undefined)
+          resolve({})
         }, LAUNCH_TIMEOUT_MS)
         ch.on('data', (d: Buffer) => early.data.push(d))
         ch.stderr.setEncoding('utf8')
@@ -217,7 +219,7 @@ export class SshTransport implements Transport {
           const { probe, rest } = report
           if (rest) early.stderr.push(rest)
           // Ready: this process is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
-          resolve(probe.ok && probe.worker ? { ...early, facts: probe.facts } : undefined)
+          resolve(probe.ok && probe.worker ? { running: { ...early, facts: probe.facts } } : { probe })
         })
         ch.on('exit', (code: number | null, signal?: string) => (early.exit = { code, signal }))
         ch.on('close', () => {
@@ -225,7 +227,7 @@ export class SshTransport implements Transport {
           if (!decided) {
             decided = true
             clearTimeout(timer)
-            resolve(undefined)
+            resolve({})
           }
         })
       })
