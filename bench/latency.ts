@@ -5,9 +5,9 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
-import { pool, type Pool } from 'farpipe'
+import type { Pool, PoolOptions } from 'farpipe'
 import { grpc, localPool, sshd, sshPool } from './context.ts'
-import { measure, percentile, repeat, RUNS, type Row, type Section } from './lib.ts'
+import { coldStart, measure, percentile, repeat, RUNS, type Row, type Section } from './lib.ts'
 import * as b from './tasks.ts'
 
 const CALLS = Number(process.env.FARPIPE_BENCH_CALLS ?? 10_000)
@@ -34,14 +34,7 @@ async function firstItem(p: Pool): Promise<number> {
   return us
 }
 
-async function cold(options: Parameters<typeof pool>[0]): Promise<number> {
-  const t0 = performance.now()
-  const p = await pool(options)
-  for await (const _ of p.run(b.one)) break
-  const ms = performance.now() - t0
-  await p.close()
-  return ms
-}
+const cold = (options: PoolOptions) => coldStart(options, b.one)
 
 export async function run(): Promise<Section> {
   const g = await grpc()

@@ -2,6 +2,7 @@
 // the rows RESULTS.md is made of. Benchmarks are not tests: they measure and
 // report, they assert nothing.
 import { readFileSync } from 'node:fs'
+import { pool, type Pool, type PoolOptions } from 'farpipe'
 
 /** How many times each figure is measured (the median is reported, with min and max). */
 export const RUNS = Number(process.env.FARPIPE_BENCH_RUNS ?? 5)
@@ -161,4 +162,14 @@ export function perSecond(n: number, t0: number): number {
 /** MiB per second. */
 export function mibps(bytes: number, t0: number): number {
   return bytes / 1048576 / ((performance.now() - t0) / 1000)
+}
+
+/** Milliseconds from `pool(options)` to the first item of `one` (a one-item generator); the pool is closed after. */
+export async function coldStart(options: PoolOptions, one: Parameters<Pool['run']>[0]): Promise<number> {
+  const t0 = performance.now()
+  const p = await pool(options)
+  for await (const _ of p.run(one)) break
+  const ms = performance.now() - t0
+  await p.close()
+  return ms
 }

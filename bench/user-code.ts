@@ -5,9 +5,9 @@
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import * as path from 'node:path'
-import { pool, input, type Pool } from 'farpipe'
+import { input, type Pool, type PoolOptions } from 'farpipe'
 import { cacheDir, localPool, sshAnchors, sshd, sshPool } from './context.ts'
-import { measure, median, pair, percentile, perSecond, RUNS, type Row, type Section } from './lib.ts'
+import { coldStart, measure, median, pair, percentile, perSecond, RUNS, type Row, type Section } from './lib.ts'
 import * as b from './user-tasks.ts'
 
 /** Items a throughput run streams (a rate: fewer than small-items' million keeps this bench to minutes). */
@@ -81,14 +81,7 @@ async function samplePair(a: () => Promise<number>, c: () => Promise<number>, n 
   return [as, cs]
 }
 
-async function cold(options: Parameters<typeof pool>[0]): Promise<number> {
-  const t0 = performance.now()
-  const p = await pool(options)
-  for await (const _ of p.run(b.one)) break
-  const ms = performance.now() - t0
-  await p.close()
-  return ms
-}
+const cold = (options: PoolOptions) => coldStart(options, b.one)
 
 export async function run(): Promise<Section> {
   const rows: Row[] = []
