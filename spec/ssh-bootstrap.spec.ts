@@ -4,7 +4,7 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { tempDir, thrown } from './helpers.ts'
-import { FACTS_MARK, LaunchReport, launchCommand, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+import { FACTS_MARK, LaunchReport, LaunchWatch, launchCommand, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
 
 // The worker's command line, run here by the same shells a host would run
 // it with (`$SHELL -c`), with a stand-in for node that reports the words and
@@ -106,6 +106,7 @@ const launch = suite('the launcher (the probe and the first worker in one comman
 
 const factsLine = (facts: Record<string, unknown>) => `${FACTS_MARK}${JSON.stringify(facts)}\n`
 const ready = { node: 'v20.20.0', platform: 'linux', arch: 'x64', cores: 4, cacheDir: '/home/u/.cache/farpipe', worker: true }
+const readyFacts = ready
 
 launch('reads the facts line however the stderr is cut, and keeps the text around it for the worker', () => {
   const text = 'motd: welcome\n' + factsLine(ready) + 'worker warning\n'
@@ -139,6 +140,31 @@ launch('its command quotes every word, and ends with the script, the cache direc
   const cmd = launchCommand({ node: '/opt/my node/bin/node', cacheDir: "~/it's" }, 'b'.repeat(64), { A: 'x y' }, [])
   assert.ok(cmd.startsWith(`exec env 'A=x y' '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
   assert.ok(cmd.endsWith(` ${shq("~/it's")} ${shq('b'.repeat(64))}`))
+})
+
+launch('the watch settles once: worker 0 running, the report of a host not ready, or nothing when the launcher ends silent', async () => {
+  const hash = 'c'.repeat(64)
+  const early = () => ({ stderr: [] as string[], id: 1 })
+  let stops = 0
+  const ready = new LaunchWatch({ name: 'h' }, hash, early(), () => stops++)
+  ready.stderr('login noise\n' + factsLine({ ...readyFacts }).slice(0, 10))
+  ready.stderr(factsLine({ ...readyFacts }).slice(10) + 'node warning\n')
+  ready.stderr('later stderr\n')
+  ready.closed()
+  const r = await ready.outcome
+  assert.ok(r.running)
+  assert.is(r.running.id, 1)
+  assert.equal(r.running.stderr, ['login noise\nnode warning\n', 'later stderr\n'])
+  const notReady = await (() => {
+    const w = new LaunchWatch({ name: 'h' }, hash, early(), () => stops++)
+    w.stderr(factsLine({ ...readyFacts, worker: false }))
+    return w.outcome
+  })()
+  assert.ok(!notReady.running && notReady.probe?.ok)
+  const silent = new LaunchWatch({ name: 'h' }, hash, early(), () => stops++)
+  silent.closed()
+  assert.equal(await silent.outcome, {})
+  assert.is(stops, 0, 'none was given up on by its timer')
 })
 
 launch.run()

@@ -209,6 +209,58 @@ export class LaunchReport {
   }
 }
 
+/** How long the launcher (the probe and worker 0 in one command) has to report the host's facts. */
+export const LAUNCH_TIMEOUT_MS = 10_000
+
+/**
+ * Waits for the launcher's verdict, for a transport that started it: give
+ * it the launcher's stderr text and its end; {@link outcome} settles with
+ * worker 0 running (`early`, with the facts), or the probe it reported
+ * before exiting, or nothing (it said nothing, or nothing within
+ * {@link LAUNCH_TIMEOUT_MS}: then `stop` is called). What comes after the
+ * facts line is kept in `early.stderr`, for the worker's log.
+ */
+export class LaunchWatch<T extends { stderr: string[] }> {
+  readonly outcome: Promise<LaunchOutcome<T>>
+  private resolve!: (o: LaunchOutcome<T>) => void
+  private readonly report: LaunchReport
+  private decided = false
+  private readonly timer: NodeJS.Timeout
+
+  constructor(host: { name: string; node?: string }, hash: string, private readonly early: T, stop: () => void) {
+    this.report = new LaunchReport(host, hash)
+    this.outcome = new Promise((r) => (this.resolve = r))
+    this.timer = setTimeout(() => {
+      if (!this.decide()) return
+      stop()
+      this.resolve({})
+    }, LAUNCH_TIMEOUT_MS)
+  }
+
+  /** Text the launcher wrote to its stderr. */
+  stderr(text: string): void {
+    if (this.decided) return void this.early.stderr.push(text)
+    const got = this.report.feed(text)
+    if (!got) return
+    this.decide()
+    if (got.rest) this.early.stderr.push(got.rest)
+    // Ready: the launcher is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
+    this.resolve(got.probe.ok && got.probe.worker ? { running: { ...this.early, facts: got.probe.facts } } : { probe: got.probe })
+  }
+
+  /** The launcher ended (or could not start). */
+  closed(): void {
+    if (this.decide()) this.resolve({})
+  }
+
+  private decide(): boolean {
+    if (this.decided) return false
+    this.decided = true
+    clearTimeout(this.timer)
+    return true
+  }
+}
+
 /**
  * Reads what the launcher wrote before it became the worker, or exited: the
  * facts line on its stderr (`stdout` here), or, without one, its exit code

@@ -20,7 +20,7 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchReport, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
@@ -159,9 +159,6 @@ function kill(child: ChildProcess): void {
 }
 
 /** Worker processes on a host reached through a command. */
-/** How long the launcher (the probe and worker 0 in one command) has to report the host's facts. */
-const LAUNCH_TIMEOUT_MS = 10_000
-
 /** Worker 0 as the launcher left it: its command, and what it said before the pool took it. */
 interface Launched {
   child: ChildProcess
@@ -332,46 +329,23 @@ export class CommandTransport implements Transport {
 
   /**
    * Starts the launcher (the probe and the first worker in one command:
-   * each command may be a whole new connection to the host); resolves with
-   * the running worker 0 and the facts, or undefined when it exited instead
-   * (the host is not ready for it).
+   * each command may be a whole new connection to the host); resolves as
+   * {@link LaunchWatch.outcome} does.
    */
   private launch(hash: string): Promise<LaunchOutcome<Launched>> {
     const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
     const early: Launched = { child, data: [], stderr: [], closed: undefined }
-    return new Promise((resolve) => {
-      const facts = new LaunchReport({ name: this.host, node: this.options.node }, hash)
-      let decided = false
-      // A launcher that says nothing is given up on: the host is prepared the long way.
-      const timer = setTimeout(() => {
-        if (decided) return
-        decided = true
-        kill(child)
-        resolve({})
-      }, LAUNCH_TIMEOUT_MS)
-      child.stdin!.on('error', () => {})
-      child.on('error', () => {})
-      child.stdout!.on('data', (d: Buffer) => early.data.push(d))
-      child.stderr!.setEncoding('utf8')
-      child.stderr!.on('data', (t: string) => {
-        if (decided) return void early.stderr.push(t)
-        const report = facts.feed(t)
-        if (!report) return
-        decided = true
-        clearTimeout(timer)
-        const { probe, rest } = report
-        if (rest) early.stderr.push(rest)
-        resolve(probe.ok && probe.worker ? { running: { ...early, facts: probe.facts } } : { probe })
-      })
-      child.on('close', (code, signal) => {
-        early.closed = { code, signal }
-        if (!decided) {
-          decided = true
-          clearTimeout(timer)
-          resolve({})
-        }
-      })
+    const watch = new LaunchWatch({ name: this.host, node: this.options.node }, hash, early, () => kill(child))
+    child.stdin!.on('error', () => {})
+    child.on('error', () => {})
+    child.stdout!.on('data', (d: Buffer) => early.data.push(d))
+    child.stderr!.setEncoding('utf8')
+    child.stderr!.on('data', (t: string) => watch.stderr(t))
+    child.on('close', (code, signal) => {
+      early.closed = { code, signal }
+      watch.closed()
     })
+    return watch.outcome
   }
 
   /** Probes the host (and uploads what is missing); clears the failure on success and records it otherwise. */

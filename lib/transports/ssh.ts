@@ -14,7 +14,7 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchReport, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -23,8 +23,6 @@ import { StderrTail, type Transport, type TransportEvents } from './transport.ts
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
-/** How long the launcher (the probe and worker 0 in one exec) has to report the host's facts. */
-const LAUNCH_TIMEOUT_MS = 10_000
 /** Lines of a worker's stderr kept to explain its death. */
 const STDERR_TAIL = 20
 
@@ -191,7 +189,7 @@ export class SshTransport implements Transport {
     this.facts = await bootstrap(sshExec(conn.client), { name: this.host, node: this.spec.node, cacheDir: this.cacheDir }, bundle, known)
   }
 
-  /** Starts the launcher; resolves with the running worker 0 and the facts, or undefined when it exited instead. */
+  /** Starts the launcher; resolves as {@link LaunchWatch.outcome} does (nothing when the channel would not open). */
   private launch(conn: Connection, hash: string): Promise<LaunchOutcome<Launched>> {
     const host = { node: this.spec.node, cacheDir: this.cacheDir }
     const command = launchCommand(host, hash, this.spec.env, this.options.nodeArgs ?? [])
@@ -199,37 +197,16 @@ export class SshTransport implements Transport {
       conn.client.exec(command, { pty: false }, (err, ch) => {
         if (err) return resolve({})
         const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
-        const facts = new LaunchReport({ name: this.host, node: this.spec.node }, hash)
-        let decided = false
-        // A launcher that says nothing is given up on: the host is prepared the long way.
-        const timer = setTimeout(() => {
-          if (decided) return
-          decided = true
-          ch.close()
-          resolve({})
-        }, LAUNCH_TIMEOUT_MS)
+        const watch = new LaunchWatch({ name: this.host, node: this.spec.node }, hash, early, () => ch.close())
         ch.on('data', (d: Buffer) => early.data.push(d))
         ch.stderr.setEncoding('utf8')
-        ch.stderr.on('data', (t: string) => {
-          if (decided) return void early.stderr.push(t)
-          const report = facts.feed(t)
-          if (!report) return
-          decided = true
-          clearTimeout(timer)
-          const { probe, rest } = report
-          if (rest) early.stderr.push(rest)
-          // Ready: this process is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
-          resolve(probe.ok && probe.worker ? { running: { ...early, facts: probe.facts } } : { probe })
-        })
+        ch.stderr.on('data', (t: string) => watch.stderr(t))
         ch.on('exit', (code: number | null, signal?: string) => (early.exit = { code, signal }))
         ch.on('close', () => {
           early.closed = true
-          if (!decided) {
-            decided = true
-            clearTimeout(timer)
-            resolve({})
-          }
+          watch.closed()
         })
+        resolve(watch.outcome)
       })
     })
   }
