@@ -1,0 +1,418 @@
+/**
+ * One call running on a worker: it runs the function in its context, feeds
+ * the streams the caller sends to it, pumps what a generator yields within
+ * the caller's credit, and sends the streams nested in what it yields or
+ * returns (see lib/nested.ts).
+ *
+ * @module
+ */
+import { readItems, streamsInItems, valueBytes, type StreamHooks } from '../codec.ts'
+import { runInContext, type CallContext } from '../context.ts'
+import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
+import { CreditWindow, nestedInitial, type Credit } from '../flow.ts'
+import { isStreamSource } from '../input.ts'
+import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
+import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
+import type { ItemQueue, NestedRef } from '../queue.ts'
+import { HEADER_BYTES, Kind, payloads } from '../wire.ts'
+import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './runtime.ts'
+
+/**
+ * How long (ms) a generator that never waits for anything runs before the
+ * event loop gets a turn to read what the caller sent (a cancel, credit):
+ * bounds how late a cancel is seen, at the cost of one turn of the loop
+ * (a few microseconds) per slice.
+ */
+const SLICE_MS = 0.1
+
+/** One call running on this worker. */
+export class RunningCall implements PumpOwner {
+  private readonly abort = new AbortController()
+  private readonly window: CreditWindow
+  /** Receiving ends of the caller's streams: streamed arguments, and streams nested in values it sent. */
+  private readonly inputs = new Map<number, ItemQueue<unknown>>()
+  private readonly marks = new Map<number, { items: number; bytes: number }>()
+  /** The highest id of a caller's stream seen so far (they only grow). */
+  private highestInput = 0
+  /** Sending ends of the streams nested in what the function yields or returns, while they run. */
+  private readonly senders = new Map<number, StreamPump>()
+  private nextSender = WORKER_STREAMS
+  /** Senders numbered by the value being encoded: started once it is sent, let go if it cannot be. */
+  private readonly pending = new PendingPumps()
+  /** Every source this call has sent as a stream: each may be sent once. */
+  private readonly sentSources = new WeakSet<object>()
+  /** What the senders' sources still have to do after a stop (their cleanup), awaited before the call counts as settled. */
+  private readonly cleanups: Promise<void>[] = []
+  /** Hooks that number the streams nested in a value this call sends. */
+  private readonly hooks: StreamHooks = { toId: (v) => this.openSender(v) }
+  private creditWake: (() => void) | undefined
+  /** The caller cancelled (or the link closed): stop, run `finally`, answer `cancelled`. */
+  private stopping = false
+  /** A terminal frame went out. */
+  private done = false
+  /** The function returned normally: its inputs stay open while its nested streams run (they may be made from them). */
+  private succeeded = false
+  /** Items yielded so far. */
+  private index = 0
+  private settle!: () => void
+  /** Resolves when the call has sent its terminal frame and its nested streams have ended. */
+  readonly settled = new Promise<void>((r) => (this.settle = r))
+  private forgotten = false
+  private readonly ctx: CallContext
+
+  constructor(private readonly rt: WorkerRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
+    this.window = new CreditWindow(header.out)
+    for (const s of header.streams) {
+      this.marks.set(s.id, { items: s.items, bytes: s.bytes })
+      this.highestInput = Math.max(this.highestInput, s.id)
+    }
+    this.ctx = Object.freeze({ signal: this.abort.signal, host: hello.host, worker: hello.worker, workers: hello.workers, callId: id })
+  }
+
+  /** The marks of nested streams: the caller's, or (from an older header) those of the output. */
+  private get nestedMarks(): { items: number; bytes: number } {
+    return this.header.nested ?? this.header.out
+  }
+
+  /**
+   * The ReadableStream the function receives for the caller's stream `id`:
+   * a streamed argument (declared in the call header), or a stream nested
+   * in an item of one (numbered above the ones seen before).
+   */
+  inputStream(id: number): ReadableStream<unknown> {
+    let marks = this.marks.get(id)
+    let initial: Credit | undefined
+    if (!marks && id > this.highestInput && id < WORKER_STREAMS) {
+      marks = this.nestedMarks
+      initial = nestedInitial(marks)
+    }
+    if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
+    this.highestInput = Math.max(this.highestInput, id)
+    const { queue, stream } = openReceiver(marks, initial ?? marks, {
+      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
+      cancel: () => {
+        if (!this.inputs.delete(id)) return
+        this.rt.send(Kind.cancel, this.id, id)
+        this.checkDone()
+      },
+    })
+    this.inputs.set(id, queue)
+    return stream
+  }
+
+  inputData(stream: number, payload: Uint8Array, owned: boolean): void {
+    const q = this.input(stream, 'data')
+    if (!q) {
+      streamsInItems(payload, (id) => this.dropInput(id))
+      return
+    }
+    const nested: NestedRef[] = []
+    const fromId = (id: number, item: number) => {
+      const s = this.inputStream(id)
+      nested.push({ index: item, cancel: () => void s.cancel().catch(() => {}) })
+      return s
+    }
+    if (q.closed) {
+      // Dropped unread (the function stopped reading): streams inside are let go.
+      streamsInItems(payload, (id) => this.dropInput(id))
+      return
+    }
+    const items = readItems(payload, owned, fromId)
+    q.push(items, payload.byteLength, nested.length > 0 ? nested : undefined)
+  }
+
+  inputEnd(stream: number): void {
+    const q = this.input(stream, 'end')
+    if (!q) return
+    q.end()
+    this.inputs.delete(stream)
+    this.checkDone()
+  }
+
+  inputError(stream: number, error: unknown): void {
+    const q = this.input(stream, 'error')
+    if (!q) return
+    q.fail(error)
+    this.inputs.delete(stream)
+    this.checkDone()
+  }
+
+  /** A stream named in an item dropped unread: the caller is told to stop feeding it. */
+  private dropInput(id: number): undefined {
+    if (id <= this.highestInput || id >= WORKER_STREAMS) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
+    this.highestInput = id
+    this.rt.send(Kind.cancel, this.id, id)
+    return undefined
+  }
+
+  /**
+   * The queue of the caller's stream `stream`, or undefined for one this side
+   * already let go (its frames may have crossed the cancel). A stream the call
+   * never had is a protocol error.
+   */
+  private input(stream: number, kind: string): ItemQueue<unknown> | undefined {
+    const q = this.inputs.get(stream)
+    if (!q && (stream === 0 || stream > this.highestInput || stream >= WORKER_STREAMS)) {
+      throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which has no such streamed argument`)
+    }
+    return q
+  }
+
+  credit(stream: number, c: { items: number; bytes: number }): void {
+    if (stream === 0) {
+      this.window.add(c)
+      this.wake()
+      return
+    }
+    this.sender(stream, 'credit')?.credit(c)
+  }
+
+  /** The caller cancelled the nested stream `stream`: its source's `cancel()` runs, with the caller's reason. */
+  cancelSender(stream: number, reason: unknown): void {
+    const pump = this.sender(stream, 'cancel')
+    if (!pump) return
+    this.stopSender(pump, reason ?? new CancelError(`the caller cancelled the stream at ${pump.path()}`))
+  }
+
+  /** A running sender, or undefined for one that ended already; an id never opened is a protocol error. */
+  private sender(stream: number, kind: string): StreamPump | undefined {
+    const pump = this.senders.get(stream)
+    if (!pump && (stream < WORKER_STREAMS || stream >= this.nextSender)) {
+      throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which this side never opened`)
+    }
+    return pump
+  }
+
+  cancel(reason: unknown): void {
+    if (this.stopping || this.done) return
+    this.stopping = true
+    const err = reason instanceof CancelError ? reason : new CancelError('the call was cancelled by the caller', { cause: reason })
+    this.abort.abort(err)
+    this.releaseInputs(err, false)
+    this.wake()
+  }
+
+  /** The session is gone: the call stops, and so does every stream it has open either way. */
+  close(reason: unknown): void {
+    this.cancel(reason)
+    this.releaseInputs(reason, false)
+    for (const pump of [...this.senders.values()]) this.stopSender(pump, reason)
+    this.checkDone()
+  }
+
+  async run(args: unknown[]): Promise<void> {
+    try {
+      const fn = await this.rt.load(this.header.bundle, this.header.fn, this.header.module)
+      if (this.stopping) return this.cancelled()
+      const body = async () => {
+        const ret = fn(...args)
+        const tag = Object.prototype.toString.call(ret)
+        if (tag === '[object AsyncGenerator]' || tag === '[object Generator]') {
+          await this.pump(ret as AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, tag === '[object AsyncGenerator]')
+        } else {
+          const value = await ret
+          if (this.stopping) this.cancelled()
+          else this.end(value)
+        }
+      }
+      // Entering AsyncLocalStorage turns on promise hooks, which slow every
+      // await in the process: only calls that may ask for their context pay.
+      await (this.rt.contextFree.has(this.header.bundle) ? body() : runInContext(this.ctx, body))
+    } catch (err) {
+      if (this.stopping) this.cancelled()
+      else this.fail(err, false)
+    }
+  }
+
+  private async pump(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, isAsync: boolean): Promise<void> {
+    const path = () => `yield[${this.index}]`
+    let turned = performance.now()
+    for (;;) {
+      if (this.stopping) return this.stop(gen)
+      if (!this.window.open) {
+        await new Promise<void>((r) => (this.creditWake = r))
+        turned = performance.now()
+        continue
+      }
+      // A producer that never waits for anything (a loop of yields, sync or
+      // async) would keep the event loop from reading the caller's frames
+      // until its credit ran out: a cancel would reach it thousands of items
+      // late. Every SLICE_MS of producing, the loop turns once (the batch
+      // stays open: see Link.breathe).
+      if ((this.index & 31) === 31 && performance.now() - turned >= SLICE_MS) {
+        await this.rt.breathe()
+        turned = performance.now()
+        continue
+      }
+      const r = (isAsync ? await gen.next() : gen.next()) as IteratorResult<unknown, unknown>
+      if (this.stopping) return this.stop(gen)
+      if (r.done) return this.end(r.value, true)
+      let bytes: number
+      try {
+        bytes = this.sendItem(0, r.value, path)
+      } catch (err) {
+        // The value cannot be sent: the call fails, and the generator still gets to clean up.
+        await Promise.resolve(gen.return(undefined)).catch(() => {})
+        return this.fail(err, true)
+      }
+      this.window.spend(bytes)
+      // The first item leaves at once: a function that yields and then
+      // computes without returning to the event loop must not hold back its
+      // first result (time to first item is time to first yield).
+      if (this.index++ === 0) this.rt.flush()
+    }
+  }
+
+  // -- nested streams this side sends -----------------------------------------
+
+  /**
+   * Writes one item of stream `stream` (the output, or a nested stream),
+   * numbering the streams inside it; they start once the item is written
+   * (their frames must follow it), and are let go if it cannot be.
+   */
+  sendItem(stream: number, value: unknown, path: () => string): number {
+    let bytes: number
+    try {
+      bytes = this.rt.sendItem(this.id, stream, value, path, this.hooks)
+    } catch (err) {
+      this.pending.abandon(err)
+      throw err
+    }
+    this.pending.start(path, value, this.senders)
+    return bytes
+  }
+
+  /** Numbers a stream found in a value being sent (the value's encoding calls this). */
+  private openSender(v: unknown): number | undefined {
+    if (!isStreamSource(v)) return undefined
+    checkUnsent(v, this.sentSources)
+    if (this.nextSender > LAST_STREAM) throw new RangeError(`a call may send at most ${LAST_STREAM - WORKER_STREAMS + 1} nested streams`)
+    const id = this.nextSender++
+    const pump = new StreamPump(this, id, v, nestedInitial(this.nestedMarks), () => `stream ${id}`)
+    this.pending.add(pump)
+    return id
+  }
+
+  pumpEnded(pump: StreamPump): void {
+    if (!this.senders.delete(pump.id)) return
+    this.rt.send(Kind.end, this.id, pump.id)
+    this.checkDone()
+  }
+
+  pumpFailed(pump: StreamPump, error: unknown): void {
+    if (!this.senders.delete(pump.id)) return
+    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, false))
+    this.checkDone()
+  }
+
+  pumpBroke(pump: StreamPump, error: unknown): void {
+    if (!this.senders.has(pump.id)) return
+    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, true))
+    this.stopSender(pump, error)
+  }
+
+  private stopSender(pump: StreamPump, reason: unknown): void {
+    if (!this.senders.delete(pump.id)) return
+    pump.stop(reason)
+    this.cleanups.push(pump.done)
+    this.checkDone()
+  }
+
+  // -- ending -----------------------------------------------------------------
+
+  /** Cancelled at a yield: `return()` runs the generator's `finally` blocks. */
+  private async stop(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>): Promise<void> {
+    try {
+      await gen.return(undefined)
+    } catch {
+      // An error thrown by a finally block while cancelling has nobody left to receive it.
+    }
+    this.cancelled()
+  }
+
+  private wake(): void {
+    const w = this.creditWake
+    this.creditWake = undefined
+    w?.()
+  }
+
+  private end(value: unknown, streamed = false): void {
+    let payload: Buffer
+    try {
+      payload = payloads.end(streamed, valueBytes(value, 'return', this.hooks))
+      if (payload.byteLength > this.rt.maxPayload) {
+        throw new SerializeError(`return: value of ${payload.byteLength} bytes exceeds maxFrameBytes ${this.rt.maxPayload + HEADER_BYTES}; yield it in parts instead`, 'return')
+      }
+    } catch (err) {
+      this.pending.abandon(err)
+      return this.fail(err, true)
+    }
+    this.succeeded = true
+    this.terminal(Kind.end, payload)
+    this.pending.start(() => 'return', value, this.senders)
+  }
+
+  /** The payload of an error frame: the error, the items sent before it, and whether farpipe itself failed. */
+  private errorPayload(error: unknown, index: number, runtime: boolean): Buffer {
+    const body: ErrorPayload = { error, index, runtime: runtime || error instanceof ProtocolError }
+    let payload: Buffer | undefined
+    try {
+      payload = valueBytes(body, 'error')
+    } catch {
+      payload = undefined
+    }
+    if (!payload || payload.byteLength > this.rt.maxPayload) {
+      // An error must always get through: fall back to its name and the start of its message.
+      const e = error instanceof Error ? error : undefined
+      const plain = new Error(`${e ? e.name : typeof error}: ${String(e ? e.message : error).slice(0, 4096)}`)
+      payload = valueBytes({ error: plain, index, runtime }, 'error')
+    }
+    return payload
+  }
+
+  /** Sends the error frame. `runtime` marks farpipe's own failures (a value that cannot be sent). */
+  fail(error: unknown, runtime: boolean): void {
+    this.terminal(Kind.error, this.errorPayload(error, this.index, runtime))
+  }
+
+  private cancelled(): void {
+    this.terminal(Kind.cancelled)
+  }
+
+  private terminal(kind: number, payload?: Buffer): void {
+    if (this.done) return
+    this.done = true
+    // A function that returned may have handed its inputs to the streams it
+    // returned or yielded: they stay open while those run. Otherwise the
+    // inputs are let go; the caller stops feeding them when it reads this
+    // frame (an error or a cancel ends the whole call), or is told (after a
+    // normal return, it may not).
+    if (kind !== Kind.end) this.releaseInputs(new CancelError('the call has finished'), false)
+    else if (this.senders.size === 0 && this.pending.size === 0) this.releaseInputs(new CancelError('the call has finished'), true)
+    this.rt.send(kind, this.id, 0, payload)
+    this.checkDone()
+  }
+
+  /**
+   * Lets the caller's streams go: their queues fail (items not read are
+   * dropped). With `tell`, the caller is told to stop feeding each one that
+   * had not ended.
+   */
+  private releaseInputs(reason: unknown, tell: boolean): void {
+    for (const [id, q] of this.inputs) {
+      q.fail(reason, true)
+      if (tell) this.rt.send(Kind.cancel, this.id, id)
+    }
+    this.inputs.clear()
+  }
+
+  /** Once the call has ended and its nested streams too, it is forgotten. */
+  private checkDone(): void {
+    if (!this.done || this.forgotten || this.senders.size > 0 || this.pending.size > 0) return
+    // The streams that could have been made from the inputs have ended: nothing will read them now.
+    if (this.inputs.size > 0) this.releaseInputs(new CancelError('the call has finished'), this.succeeded)
+    this.forgotten = true
+    this.rt.ended(this.id)
+    Promise.allSettled(this.cleanups).then(() => this.settle())
+  }
+}
