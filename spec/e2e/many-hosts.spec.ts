@@ -53,6 +53,8 @@ function manyHosts(all: Sshd[]): void {
       await collect(p.run(t.countAsync, 100))
       await p.run(t.sum, [1, 2, 3].values())
       await rejection(p.run(t.failAfter, 1).result)
+      // pool() resolves at its first worker: the others may still be starting.
+      await until(() => p.stats().hosts.every((x) => x.workers.every((w) => w.up)), 10_000, 'every worker to be up')
       const stats: PoolStats = p.stats()
       assert.equal(stats.hosts.map((x) => [x.name, x.up, x.workers.length]), all.map((x) => [x.alias, true, 1]))
       const workers = stats.hosts.flatMap((x) => x.workers)
