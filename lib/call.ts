@@ -620,10 +620,7 @@ export class CallCore implements SessionCall, PumpOwner {
    * grow: one seen before, or not the worker's, is a protocol error.
    */
   private receiver(id: number, refs: NestedRef[], item: number): ReadableStream<unknown> {
-    if (id < WORKER_STREAMS || id <= this.highestReceived) {
-      throw new ProtocolError(`worker ${this.where} named stream ${id} in a value of call ${this.id}, which is not a new stream of the worker's`)
-    }
-    this.highestReceived = id
+    this.claimReceived(id)
     const { queue, stream } = openReceiver(this.marks, nestedInitial(this.marks), {
       credit: (c) => this.session?.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => {
@@ -638,12 +635,17 @@ export class CallCore implements SessionCall, PumpOwner {
     return stream
   }
 
-  /** A stream named in a value that is dropped unread: the worker is told to stop it. */
-  private dropReceiver(id: number): undefined {
+  /** Takes `id` as the next stream of the worker's: ids only grow, and one seen before, or not the worker's, is a protocol error. */
+  private claimReceived(id: number): void {
     if (id < WORKER_STREAMS || id <= this.highestReceived) {
       throw new ProtocolError(`worker ${this.where} named stream ${id} in a value of call ${this.id}, which is not a new stream of the worker's`)
     }
     this.highestReceived = id
+  }
+
+  /** A stream named in a value that is dropped unread: the worker is told to stop it. */
+  private dropReceiver(id: number): undefined {
+    this.claimReceived(id)
     this.session?.send(Kind.cancel, this.id, id)
     return undefined
   }
