@@ -305,6 +305,15 @@ export class CallCore implements SessionCall, PumpOwner {
     return this.name()
   }
 
+  /**
+   * True when the arguments hold a stream (at any depth). Such a call cannot
+   * be run again once it failed: its sources were read, in part or whole,
+   * or let go when it failed, and a second run would see them consumed.
+   */
+  get hasStreams(): boolean {
+    return this.argumentStreams > 0
+  }
+
   /** Starts the call: locates the bundle, picks a worker, sends the call frame, starts the input pumps. */
   async start(target: CallTarget): Promise<void> {
     const { signal, timeout, idleTimeout } = this.options

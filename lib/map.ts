@@ -64,12 +64,11 @@ const ATTEMPTS = 2
 
 /** One item of the source and the call (or calls) that produce its results. */
 class Task {
-  call!: RemoteCall<unknown, unknown, unknown>
+  /** The current call; undefined when the item could not be started at all (then `failure` says why). */
+  call: RemoteCall<unknown, unknown, unknown> | undefined
   attempts = 0
   /** Something of this item was passed on: running it again would pass it on twice. */
   delivered = false
-  /** Where the current call runs, once known (for `avoid`). */
-  host: string | undefined
   failure: MapError | undefined
   /** The output just passed on was the item's last (a function's return value): the item is done without another read. */
   last = false
@@ -81,34 +80,64 @@ class Task {
     private readonly deps: MapDeps,
     private readonly state: { stopped: boolean; progress: MapProgress },
   ) {
-    this.launch(undefined)
+    this.launch(undefined, undefined)
     this.outputs = this.read()
   }
 
-  private launch(avoid: string | undefined): void {
+  /**
+   * Starts a call of the item (`lost`: the error of the call it replaces).
+   * Starting can fail (a value that cannot be sent, a pool that closed
+   * meanwhile): then the item fails with a MapError, here, and never throws
+   * out of the handler that asked for the re-run.
+   */
+  private launch(avoid: string | undefined, lost: unknown): boolean {
     this.attempts++
-    const call = this.deps.run(this.item, avoid)
+    let call: RemoteCall<unknown, unknown, unknown>
+    try {
+      call = this.deps.run(this.item, avoid)
+    } catch (err) {
+      this.failure =
+        lost === undefined
+          ? this.mapError(`it could not be started: ${messageOf(err)}`, err)
+          : this.mapError(`${messageOf(lost)}; running it again failed: ${messageOf(err)}`, lost)
+      return false
+    }
     this.call = call
     // Lost before its turn to be read: run it again at once, not when it comes to the head.
     call.result.catch((err) => this.lost(call, err))
+    return true
+  }
+
+  private mapError(why: string, cause: unknown): MapError {
+    return new MapError(`item ${this.index} of the map of ${this.deps.name()} failed: ${why}`, this.index, this.attempts, { cause })
   }
 
   /**
    * Decides about a failed call (from its result or from reading it, whichever
    * comes first): true when the item runs again.
+   *
+   * Only a call lost with its worker or host (a TransportError) runs again,
+   * once, and only when nothing of it was passed on and its arguments hold
+   * no stream: a stream's items were read by the first run (or let go when
+   * it failed), and a second run would see them consumed and return a wrong
+   * result as a success.
    */
   private lost(call: RemoteCall<unknown, unknown, unknown>, err: unknown): boolean {
     if (call !== this.call) return this.failure === undefined
     if (this.failure) return false
-    const host = coreOf(call).hostName
-    if (err instanceof TransportError && !this.delivered && this.attempts < ATTEMPTS && !this.state.stopped) {
-      this.state.progress.rerun++
-      this.launch(host)
-      return true
+    const core = coreOf(call)
+    if (err instanceof TransportError && !this.delivered && !this.state.stopped) {
+      if (core.hasStreams) {
+        this.failure = this.mapError(`${messageOf(err)} (it was not run again: its arguments hold a stream, which its first run read or let go)`, err)
+        return false
+      }
+      if (this.attempts < ATTEMPTS) {
+        this.state.progress.rerun++
+        return this.launch(core.hostName, err)
+      }
     }
     const again = err instanceof TransportError && this.attempts >= ATTEMPTS ? ` (run ${this.attempts} times: its host was lost each time)` : ''
-    const message = err instanceof Error ? err.message : String(err)
-    this.failure = new MapError(`item ${this.index} of the map of ${this.deps.name()} failed${again}: ${message}`, this.index, this.attempts, { cause: err })
+    this.failure = this.mapError(`${messageOf(err)}${again}`, err)
     return false
   }
 
@@ -116,6 +145,7 @@ class Task {
   private async *read(): AsyncGenerator<unknown, void> {
     for (;;) {
       const call = this.call
+      if (this.failure || !call) throw this.failure
       try {
         // The call's queue is read directly: a ReadableStream per item of a map costs more than the call.
         const items = coreOf(call).items()
@@ -143,8 +173,12 @@ class Task {
 
   /** Stops the item: its call is cancelled, its reader returned. */
   async stop(reason: unknown): Promise<void> {
-    await Promise.allSettled([this.call.cancel(reason), this.outputs.return(undefined)])
+    await Promise.allSettled([this.call?.cancel(reason), this.outputs.return(undefined)])
   }
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err)
 }
 
 /**
@@ -159,23 +193,46 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
   /** Unordered: tasks with a read under way or waiting in `ready` (at most one each), and reads that came back, in the order they did. */
   const reading = new Set<Task>()
   const ready: { task: Task; r?: IteratorResult<unknown>; error?: unknown }[] = []
-  let wake: (() => void) | undefined
+  /** Wakes the puller: a read came back, an item started, the source ended or failed, or the map stopped. */
+  const changed = new Signal()
   let sourceDone = false
+  /** The source's error, once its `next()` threw. */
+  let sourceFailed: { error: unknown } | undefined
+  /** The loop that starts items, while it runs (see {@link fill}). */
+  let filling: Promise<void> | undefined
+  /** True while a `next()` of the source is under way. */
+  let nexting = false
 
   const stopAll = async (reason: unknown) => {
     state.stopped = true
     const stopping = tasks.splice(0).map((t) => t.stop(reason))
     reading.clear()
     ready.length = 0
-    wake?.()
+    changed.notify()
     progress.inFlight = 0
-    await Promise.allSettled([...stopping, Promise.resolve(iterator.return?.()).catch(() => {})])
+    // The source is returned. An async generator suspended in a `next()`
+    // (waiting for its next item) runs that `return()` only once the
+    // `next()` settles, which may be never: then the cancel does not wait.
+    const returned = Promise.resolve()
+      .then(() => iterator.return?.())
+      .catch(() => {})
+    await Promise.allSettled(nexting ? stopping : [...stopping, returned])
   }
 
-  /** Starts items until `concurrency` are in flight or the source ends. */
+  /**
+   * Starts items until `concurrency` are in flight or the source ends. It
+   * runs beside the puller, not before it: a result that is ready is passed
+   * on while the source takes its time over the next item.
+   */
   const fill = async () => {
     while (!sourceDone && !state.stopped && tasks.length < settings.concurrency) {
-      const r = await iterator.next()
+      nexting = true
+      let r: IteratorResult<unknown>
+      try {
+        r = await iterator.next()
+      } finally {
+        nexting = false
+      }
       if (state.stopped) return
       if (r.done) {
         sourceDone = true
@@ -184,7 +241,21 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
       const task = new Task(progress.started++, r.value, deps, state)
       tasks.push(task)
       progress.inFlight = tasks.length
+      changed.notify()
     }
+  }
+
+  /** Starts {@link fill} unless it runs, or there is nothing for it to do. */
+  const startFill = () => {
+    if (filling || sourceDone || sourceFailed || state.stopped || tasks.length >= settings.concurrency) return
+    filling = fill()
+      .catch((error: unknown) => {
+        sourceFailed = { error }
+      })
+      .finally(() => {
+        filling = undefined
+        changed.notify()
+      })
   }
 
   const finished = (task: Task) => {
@@ -193,6 +264,7 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
     tasks.splice(at, 1)
     progress.done++
     progress.inFlight = tasks.length
+    startFill()
   }
 
   /**
@@ -208,9 +280,7 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
     const back = (entry: (typeof ready)[number]) => {
       if (!reading.has(task)) return
       ready.push(entry)
-      const w = wake
-      wake = undefined
-      w?.()
+      changed.notify()
     }
     task.outputs.next().then(
       (r) => back({ task, r }),
@@ -218,16 +288,24 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
     )
   }
 
+  /** True when nothing more will come: the source ended and every item was passed on. */
+  const exhausted = () => tasks.length === 0 && sourceDone && !filling
+
   return new MapStream(
     {
       pull: async (controller) => {
         try {
           for (;;) {
-            await fill()
+            startFill()
             if (state.stopped) return
-            if (tasks.length === 0) return controller.close()
+            if (sourceFailed) throw sourceFailed.error
+            if (exhausted()) return controller.close()
             if (settings.ordered) {
-              const head = tasks[0]!
+              const head = tasks[0]
+              if (!head) {
+                await changed.wait()
+                continue
+              }
               const r = await head.outputs.next()
               if (state.stopped) return
               if (!r.done) {
@@ -239,9 +317,12 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
               continue
             }
             for (const t of tasks) read(t)
-            while (ready.length === 0) await new Promise<void>((resolve) => (wake = resolve))
-            if (state.stopped) return
-            const { task, r, error } = ready.shift()!
+            const entry = ready.shift()
+            if (!entry) {
+              await changed.wait()
+              continue
+            }
+            const { task, r, error } = entry
             reading.delete(task)
             if (!r) throw error
             if (!r.done) {
@@ -261,4 +342,23 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
     },
     progress,
   )
+}
+
+/**
+ * Something changed: every waiter wakes and looks again. A list, not a
+ * slot: a second waiter must not replace the first.
+ */
+class Signal {
+  private waiters: (() => void)[] = []
+
+  wait(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+
+  notify(): void {
+    const w = this.waiters
+    if (w.length === 0) return
+    this.waiters = []
+    for (const resolve of w) resolve()
+  }
 }
