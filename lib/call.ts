@@ -165,8 +165,12 @@ export function coreOf(call: RemoteCall<any, any, any>): CallCore {
 
 /** Where a call runs: supplied by the pool. */
 export interface CallTarget {
-  /** The session (worker) to run on, once one is free. */
-  session(): Promise<Session>
+  /**
+   * The session (worker) to run on, once one is free. `withdrawn` aborts when
+   * the call settles before it got one (a timeout, a cancel, an abort): a
+   * call waiting in the pool's queue then leaves it at once.
+   */
+  session(withdrawn: AbortSignal): Promise<Session>
   /** Bundle hash, export name and module name of the function, once bundled. */
   locate(): Promise<{ bundle: string; fn: string; module: string }>
   /** The call ended before it used the session it was handed (it registers there otherwise). */
@@ -220,7 +224,10 @@ export class CallCore implements SessionCall, PumpOwner {
   private readonly marks: Watermarks
   /** True once the call ended with nested streams still open: the session routes their frames here until they end. */
   private lingering = false
-  private readonly args: Buffer
+  /** The encoded arguments, until the call frame carries them (or the call settles without sending it). */
+  private args: Buffer | undefined
+  /** Aborted when the call settles before it was sent: it leaves the pool's queue (see {@link CallTarget.session}). */
+  private readonly withdrawn = new AbortController()
   /** How many streams the arguments opened (ids 1 to this). */
   private readonly argumentStreams: number
   private state = State.Starting
@@ -293,11 +300,12 @@ export class CallCore implements SessionCall, PumpOwner {
       if (isInput(v)) this.inputPump = pump
       return id
     }
-    this.args = valueBytes(args, 'args', { toId })
+    const encoded = valueBytes(args, 'args', { toId })
+    this.args = encoded
     this.argumentStreams = this.nextStream - 1
     // The call frame also carries a small JSON header; leave it room.
-    if (this.args.byteLength + 4096 > maxFrameBytes) {
-      throw new SerializeError(`args: ${this.args.byteLength} bytes exceed maxFrameBytes ${maxFrameBytes}; pass large data as a stream (an iterator or ReadableStream) instead`, 'args')
+    if (encoded.byteLength + 4096 > maxFrameBytes) {
+      throw new SerializeError(`args: ${encoded.byteLength} bytes exceed maxFrameBytes ${maxFrameBytes}; pass large data as a stream (an iterator or ReadableStream) instead`, 'args')
     }
   }
 
@@ -328,7 +336,7 @@ export class CallCore implements SessionCall, PumpOwner {
     try {
       const where = await target.locate()
       if (this.state !== State.Starting) return
-      const session = await target.session()
+      const session = await target.session(this.withdrawn.signal)
       if (this.state !== State.Starting) return target.unused?.(session)
       this.session = session
       this.hostName = session.host
@@ -342,10 +350,12 @@ export class CallCore implements SessionCall, PumpOwner {
         nested: this.marks,
       }
       const head = Buffer.from(JSON.stringify(header), 'utf8')
-      const payload = Buffer.allocUnsafe(4 + head.byteLength + this.args.byteLength)
+      const args = this.args!
+      this.args = undefined
+      const payload = Buffer.allocUnsafe(4 + head.byteLength + args.byteLength)
       payload.writeUInt32LE(head.byteLength, 0)
       head.copy(payload, 4)
-      this.args.copy(payload, 4 + head.byteLength)
+      args.copy(payload, 4 + head.byteLength)
       session.send(Kind.call, this.id, 0, payload)
       this.state = State.Running
       this.startedResolve()
@@ -776,6 +786,11 @@ export class CallCore implements SessionCall, PumpOwner {
    */
   private settle(success = false): boolean {
     if (this.state === State.Settled) return false
+    if (this.state === State.Starting) {
+      // Never sent: it leaves the pool's queue now, and its arguments are let go.
+      this.args = undefined
+      this.withdrawn.abort()
+    }
     this.state = State.Settled
     this.startedResolve()
     for (const t of this.timers) clearTimeout(t)

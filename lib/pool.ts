@@ -146,6 +146,8 @@ export interface WorkerStats {
   bytesOut: number
   /** Worker processes that ended in this slot (died, were replaced, or closed). */
   exits: number
+  /** Why the last start of a worker in this slot failed, while none runs there (it is started again after a backoff). */
+  error?: string
 }
 
 /** What {@link Pool.stats} says about one host. */
@@ -228,6 +230,16 @@ interface Slot {
   /** Calls handed this slot that have not registered with its session yet. */
   reserved: number
   counters: WorkerCounters
+  /**
+   * Starts of a worker in this slot that failed in a row; 0 once one starts.
+   * A slot that failed is not handed calls: it is started again in the
+   * background after a backoff (see {@link Pool.#slotFailed}).
+   */
+  failures: number
+  /** Why its last start failed. */
+  error: Error | undefined
+  /** Starts the slot again once its backoff has passed. */
+  retryTimer: NodeJS.Timeout | undefined
 }
 
 /** One host: its transport, and its worker slots once it has connected and said how many. */
@@ -251,11 +263,11 @@ const RETRY_FIRST_MS = 1000
 /** The longest wait between attempts at a host that is down. */
 const RETRY_MAX_MS = 30_000
 
-/** A call waiting for a free worker. */
+/** A call waiting for a free worker: handed a slot (reserved for it) when one is. */
 interface Waiter {
   host: Host | undefined
   avoid: string | undefined
-  resolve(session: Session): void
+  resolve(slot: Slot): void
   reject(error: unknown): void
 }
 
@@ -332,6 +344,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
           pid: s.session?.usable ? s.session.pid : undefined,
           inFlight: s.session?.load ?? 0,
           ...s.counters,
+          ...(s.error && !s.session?.usable ? { error: s.error.message } : {}),
         })),
       })),
     }
@@ -343,12 +356,16 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
 
   /** Says `hostup`/`hostdown` when a host's state changed. */
   #hostState(h: Host, error?: Error): void {
-    const up = this.#isUp(h)
-    if (up === h.wasUp) return
-    h.wasUp = up
     if (this.#closed) return
-    const detail: HostEventDetail = { host: h.transport.host, ...(up ? {} : { error: error ?? h.error }) }
-    this.dispatchEvent(new CustomEvent<HostEventDetail>(up ? 'hostup' : 'hostdown', { detail }))
+    const up = this.#isUp(h)
+    if (up !== h.wasUp) {
+      h.wasUp = up
+      const detail: HostEventDetail = { host: h.transport.host, ...(up ? {} : { error: error ?? h.error }) }
+      this.dispatchEvent(new CustomEvent<HostEventDetail>(up ? 'hostup' : 'hostdown', { detail }))
+    }
+    // Looked at on every change, not only when the host's state flips: a
+    // host that went down while reconnecting stays down when the attempt
+    // fails, and the calls waiting for it must learn then.
     if (up) this.#drain()
     else if (!this.#hosts.some((x) => this.#isUp(x) || x.connecting)) {
       // Nothing left to wait for: queued calls fail now, as new ones do.
@@ -408,7 +425,13 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
         const n = await host.transport.connect()
         if (!Number.isInteger(n) || n < 1) throw new RangeError(`host ${host.transport.host}: workers must be an integer >= 1, got ${String(n)}`)
         for (let i = host.slots.length; i < n; i++) {
-          host.slots.push({ host, index: i, session: undefined, starting: undefined, pending: undefined, reserved: 0, counters: newCounters() })
+          host.slots.push({ host, index: i, session: undefined, starting: undefined, pending: undefined, reserved: 0, counters: newCounters(), failures: 0, error: undefined, retryTimer: undefined })
+        }
+        // The host is back: slots whose workers failed to start while it was going are tried again at once.
+        for (const slot of host.slots) {
+          clearTimeout(slot.retryTimer)
+          slot.retryTimer = undefined
+          slot.failures = 0
         }
         host.error = undefined
         host.failures = 0
@@ -495,7 +518,10 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
 
   async #close(): Promise<void> {
     const reason = new CancelError('the pool was closed')
-    for (const h of this.#hosts) clearTimeout(h.retryTimer)
+    for (const h of this.#hosts) {
+      clearTimeout(h.retryTimer)
+      for (const slot of h.slots) clearTimeout(slot.retryTimer)
+    }
     // Calls in flight (and queued ones) get the grace to finish on their own.
     const graceMs = this.#options.closeGrace ?? CLOSE_GRACE_MS
     let grace: NodeJS.Timeout | undefined
@@ -540,7 +566,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
         const [bundle, name] = await Promise.all([bundleModule(info.module), exportNameOf(fn, info)])
         return { bundle: bundle.hash, fn: name, module: bundle.name }
       },
-      session: () => this.#pick(host, avoid),
+      session: (withdrawn) => this.#pick(host, avoid, withdrawn),
       unused: (session) => this.#unreserve(session),
     }
     void core.start(target)
@@ -603,25 +629,76 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
    * The least-loaded worker (of `host`, or of any host; away from `avoid`
    * while another host is up), started if its slot is empty. When every
    * worker has `concurrency` calls, the call waits in order for one to be
-   * free. Hosts that are down are skipped while others are up (and retried
-   * in the background); when none is up, those that may be tried now are
-   * reconnected and the call waits for that, else it fails at once with an
-   * error that names each host and why.
+   * free, and leaves the queue when `withdrawn` aborts. Hosts that are down
+   * are skipped while others are up (and retried in the background); when
+   * none is up, those that may be tried now are reconnected and the call
+   * waits for that, else it fails at once with an error that names each
+   * host and why.
+   *
+   * A worker that fails to start does not fail the call handed to it while
+   * another can take it: its slot backs off (see {@link #slotFailed}) and
+   * the call is dispatched again. It fails when no worker runs or can be
+   * started on the hosts it may use.
    */
-  async #pick(host?: Host, avoid?: string): Promise<Session> {
+  async #pick(host: Host | undefined, avoid: string | undefined, withdrawn: AbortSignal): Promise<Session> {
     const hosts = host ? [host] : this.#hosts
-    if (!hosts.some((h) => this.#isUp(h))) {
-      const now = Date.now()
-      const attempts = hosts.filter((h) => h.connecting || h.retryAt <= now).map((h) => this.#connectHost(h))
-      await Promise.allSettled(attempts)
-      if (!hosts.some((h) => this.#isUp(h))) throw host ? (host.error ?? this.#noHostError()) : this.#noHostError()
+    for (let tries = 0; ; tries++) {
+      if (withdrawn.aborted) throw withdrawn.reason
+      if (!hosts.some((h) => this.#isUp(h))) {
+        const now = Date.now()
+        const attempts = hosts.filter((h) => h.connecting || h.retryAt <= now).map((h) => this.#connectHost(h))
+        await Promise.allSettled(attempts)
+        if (!hosts.some((h) => this.#isUp(h))) throw host ? (host.error ?? this.#noHostError()) : this.#noHostError()
+      }
+      let slot = this.#freeSlot(host, avoid)
+      if (slot) slot.reserved++
+      else {
+        const broken = this.#unserviceable(hosts)
+        if (broken) throw broken
+        slot = await this.#queue(host, avoid, withdrawn)
+      }
+      try {
+        return await this.#session(slot)
+      } catch (err) {
+        slot.reserved--
+        this.#drain()
+        // That slot backs off now; another worker may take the call.
+        if (this.#closed || withdrawn.aborted || tries >= this.size) throw err
+      }
     }
-    const slot = this.#freeSlot(host, avoid)
-    if (slot) return this.#reserve(slot)
-    return new Promise<Session>((resolve, reject) => this.#waiters.push({ host, avoid, resolve, reject }))
   }
 
-  /** The least-loaded slot with room, or undefined when every worker has `concurrency` calls. */
+  /** Waits in the queue for a slot (reserved for the call when handed out); leaves it when `withdrawn` aborts. */
+  #queue(host: Host | undefined, avoid: string | undefined, withdrawn: AbortSignal): Promise<Slot> {
+    return new Promise<Slot>((resolve, reject) => {
+      const onWithdraw = () => {
+        const at = this.#waiters.indexOf(waiter)
+        if (at >= 0) this.#waiters.splice(at, 1)
+        reject(withdrawn.reason)
+      }
+      const waiter: Waiter = {
+        host,
+        avoid,
+        resolve: (slot) => {
+          withdrawn.removeEventListener('abort', onWithdraw)
+          resolve(slot)
+        },
+        reject: (error) => {
+          withdrawn.removeEventListener('abort', onWithdraw)
+          reject(error)
+        },
+      }
+      withdrawn.addEventListener('abort', onWithdraw, { once: true })
+      this.#waiters.push(waiter)
+    })
+  }
+
+  /**
+   * The least-loaded slot with room, or undefined when every worker has
+   * `concurrency` calls. Running workers are preferred at equal load; an
+   * empty slot is started on demand, unless its last start failed (it is
+   * started again in the background after its backoff).
+   */
   #freeSlot(host: Host | undefined, avoid: string | undefined): Slot | undefined {
     let up = (host ? [host] : this.#hosts).filter((h) => this.#isUp(h))
     if (avoid !== undefined && up.some((h) => h.transport.host !== avoid)) up = up.filter((h) => h.transport.host !== avoid)
@@ -633,10 +710,12 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     const start = this.#turn++ % n
     for (let k = 0; k < n; k++) {
       const s = slots[(start + k) % n]!
-      const calls = (s.session?.usable ? s.session.load : 0) + s.reserved
+      const usable = s.session?.usable ?? false
+      if (!usable && !s.starting && s.failures > 0) continue
+      const calls = (usable ? s.session!.load : 0) + s.reserved
       if (calls >= this.#concurrency) continue
       // An empty slot costs a worker start: prefer a running worker with the same load.
-      const load = calls + (s.session?.usable ? 0 : s.starting ? 0.5 : 0.75)
+      const load = calls + (usable ? 0 : s.starting ? 0.5 : 0.75)
       if (load < bestLoad) {
         best = s
         bestLoad = load
@@ -645,15 +724,21 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     return best
   }
 
-  /** Hands `slot` to a call: counted until the call registers with its session (or gives it up). */
-  #reserve(slot: Slot): Promise<Session> {
-    slot.reserved++
-    const session = this.#session(slot)
-    session.catch(() => {
-      slot.reserved--
-      this.#drain()
-    })
-    return session
+  /**
+   * Why no worker of `hosts` can take a call, when none can: no worker runs
+   * or is starting on a host that is up, and every slot's last start failed
+   * (they back off). Undefined while a call may wait for one.
+   */
+  #unserviceable(hosts: Host[]): Error | undefined {
+    let error: Error | undefined
+    for (const h of hosts) {
+      if (!this.#isUp(h)) continue
+      for (const s of h.slots) {
+        if (s.session?.usable || s.starting || s.failures === 0) return undefined
+        error ??= s.error
+      }
+    }
+    return error
   }
 
   /** A call that was handed `session` ended before it registered there. */
@@ -668,7 +753,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     return undefined
   }
 
-  /** Hands free workers to waiting calls, in order; fails those whose host is gone for good. */
+  /** Hands free workers to waiting calls, in order; fails those that nothing could ever serve. */
   #drain(): void {
     while (this.#waiters.length > 0) {
       const w = this.#waiters[0]!
@@ -680,10 +765,18 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
           w.reject(w.host.error ?? new TransportError(`host ${w.host.transport.host} is down`, { host: w.host.transport.host, reason: 'lost' }))
           continue
         }
+        // No worker runs or can start where it may go: it would wait for ever.
+        const broken = this.#unserviceable(w.host ? [w.host] : this.#hosts)
+        if (broken) {
+          this.#waiters.shift()
+          w.reject(broken)
+          continue
+        }
         return
       }
       this.#waiters.shift()
-      this.#reserve(slot).then(w.resolve, w.reject)
+      slot.reserved++
+      w.resolve(slot)
     }
   }
 
@@ -692,10 +785,49 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
     if (slot.session?.usable) return Promise.resolve(slot.session)
     if (this.#closed) return Promise.reject(new FarpipeError('this pool is closed'))
     if (!slot.starting) {
-      slot.starting = this.#startSession(slot).finally(() => (slot.starting = undefined))
+      slot.starting = this.#startSession(slot).then(
+        (session) => {
+          slot.starting = undefined
+          slot.failures = 0
+          slot.error = undefined
+          return session
+        },
+        (err: unknown) => {
+          slot.starting = undefined
+          this.#slotFailed(slot, err as Error)
+          throw err
+        },
+      )
       this.#busy(slot.starting)
     }
     return slot.starting
+  }
+
+  /**
+   * A worker failed to start in `slot`. Calls go to the other workers; the
+   * slot is started again in the background after a backoff (1 s, 2 s, 4 s,
+   * … 30 s), not by the next call that comes (which would fail with it, and
+   * start it again at once, call after call).
+   */
+  #slotFailed(slot: Slot, error: Error): void {
+    slot.failures++
+    slot.error = error
+    clearTimeout(slot.retryTimer)
+    slot.retryTimer = undefined
+    if (!this.#closed) {
+      const wait = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** (slot.failures - 1))
+      slot.retryTimer = setTimeout(() => {
+        slot.retryTimer = undefined
+        if (this.#closed || slot.session?.usable || slot.starting || !this.#isUp(slot.host)) return
+        this.#session(slot).then(
+          () => this.#drain(),
+          () => {},
+        )
+      }, wait)
+      // Trying a slot again must not keep the process alive on its own.
+      slot.retryTimer.unref()
+    }
+    this.#drain()
   }
 
   async #startSession(slot: Slot): Promise<Session> {
@@ -741,9 +873,11 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
       this.dispatchEvent(new CustomEvent<WorkerExitDetail>('workerexit', { detail }))
       const host = slot.host
       if (!transport.up) {
-        // The connection dropped: the host is down until a reconnection, tried at once (the next call waits for it).
-        this.#hostState(host, error)
+        // The connection dropped: the host is down until a reconnection, tried at once (the calls queued and
+        // the next ones wait for it). It starts before the host is said to be down, so that queued calls are
+        // not failed for want of a host to wait for.
         if (!host.connecting) this.#connectHost(host).catch(() => {})
+        this.#hostState(host, error)
       }
       this.#drain()
     }
