@@ -28,7 +28,8 @@ export interface PumpOwner {
 /** One stream on its sending side: its source and the credit the receiver granted for it. */
 export class StreamPump {
   readonly window: CreditWindow
-  private wake: (() => void) | undefined
+  /** Waiting for room (the pump's own loop, and a writable's write or a direct pipe for `input`): each wakes. */
+  private wakes: (() => void)[] = []
   /** Set when nobody wants items from this source any more. */
   stopped: unknown = undefined
   /** Items sent so far. */
@@ -71,7 +72,7 @@ export class StreamPump {
 
   /** Waits until the receiver has room (or the pump stops). */
   async room(): Promise<void> {
-    while (!this.window.open && this.stopped === undefined) await new Promise<void>((r) => (this.wake = r))
+    while (!this.window.open && this.stopped === undefined) await new Promise<void>((r) => this.wakes.push(r))
     if (this.stopped !== undefined) throw this.stopped
   }
 
@@ -97,9 +98,10 @@ export class StreamPump {
   }
 
   private wakeUp(): void {
-    const w = this.wake
-    this.wake = undefined
-    w?.()
+    if (this.wakes.length === 0) return
+    const woken = this.wakes
+    this.wakes = []
+    for (const w of woken) w()
   }
 
   /** Pulls the source while there is credit, until it ends, fails or the pump stops. */

@@ -52,9 +52,10 @@ export class ItemQueue<T> {
   readonly ledger: CreditLedger
   private batches: (Batch | undefined)[] = []
   private head = 0
-  private waiter: Waiter | undefined
+  /** Reads waiting for an item, in the order they were made (several may be in flight on one iterator). */
+  private waiters: Waiter[] = []
   /** Woken when an item arrives or the stream closes (see {@link whenReady}). */
-  private ready: (() => void) | undefined
+  private readies: (() => void)[] = []
   private ended = false
   private failure: { error: unknown } | undefined
   private cancelled = false
@@ -93,11 +94,7 @@ export class ItemQueue<T> {
     }
     this.ledger.received(items.length, bytes)
     this.batches.push({ items, at: 0, per: bytes / items.length, nested })
-    const w = this.waiter
-    if (w) {
-      this.waiter = undefined
-      w.resolve({ done: false, value: this.shift() })
-    }
+    while (this.waiters.length > 0 && this.ledger.queuedItems > 0) this.waiters.shift()!.resolve({ done: false, value: this.shift() })
     this.wakeReady()
   }
 
@@ -131,7 +128,7 @@ export class ItemQueue<T> {
       return Promise.resolve(DONE)
     }
     const wait = new Promise<IteratorResult<T>>((resolve, reject) => {
-      this.waiter = { resolve: resolve as Waiter['resolve'], reject }
+      this.waiters.push({ resolve: resolve as Waiter['resolve'], reject })
     })
     this.hooks.waiting?.(wait)
     return wait
@@ -146,10 +143,10 @@ export class ItemQueue<T> {
     return this.ledger.queuedItems > 0 ? (this.shift() as T) : EMPTY
   }
 
-  /** Resolves once an item is queued or the stream is closed; takes nothing (see {@link poll}). One waiter at a time. */
+  /** Resolves once an item is queued or the stream is closed; takes nothing (see {@link poll}). */
   whenReady(): Promise<void> {
     if (this.ledger.queuedItems > 0 || this.closed) return Promise.resolve()
-    const wait = new Promise<void>((resolve) => (this.ready = resolve))
+    const wait = new Promise<void>((resolve) => this.readies.push(resolve))
     this.hooks.waiting?.(wait)
     return wait
   }
@@ -193,19 +190,23 @@ export class ItemQueue<T> {
   }
 
   private wakeReady(): void {
-    const r = this.ready
-    this.ready = undefined
-    r?.()
+    if (this.readies.length === 0) return
+    const woken = this.readies
+    this.readies = []
+    for (const r of woken) r()
   }
 
+  /** The stream closed: reads waiting for an item get the end or the error (there are none while items are queued). */
   private settleWaiter(): void {
     this.wakeReady()
-    const w = this.waiter
-    if (!w || this.ledger.queuedItems > 0) return
-    this.waiter = undefined
+    if (this.waiters.length === 0 || this.ledger.queuedItems > 0) return
+    const waiting = this.waiters
+    this.waiters = []
     this.final()
-    if (this.failure) w.reject(this.failure.error)
-    else w.resolve(DONE)
+    for (const w of waiting) {
+      if (this.failure) w.reject(this.failure.error)
+      else w.resolve(DONE)
+    }
   }
 
   private final(): void {
@@ -219,24 +220,48 @@ export class ItemQueue<T> {
  * A ReadableStream over an {@link ItemQueue}. Readers and pipes pull from
  * the queue one item at a time (the stream's own high-water mark is 0, so
  * the queue is the only buffer); `for await` reads the queue directly,
- * without a web-stream hop per item, and still locks the stream while it runs.
+ * without a web-stream hop per item, and still locks the stream while it
+ * runs. A pipe into a call's writable moves batches straight from the queue
+ * (see lib/pipe.ts).
+ *
+ * Those fast paths read the queue behind the stream, so they step aside
+ * (the standard path runs) while the stream itself holds an item or is
+ * pulling one: a read left pending when its reader's lock was released
+ * makes the stream pull an item it keeps, and reading the queue past it
+ * would lose it.
  */
 export class ItemStream<T> extends ReadableStream<T> {
   readonly #queue: ItemQueue<T>
+  readonly #own: { pulling: boolean; controller: ReadableStreamDefaultController<T> | undefined }
 
   constructor(queue: ItemQueue<T>) {
+    const own: { pulling: boolean; controller: ReadableStreamDefaultController<T> | undefined } = { pulling: false, controller: undefined }
     super(
       {
+        start: (controller) => {
+          own.controller = controller
+        },
         pull: async (controller) => {
-          const r = await queue.next()
-          if (r.done) controller.close()
-          else controller.enqueue(r.value)
+          own.pulling = true
+          try {
+            const r = await queue.next()
+            if (r.done) controller.close()
+            else controller.enqueue(r.value)
+          } finally {
+            own.pulling = false
+          }
         },
         cancel: (reason) => queue.cancel(reason),
       },
       { highWaterMark: 0 },
     )
     this.#queue = queue
+    this.#own = own
+  }
+
+  /** True when the queue may be read directly: unlocked, and the stream neither holds an item nor is pulling one. */
+  #direct(): boolean {
+    return !this.locked && !this.#own.pulling && (this.#own.controller?.desiredSize ?? 0) >= 0
   }
 
   /**
@@ -247,7 +272,7 @@ export class ItemStream<T> extends ReadableStream<T> {
    */
   override pipeTo(destination: WritableStream<T>, options?: PipeOptions<T>): Promise<void> {
     const sink = sinkOf(destination)
-    const o = sink && !this.locked && !destination.locked && sink.idle ? pipeOptions(options) : undefined
+    const o = sink && this.#direct() && !destination.locked && sink.idle ? pipeOptions(options) : undefined
     if (!o) return super.pipeTo(destination, options)
     return pipeQueue(this, this.#queue, destination, sink!, o)
   }
@@ -256,13 +281,14 @@ export class ItemStream<T> extends ReadableStream<T> {
   override pipeThrough<U>(transform: { readable: ReadableStream<U>; writable: WritableStream<T> }, options?: PipeOptions<T>): ReadableStream<U> {
     const destination = (transform as { writable?: WritableStream<T> } | undefined)?.writable
     const sink = sinkOf(destination)
-    const o = sink && transform.readable instanceof ReadableStream && !this.locked && !destination!.locked && sink.idle ? pipeOptions(options) : undefined
+    const o = sink && transform.readable instanceof ReadableStream && this.#direct() && !destination!.locked && sink.idle ? pipeOptions(options) : undefined
     if (!o) return super.pipeThrough(transform, options)
     pipeQueue(this, this.#queue, destination!, sink!, o).catch(() => {})
     return transform.readable
   }
 
   override values(options?: { preventCancel?: boolean }): ReadableStreamAsyncIterator<T> {
+    if (!this.#direct()) return super.values(options)
     const reader = this.getReader()
     const queue = this.#queue
     let open = true

@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { registerSink, type DirectSink } from '../lib/pipe.ts'
 import { ItemQueue, ItemStream } from '../lib/queue.ts'
-import { rejection } from './helpers.ts'
+import { rejection, until } from './helpers.ts'
 
 /** A queue and its stream, recording the credit it grants and its cancels. */
 function source(items = 100) {
@@ -160,6 +160,38 @@ s('options the standard pipe refuses are refused as it refuses them', async () =
   const d = destination(1)
   assert.instance(await rejection(stream.pipeTo(d.stream, { signal: 'no' as unknown as AbortSignal })), TypeError)
   assert.ok(!stream.locked && !d.stream.locked)
+})
+
+s('regression: a pipe after a read left pending when its lock was released moves every item', async () => {
+  const { q, stream } = source()
+  const reader = stream.getReader()
+  const pending = reader.read()
+  await new Promise((r) => setImmediate(r)) // the stream's pull starts, and waits for an item
+  reader.releaseLock()
+  await rejection(pending)
+  q.push([0, 1, 2, 3, 4], 50)
+  q.end()
+  const d = destination(100)
+  await stream.pipeTo(d.stream)
+  // Before: [1, 2, 3, 4] went direct, and item 0, pulled for the released read, was lost in the stream.
+  assert.equal([...d.log.written, ...d.log.direct], [0, 1, 2, 3, 4])
+  assert.is(d.log.closed, true)
+})
+
+s('regression: pipeThrough after a read left pending moves every item', async () => {
+  const { q, stream } = source()
+  const reader = stream.getReader()
+  const pending = reader.read()
+  await new Promise((r) => setImmediate(r)) // the stream's pull starts, and waits for an item
+  reader.releaseLock()
+  await rejection(pending)
+  const d = destination(100)
+  const out = stream.pipeThrough({ writable: d.stream, readable: new ReadableStream() })
+  assert.instance(out, ReadableStream)
+  q.push([0, 1, 2], 30)
+  q.end()
+  await until(() => d.log.closed)
+  assert.equal([...d.log.written, ...d.log.direct], [0, 1, 2])
 })
 
 s.run()

@@ -1,6 +1,6 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { collect } from './helpers.ts'
+import { collect, rejection } from './helpers.ts'
 import type { Credit } from '../lib/flow.ts'
 import { ItemQueue, ItemStream } from '../lib/queue.ts'
 
@@ -176,5 +176,97 @@ q('a reader waiting for an item is reported, so that a pool can hold the process
   assert.equal(await waits[0], { done: false, value: 5 })
 })
 
+q('regression: two next() calls in flight both settle, in order (a FIFO of waiters, not one slot)', async () => {
+  const { q } = queue(10)
+  const a = q.next()
+  const b = q.next()
+  const c = q.next()
+  q.push([1, 2], 20)
+  q.end()
+  assert.equal(await Promise.all([a, b, c]), [
+    { done: false, value: 1 },
+    { done: false, value: 2 },
+    { done: true, value: undefined },
+  ])
+})
+
+q('two next() calls waiting when the stream fails both reject with its error', async () => {
+  const { q } = queue(10)
+  const a = rejection(q.next())
+  const b = rejection(q.next())
+  q.fail(new Error('boom'))
+  assert.equal([(await a).message, (await b).message], ['boom', 'boom'])
+})
+
+q('two whenReady() waiters both wake', async () => {
+  const { q } = queue(10)
+  let woke = 0
+  const a = q.whenReady().then(() => woke++)
+  const b = q.whenReady().then(() => woke++)
+  q.push([1], 10)
+  await Promise.all([a, b])
+  assert.is(woke, 2)
+})
+
+const st = suite('ItemStream')
+
+st('regression: for await after a read left pending when its lock was released gets every item', async () => {
+  const { q } = queue(10)
+  const stream = new ItemStream(q)
+  const reader = stream.getReader()
+  const pending = reader.read()
+  await new Promise((r) => setImmediate(r)) // the stream's pull starts, and waits for an item
+  reader.releaseLock()
+  await rejection(pending)
+  q.push([0, 1, 2, 3, 4], 50)
+  q.end()
+  // The stream's own pull took item 0 for the read that was let go: it waits in the stream, not in the queue.
+  assert.equal(await collect(stream), [0, 1, 2, 3, 4])
+  assert.is(stream.locked, false)
+})
+
+st('regression: for await while a pull of the stream still waits for an item gets every item', async () => {
+  const { q } = queue(10)
+  const stream = new ItemStream(q)
+  const reader = stream.getReader()
+  const pending = reader.read()
+  await new Promise((r) => setImmediate(r)) // the stream's pull starts, and waits for an item
+  reader.releaseLock()
+  await rejection(pending)
+  // The pull still waits in the queue: the next item is its.
+  const all = collect(stream)
+  q.push([0, 1, 2], 30)
+  q.end()
+  assert.equal(await all, [0, 1, 2])
+})
+
+st('regression: two next() calls in flight on its iterator both settle', async () => {
+  const { q } = queue(10)
+  const it = new ItemStream(q)[Symbol.asyncIterator]()
+  const a = it.next()
+  const b = it.next()
+  q.push([1, 2], 20)
+  assert.equal(await Promise.all([a, b]), [
+    { done: false, value: 1 },
+    { done: false, value: 2 },
+  ])
+})
+
+st('a stream read to its end by for await is closed for a later reader; one that failed errors it', async () => {
+  const ok = queue(10)
+  const s1 = new ItemStream(ok.q)
+  ok.q.push([1], 10)
+  ok.q.end()
+  assert.equal(await collect(s1), [1])
+  assert.equal(await s1.getReader().read(), { done: true, value: undefined })
+  const bad = queue(10)
+  const s2 = new ItemStream(bad.q)
+  bad.q.push([1], 10)
+  bad.q.fail(new Error('boom'))
+  assert.is((await rejection(collect(s2))).message, 'boom')
+  assert.is((await rejection(s2.getReader().read())).message, 'boom')
+})
+
 q.run()
 s.run()
+st.run()

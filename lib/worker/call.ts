@@ -45,6 +45,7 @@ export class RunningCall implements PumpOwner {
   private readonly cleanups: Promise<void>[] = []
   /** Hooks that number the streams nested in a value this call sends. */
   private readonly hooks: StreamHooks = { toId: (v) => this.openSender(v) }
+  /** Wakes the generator's pump (lib/worker/call.ts `pump`), its one waiter, when credit or a cancel arrives. */
   private creditWake: (() => void) | undefined
   /** The caller cancelled (or the link closed): stop, run `finally`, answer `cancelled`. */
   private stopping = false

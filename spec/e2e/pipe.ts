@@ -97,6 +97,23 @@ function chains(target: Target): void {
     assert.equal(items, Array.from({ length: 300 }, (_, i) => ({ i, via: 'abcdef' })))
   })
 
+  s('regression: a read left pending when its lock was released loses no item to a later pipe or for await', async () => {
+    /** A call's readable whose stream pulled item 0 for a read that was then let go. */
+    const released = async () => {
+      const readable = p.run(pt.count, 5, { gap: 20 }).readable
+      const reader = readable.getReader()
+      const pending = reader.read()
+      await sleep(5) // the stream's pull waits for item 0
+      reader.releaseLock()
+      await rejection(pending)
+      return readable
+    }
+    const piped = await collect((await released()).pipeThrough(p.run(pt.pass, input)))
+    assert.equal(piped.map((x) => x.i), [0, 1, 2, 3, 4])
+    const iterated = await collect(await released())
+    assert.equal(iterated.map((x) => x.i), [0, 1, 2, 3, 4])
+  })
+
   s('streams nested in items go through the stages and arrive whole', async () => {
     const bytes = (i: number) => new Uint8Array(1000).fill(i)
     const out = ReadableStream.from(Array.from({ length: 20 }, (_, i) => ({ i, body: ReadableStream.from([bytes(i), bytes(i + 1)]) })))
