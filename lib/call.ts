@@ -13,7 +13,7 @@ import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { readItems, readValue, streamsInItems, valueBytes, type StreamHooks } from './codec.ts'
 import { CancelError, FarpipeError, ProtocolError, RemoteError, SerializeError, TimeoutError, type TransportError } from './errors.ts'
-import { nestedInitial, type Watermarks } from './flow.ts'
+import { NestedBudget, nestedInitial, type Watermarks } from './flow.ts'
 import { isInput, isStreamSource, type Input, type StreamSource } from './input.ts'
 import { openReceiver, WORKER_STREAMS } from './nested.ts'
 import { registerSink } from './pipe.ts'
@@ -219,6 +219,10 @@ export class CallCore implements SessionCall, PumpOwner {
   private readonly sentSources = new WeakSet<object>()
   /** Streams the worker sends, nested in what it yields or returns, while they are open. */
   private readonly receivers = new Map<number, ItemQueue<unknown>>()
+  /** First windows of the streams the worker sends nested in values (see {@link NestedBudget}). */
+  private readonly receivedBudget: NestedBudget
+  /** The same for the streams this side sends nested in the items of an input. */
+  private readonly sentBudget: NestedBudget
   /** The highest id of a worker's stream seen so far (they only grow). */
   private highestReceived = WORKER_STREAMS - 1
   private readonly marks: Watermarks
@@ -284,6 +288,8 @@ export class CallCore implements SessionCall, PumpOwner {
     this.started = new Promise((r) => (this.startedResolve = r))
     const marks = { items: options.highWaterMark, bytes: options.highWaterBytes }
     this.marks = marks
+    this.receivedBudget = new NestedBudget(marks)
+    this.sentBudget = new NestedBudget(marks)
     this.output = new ItemQueue(marks, {
       credit: (c) => this.session?.send(Kind.credit, this.id, 0, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => this.cancel(reason),
@@ -295,7 +301,7 @@ export class CallCore implements SessionCall, PumpOwner {
       if (!isInput(v)) checkUnsent(v, this.sentSources)
       const id = this.streamId()
       let named: string | undefined
-      const pump = new StreamPump(this, id, v, marks, () => (named ??= isInput(v) ? 'input' : pathTo('args', args, v)))
+      const pump = new StreamPump(this, id, v, { initial: marks, max: marks }, () => (named ??= isInput(v) ? 'input' : pathTo('args', args, v)))
       this.pumps.set(id, pump)
       if (isInput(v)) this.inputPump = pump
       return id
@@ -475,7 +481,8 @@ export class CallCore implements SessionCall, PumpOwner {
     try {
       bytes = this.session.sendItem(this.id, stream, value, path, this.itemHooks)
     } catch (err) {
-      this.pending.abandon(err)
+      // The streams numbered in it were never named: their first windows come back.
+      this.pending.abandon(err, (pump) => this.sentBudget.give(pump.id))
       throw err
     }
     this.session.counters.itemsOut++
@@ -489,7 +496,8 @@ export class CallCore implements SessionCall, PumpOwner {
     if (!isStreamSource(v) || isInput(v)) return undefined
     checkUnsent(v, this.sentSources)
     const id = this.streamId()
-    this.pending.add(new StreamPump(this, id, v, nestedInitial(this.marks), () => `stream ${id}`))
+    const initial = this.sentBudget.take(id, nestedInitial(this.marks))
+    this.pending.add(new StreamPump(this, id, v, { initial, max: this.marks }, () => `stream ${id}`))
     return id
   }
 
@@ -516,6 +524,7 @@ export class CallCore implements SessionCall, PumpOwner {
     const pump = this.pumps.get(stream)
     if (!pump) return
     this.pumps.delete(stream)
+    this.sentBudget.give(stream)
     pump.stop(new CancelError('the input has ended'))
     if (this.state !== State.Starting) this.session?.send(Kind.end, this.id, stream)
     this.checkForget()
@@ -525,6 +534,7 @@ export class CallCore implements SessionCall, PumpOwner {
     const pump = this.pumps.get(stream)
     if (!pump) return
     this.pumps.delete(stream)
+    this.sentBudget.give(stream)
     pump.stop(error)
     if (this.state !== State.Starting && this.session) {
       let payload: Buffer
@@ -572,6 +582,7 @@ export class CallCore implements SessionCall, PumpOwner {
         if (!pump) return
         const err = new CancelError(`${this.label} stopped reading ${pump.isInputPlaceholder ? 'its input' : pump.path()}`)
         this.pumps.delete(pump.id)
+        this.sentBudget.give(pump.id)
         pump.stop(err)
         if (pump === this.inputPump) this.errorWritable(err)
         this.checkForget()
@@ -640,10 +651,11 @@ export class CallCore implements SessionCall, PumpOwner {
    */
   private receiver(id: number, refs: NestedRef[], item: number): ReadableStream<unknown> {
     this.claimReceived(id)
-    const { queue, stream } = openReceiver(this.marks, nestedInitial(this.marks), {
+    const initial = this.receivedBudget.take(id, nestedInitial(this.marks))
+    const { queue, stream } = openReceiver(this.marks, initial, {
       credit: (c) => this.session?.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => {
-        if (!this.receivers.delete(id)) return
+        if (!this.closeReceiver(id)) return
         this.session?.send(Kind.cancel, this.id, id, reasonBytes(reason))
         this.checkForget()
       },
@@ -652,6 +664,13 @@ export class CallCore implements SessionCall, PumpOwner {
     this.receivers.set(id, queue)
     refs.push({ index: item, cancel: () => void queue.cancel('the item that carried this stream was dropped unread') })
     return stream
+  }
+
+  /** Forgets a stream the worker sends (it ended, failed or was cancelled), giving its first window back; false if it was gone. */
+  private closeReceiver(id: number): boolean {
+    if (!this.receivers.delete(id)) return false
+    this.receivedBudget.give(id)
+    return true
   }
 
   /** Takes `id` as the next stream of the worker's: ids only grow, and one seen before, or not the worker's, is a protocol error. */
@@ -695,7 +714,7 @@ export class CallCore implements SessionCall, PumpOwner {
       default:
         throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame for its own stream ${f.stream} of call ${this.id}`)
     }
-    this.receivers.delete(f.stream)
+    this.closeReceiver(f.stream)
     this.checkForget()
   }
 

@@ -118,26 +118,82 @@ export class CreditLedger {
 /** Bytes a stream nested in a value may send before its reader takes anything. */
 export const NESTED_INITIAL_BYTES = 64 * 1024
 
-/** Items a stream nested in a value may send before its reader takes anything. */
-export const NESTED_INITIAL_ITEMS = 256
+/**
+ * Items a stream nested in a value may send before its reader takes
+ * anything: a body's first chunk or two (a chunk of a file is one item), not
+ * a window of rows nobody asked for.
+ */
+export const NESTED_INITIAL_ITEMS = 32
 
 /**
  * The credit a stream nested in a value (a file's body in a yielded item)
- * starts with: a small part of its window, so that a thousand bodies nobody
- * reads hold a thousand small windows, not a thousand whole ones, while a
- * small body arrives with its item. Its reader's first read grants the rest.
- * Both sides compute it from the same marks.
+ * asks for to start with: a small part of its window, so that a small body
+ * arrives with its item. Its reader's first read grants the rest. What it
+ * gets comes out of its call's {@link NestedBudget}.
  */
 export function nestedInitial(marks: Watermarks): Credit {
   return { items: Math.min(marks.items, NESTED_INITIAL_ITEMS), bytes: Math.min(marks.bytes, NESTED_INITIAL_BYTES) }
 }
 
-/** The sending side's credit: what it may still send. */
+/**
+ * What the first windows of a call's nested streams may add up to, in one
+ * direction: the call's own window. Without it, each stream a peer names
+ * adds a first window of its own, and a peer naming thousands of bodies
+ * nobody reads would park thousands of windows (4,096 x 64 KiB).
+ *
+ * Both sides keep one and agree on it without a word: a stream's first
+ * window is taken when it is named (the sender encodes, the receiver
+ * decodes the value that names it) and given back when the stream ends,
+ * fails or is cancelled. Ends and errors travel in order with the values
+ * that name streams, so both sides see the same budget at each name; a
+ * cancel is given back by the receiver when it sends it, before the sender
+ * learns of it, so the sender's first windows are never larger than the
+ * receiver's. A stream that gets no first window sends nothing until its
+ * reader reads (which grants its whole window).
+ */
+export class NestedBudget {
+  private items: number
+  private bytes: number
+  /** What each open stream was given. */
+  private readonly given = new Map<number, Credit>()
+
+  constructor(marks: Watermarks) {
+    this.items = marks.items
+    this.bytes = marks.bytes
+  }
+
+  /** The first window of new stream `id`: `want`, or what is left of the budget (nothing, when it is spent). */
+  take(id: number, want: Credit): Credit {
+    if (this.items < 1 || this.bytes < 1) return { items: 0, bytes: 0 }
+    const got = { items: Math.min(want.items, this.items), bytes: Math.min(want.bytes, this.bytes) }
+    this.items -= got.items
+    this.bytes -= got.bytes
+    this.given.set(id, got)
+    return got
+  }
+
+  /** Stream `id` ended, failed, was cancelled or was never named after all: what it was given comes back (once). */
+  give(id: number): void {
+    const got = this.given.get(id)
+    if (!got) return
+    this.given.delete(id)
+    this.items += got.items
+    this.bytes += got.bytes
+  }
+}
+
+/**
+ * The sending side's credit: what it may still send. It never holds more
+ * than the receiver's window (`max`, the high-water marks the receiver
+ * announced): a legitimate receiver grants only what fits, so credit
+ * beyond it is a peer ignoring flow control, and taking it would make this
+ * side read a whole source into memory.
+ */
 export class CreditWindow {
   items: number
   bytes: number
 
-  constructor(initial: Credit) {
+  constructor(initial: Credit, private readonly max: Watermarks = initial) {
     this.items = initial.items
     this.bytes = initial.bytes
   }
@@ -147,10 +203,15 @@ export class CreditWindow {
     return this.items > 0 && this.bytes > 0
   }
 
-  /** Adds a grant from the receiver. */
+  /** Adds a grant from the receiver; one that takes the credit beyond the receiver's window is a protocol error. */
   add(credit: Credit): void {
     this.items += credit.items
     this.bytes += credit.bytes
+    if (this.items > this.max.items || this.bytes > this.max.bytes) {
+      throw new ProtocolError(
+        `the receiver granted credit for ${this.items} items and ${this.bytes} bytes, beyond the window it announced (${this.max.items} items, ${this.max.bytes} bytes)`,
+      )
+    }
   }
 
   /** Spends credit for one item of `bytes`. */

@@ -9,8 +9,8 @@
  *
  * @module
  */
-import { CancelError } from './errors.ts'
-import { CreditWindow, type Credit } from './flow.ts'
+import { CancelError, ProtocolError } from './errors.ts'
+import { CreditWindow, type Credit, type Watermarks } from './flow.ts'
 import { isInput } from './input.ts'
 
 /** What a pump needs from the side that owns it. */
@@ -47,11 +47,12 @@ export class StreamPump {
     private readonly owner: PumpOwner,
     readonly id: number,
     readonly source: unknown,
-    initial: Credit,
+    /** The credit it starts with, and the receiver's window (its high-water marks), which credit never exceeds. */
+    window: { initial: Credit; max: Watermarks },
     /** Where the stream sits, for messages (`args[1]`, `yield[3].body`). */
     public path: () => string,
   ) {
-    this.window = new CreditWindow(initial)
+    this.window = new CreditWindow(window.initial, window.max)
     this.done = new Promise((r) => (this.doneResolve = r))
   }
 
@@ -65,8 +66,13 @@ export class StreamPump {
     return this.stopped === undefined && this.window.open
   }
 
+  /** A grant from the receiver; one beyond its window throws a ProtocolError naming this stream. */
   credit(c: Credit): void {
-    this.window.add(c)
+    try {
+      this.window.add(c)
+    } catch (err) {
+      throw new ProtocolError(`stream ${this.id} (${this.path()}): ${(err as Error).message}`)
+    }
     this.wakeUp()
   }
 
@@ -192,11 +198,14 @@ export class PendingPumps {
     }
   }
 
-  /** The value could not be sent: the sources found in it are let go. */
-  abandon(reason: unknown): void {
+  /** The value could not be sent: the sources found in it are let go (`each` is told of every one). */
+  abandon(reason: unknown, each?: (pump: StreamPump) => void): void {
     const dropped = this.list
     this.list = []
-    for (const pump of dropped) Promise.resolve().then(() => closeUnread(pump.source, reason)).catch(() => {})
+    for (const pump of dropped) {
+      each?.(pump)
+      Promise.resolve().then(() => closeUnread(pump.source, reason)).catch(() => {})
+    }
   }
 }
 

@@ -127,6 +127,7 @@ export class ItemQueue<T> {
       this.final()
       return Promise.resolve(DONE)
     }
+    this.grantToWaiter()
     const wait = new Promise<IteratorResult<T>>((resolve, reject) => {
       this.waiters.push({ resolve: resolve as Waiter['resolve'], reject })
     })
@@ -146,6 +147,7 @@ export class ItemQueue<T> {
   /** Resolves once an item is queued or the stream is closed; takes nothing (see {@link poll}). */
   whenReady(): Promise<void> {
     if (this.ledger.queuedItems > 0 || this.closed) return Promise.resolve()
+    this.grantToWaiter()
     const wait = new Promise<void>((resolve) => this.readies.push(resolve))
     this.hooks.waiting?.(wait)
     return wait
@@ -159,6 +161,17 @@ export class ItemQueue<T> {
     this.discard()
     this.settleWaiter()
     return wasClosed ? Promise.resolve() : Promise.resolve(this.hooks.cancel(reason))
+  }
+
+  /**
+   * The consumer waits and nothing is queued: a stream that started with a
+   * small first window (or none: see NestedBudget) is granted the rest now,
+   * since it has nothing of its own to trigger a grant with. Otherwise the
+   * grant was made as items were taken, and this grants nothing.
+   */
+  private grantToWaiter(): void {
+    const credit = this.ledger.grant()
+    if (credit && !this.closed) this.hooks.credit(credit)
   }
 
   private shift(): unknown {

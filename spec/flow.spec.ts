@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import './helpers.ts'
 import { ProtocolError } from '../lib/errors.ts'
-import { CreditLedger, nestedInitial, CreditWindow, FlushPolicy } from '../lib/flow.ts'
+import { CreditLedger, nestedInitial, CreditWindow, FlushPolicy, NestedBudget } from '../lib/flow.ts'
 
 const ledger = suite('CreditLedger')
 
@@ -106,6 +106,47 @@ window('is open while there is credit for an item and a byte', () => {
   assert.not.ok(w.open)
 })
 
+window('regression: credit beyond the window the receiver announced is a protocol error', () => {
+  const w = new CreditWindow({ items: 10, bytes: 1000 }, { items: 10, bytes: 1000 })
+  w.spend(400)
+  w.add({ items: 1, bytes: 400 })
+  assert.throws(() => w.add({ items: 0xffffffff, bytes: 0xffffffff }), (e: Error) => e instanceof ProtocolError && /beyond the window it announced \(10 items, 1000 bytes\)/.test(e.message))
+  const small = new CreditWindow({ items: 1, bytes: 10 }, { items: 10, bytes: 1000 })
+  small.add({ items: 9, bytes: 990 })
+  assert.throws(() => small.add({ items: 0, bytes: 1 }), (e: Error) => e instanceof ProtocolError)
+})
+
+const budget = suite('NestedBudget')
+
+budget('first windows come out of the call\'s window, and come back when their streams close', () => {
+  const b = new NestedBudget({ items: 100, bytes: 200 })
+  assert.equal(b.take(1, { items: 32, bytes: 64 }), { items: 32, bytes: 64 })
+  assert.equal(b.take(2, { items: 32, bytes: 64 }), { items: 32, bytes: 64 })
+  assert.equal(b.take(3, { items: 32, bytes: 64 }), { items: 32, bytes: 64 })
+  // Spent in bytes (8 left) and nearly in items (4 left): the next gets what is left, then nothing.
+  assert.equal(b.take(4, { items: 32, bytes: 64 }), { items: 4, bytes: 8 })
+  assert.equal(b.take(5, { items: 32, bytes: 64 }), { items: 0, bytes: 0 })
+  b.give(2)
+  b.give(2) // once only
+  b.give(5) // given nothing
+  assert.equal(b.take(6, { items: 32, bytes: 64 }), { items: 32, bytes: 64 })
+  assert.equal(b.take(7, { items: 32, bytes: 64 }), { items: 0, bytes: 0 })
+})
+
+budget('regression: 4,096 streams named at once get first windows that add up to the call\'s window', () => {
+  const marks = { items: 4096, bytes: 8 * 1024 * 1024 }
+  const b = new NestedBudget(marks)
+  let items = 0
+  let bytes = 0
+  for (let id = 0x8000; id < 0x8000 + 4096; id++) {
+    const got = b.take(id, nestedInitial(marks))
+    items += got.items
+    bytes += got.bytes
+  }
+  assert.is(bytes, marks.bytes)
+  assert.ok(items <= marks.items)
+})
+
 const flush = suite('FlushPolicy')
 
 flush('holds a batch for the end of the turn while items come fast', () => {
@@ -173,7 +214,7 @@ flush('writes a batch that has waited too long even if items keep coming fast', 
 })
 
 ledger('a nested stream starts with a small first window, never more than its marks', () => {
-  assert.equal(nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }), { items: 256, bytes: 64 * 1024 })
+  assert.equal(nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }), { items: 32, bytes: 64 * 1024 })
   assert.equal(nestedInitial({ items: 2, bytes: 100 }), { items: 2, bytes: 100 })
   const l = new CreditLedger({ items: 4096, bytes: 8 * 1024 * 1024 }, nestedInitial({ items: 4096, bytes: 8 * 1024 * 1024 }))
   assert.ok(l.owes)
@@ -185,4 +226,5 @@ ledger('a nested stream starts with a small first window, never more than its ma
 ledger.run()
 
 window.run()
+budget.run()
 flush.run()

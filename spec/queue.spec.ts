@@ -208,6 +208,20 @@ q('two whenReady() waiters both wake', async () => {
   assert.is(woke, 2)
 })
 
+q('a stream that starts with no credit is granted its window when its reader waits', async () => {
+  const credits: Credit[] = []
+  const zq = new ItemQueue<number>({ items: 100, bytes: 10_000 }, { credit: (c) => void credits.push(c), cancel: () => {} }, { items: 0, bytes: 0 })
+  assert.not.ok(zq.ledger.owes)
+  const next = zq.next()
+  assert.equal(credits, [{ items: 100, bytes: 10_000 }])
+  zq.push([1], 10)
+  assert.equal(await next, { done: false, value: 1 })
+  // A stream that started with its whole window grants nothing when its reader waits.
+  const { q: full, credits: none } = queue(4)
+  void full.next()
+  assert.equal(none, [])
+})
+
 const st = suite('ItemStream')
 
 st('regression: for await after a read left pending when its lock was released gets every item', async () => {

@@ -9,7 +9,7 @@
 import { readItems, streamsInItems, valueBytes, type StreamHooks } from '../codec.ts'
 import { runInContext, type CallContext } from '../context.ts'
 import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
-import { CreditWindow, nestedInitial, type Credit } from '../flow.ts'
+import { CreditWindow, NestedBudget, nestedInitial, type Credit } from '../flow.ts'
 import { isStreamSource } from '../input.ts'
 import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
@@ -60,6 +60,10 @@ export class RunningCall implements PumpOwner {
   readonly settled = new Promise<void>((r) => (this.settle = r))
   private forgotten = false
   private readonly ctx: CallContext
+  /** First windows of the caller's streams nested in values it sent (see {@link NestedBudget}): the caller keeps the same. */
+  private readonly inputBudget: NestedBudget
+  /** The same for the streams this side sends nested in what it yields or returns. */
+  private readonly senderBudget: NestedBudget
 
   constructor(private readonly rt: WorkerRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
     this.window = new CreditWindow(header.out)
@@ -68,6 +72,8 @@ export class RunningCall implements PumpOwner {
       this.highestInput = Math.max(this.highestInput, s.id)
     }
     this.ctx = Object.freeze({ signal: this.abort.signal, host: hello.host, worker: hello.worker, workers: hello.workers, callId: id })
+    this.inputBudget = new NestedBudget(this.nestedMarks)
+    this.senderBudget = new NestedBudget(this.nestedMarks)
   }
 
   /** The marks of nested streams: the caller's, or (from an older header) those of the output. */
@@ -85,7 +91,7 @@ export class RunningCall implements PumpOwner {
     let initial: Credit | undefined
     if (!marks && id > this.highestInput && id < WORKER_STREAMS) {
       marks = this.nestedMarks
-      initial = nestedInitial(marks)
+      initial = this.inputBudget.take(id, nestedInitial(marks))
     }
     if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
     this.highestInput = Math.max(this.highestInput, id)
@@ -93,6 +99,7 @@ export class RunningCall implements PumpOwner {
       credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
       cancel: () => {
         if (!this.inputs.delete(id)) return
+        this.inputBudget.give(id)
         this.rt.send(Kind.cancel, this.id, id)
         this.checkDone()
       },
@@ -127,6 +134,7 @@ export class RunningCall implements PumpOwner {
     if (!q) return
     q.end()
     this.inputs.delete(stream)
+    this.inputBudget.give(stream)
     this.checkDone()
   }
 
@@ -135,6 +143,7 @@ export class RunningCall implements PumpOwner {
     if (!q) return
     q.fail(error)
     this.inputs.delete(stream)
+    this.inputBudget.give(stream)
     this.checkDone()
   }
 
@@ -276,7 +285,8 @@ export class RunningCall implements PumpOwner {
     try {
       bytes = this.rt.sendItem(this.id, stream, value, path, this.hooks)
     } catch (err) {
-      this.pending.abandon(err)
+      // The streams numbered in it were never named: their first windows come back.
+      this.pending.abandon(err, (pump) => this.senderBudget.give(pump.id))
       throw err
     }
     this.pending.start(path, value, this.senders)
@@ -289,19 +299,22 @@ export class RunningCall implements PumpOwner {
     checkUnsent(v, this.sentSources)
     if (this.nextSender > LAST_STREAM) throw new RangeError(`a call may send at most ${LAST_STREAM - WORKER_STREAMS + 1} nested streams`)
     const id = this.nextSender++
-    const pump = new StreamPump(this, id, v, nestedInitial(this.nestedMarks), () => `stream ${id}`)
+    const marks = this.nestedMarks
+    const pump = new StreamPump(this, id, v, { initial: this.senderBudget.take(id, nestedInitial(marks)), max: marks }, () => `stream ${id}`)
     this.pending.add(pump)
     return id
   }
 
   pumpEnded(pump: StreamPump): void {
     if (!this.senders.delete(pump.id)) return
+    this.senderBudget.give(pump.id)
     this.rt.send(Kind.end, this.id, pump.id)
     this.checkDone()
   }
 
   pumpFailed(pump: StreamPump, error: unknown): void {
     if (!this.senders.delete(pump.id)) return
+    this.senderBudget.give(pump.id)
     this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, false))
     this.checkDone()
   }
@@ -314,6 +327,7 @@ export class RunningCall implements PumpOwner {
 
   private stopSender(pump: StreamPump, reason: unknown): void {
     if (!this.senders.delete(pump.id)) return
+    this.senderBudget.give(pump.id)
     pump.stop(reason)
     this.cleanups.push(pump.done)
     this.checkDone()
@@ -345,7 +359,7 @@ export class RunningCall implements PumpOwner {
         throw new SerializeError(`return: value of ${payload.byteLength} bytes exceeds maxFrameBytes ${this.rt.maxPayload + HEADER_BYTES}; yield it in parts instead`, 'return')
       }
     } catch (err) {
-      this.pending.abandon(err)
+      this.pending.abandon(err, (pump) => this.senderBudget.give(pump.id))
       return this.fail(err, true)
     }
     this.succeeded = true

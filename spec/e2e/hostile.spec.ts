@@ -107,6 +107,42 @@ for (const [mode, what] of [['data-without-credit', 'data'], ['nested-flood', 'a
   })
 }
 
+frames('regression: bodies named by the thousand share the call\'s window: the 4,096 first windows do not add up to 256 MiB', async () => {
+  const p = await hostile('nested-many')
+  try {
+    const { value: err, growthMiB } = await peakGrowth(() => rejection(p.run(t.countAsync, 1).result))
+    assert.instance(err, TransportError)
+    assert.instance(err.cause, ProtocolError)
+    assert.match(err.cause.message, /sent 1 items with credit for 0|with no byte credit left/)
+    // Before: every body took its 60 KiB (279 MiB in all) and the call went on.
+    assert.ok(growthMiB < 100, `the caller grew by ${growthMiB.toFixed(0)} MiB`)
+  } finally {
+    await p.close()
+  }
+})
+
+frames('regression: credit beyond the window the caller announced is cut off, and the caller does not read its source ahead', async () => {
+  const p = await hostile('credit-flood')
+  try {
+    let pulled = 0
+    function* chunks() {
+      for (let i = 0; i < 300; i++) {
+        pulled++
+        yield new Uint8Array(MiB)
+      }
+    }
+    const { value: err, growthMiB } = await peakGrowth(() => rejection(p.run(t.sha256, chunks()).result))
+    assert.instance(err, TransportError)
+    assert.instance(err.cause, ProtocolError)
+    assert.match(err.cause.message, 'beyond the window it announced')
+    // Before: the caller pulled all 300 MiB of its source into memory, towards a worker that never read it.
+    assert.ok(pulled <= 10, `the source was pulled ${pulled} times`)
+    assert.ok(growthMiB < 100, `the caller grew by ${growthMiB.toFixed(0)} MiB`)
+  } finally {
+    await p.close()
+  }
+})
+
 frames('items sent beyond the item credit are cut off', async () => {
   const p = await hostile('items-without-credit')
   try {
