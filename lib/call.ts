@@ -690,6 +690,8 @@ export class CallCore implements SessionCall, PumpOwner {
 
   /** A frame about one of the worker's streams (a nested stream it sends). */
   private nestedFrame(f: Frame): void {
+    // A body streaming is the call moving, though nothing else does (idleTimeout).
+    if (this.state === State.Running) this.activity()
     const q = this.receivers.get(f.stream)
     if (!q) {
       // Cancelled or ended here already: its frames may have crossed the cancel. One never named is a lie.

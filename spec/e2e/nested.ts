@@ -8,6 +8,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CancelError, RemoteError, SerializeError, TransportError, type Pool, type PoolOptions } from 'farpipe'
 import * as n from '../fixtures/nested.ts'
+import * as f from '../fixtures/trust.ts'
 import { rejection, sleep, tempDir, until } from '../helpers.ts'
 
 /** Where the suites run. */
@@ -53,6 +54,15 @@ export function nestedSuites(target: Target): void {
   })
   s.before.each(async () => {
     await p.run(n.resetCounts)
+  })
+
+  s('regression: idleTimeout does not fire while a body streams and nothing else moves', async () => {
+    const call = p.with({ idleTimeout: 300 }).run(f.slowBody, 8, 1024, 100)
+    const chunks: Uint8Array[] = []
+    for await (const item of call) for await (const chunk of item.body) chunks.push(chunk)
+    // Before: the call failed with TimeoutError after 300 ms, while chunks came every 100 ms.
+    assert.is(await call.result, 'sent')
+    assert.equal(chunks.map((c) => c[0]), [0, 1, 2, 3, 4, 5, 6, 7])
   })
 
   s('yielded items carry byte bodies of several MiB, read in another order than yielded, each intact', async () => {
