@@ -63,6 +63,14 @@ export interface SessionOptions {
 /** The longest log line passed on whole; longer ones are passed on in pieces of this many characters. */
 export const MAX_LOG_LINE = 64 * 1024
 
+/**
+ * The most characters of partial lines (printed without their newline yet)
+ * kept for all the calls of a worker together; past it, each is passed on as
+ * it is. Each is bounded by {@link MAX_LOG_LINE} already, but a worker with
+ * thousands of calls printing half lines would hold thousands of them.
+ */
+const MAX_PARTIAL_TOTAL = 1024 * 1024
+
 /** How long a retired worker has to exit once its channel is ended, before it is killed. */
 const RETIRE_KILL_MS = 1000
 
@@ -94,6 +102,8 @@ export class Session extends Link {
   private readonly onLog: (entry: LogEntry) => void
   /** Partial lines per descriptor and call, until their newline arrives: pieces and their total length, so a long line is joined once. */
   private readonly partial = new Map<string, { pieces: string[]; length: number }>()
+  /** Characters held in {@link partial}, all keys together (bounded by {@link MAX_PARTIAL_TOTAL}). */
+  private partialLength = 0
   private readonly startTimeout: number
   private helloTimer: NodeJS.Timeout | undefined
   private helloSeen = false
@@ -269,7 +279,11 @@ export class Session extends Link {
       }
       case Kind.log: {
         const { fd, text } = payloads.readLog(f.payload)
-        this.logText(fd, text, f.call)
+        if (fd !== 1 && fd !== 2) throw new ProtocolError(`worker ${this.where} sent a log line for file descriptor ${fd} (only 1 and 2 are logged)`)
+        if (f.call !== 0 && f.call >= this.nextId) throw new ProtocolError(`worker ${this.where} sent a log line for call ${f.call}, which was never started`)
+        // What a call prints after it ended (a timer it left running) is passed on at once: no partial line is kept for it.
+        const live = f.call === 0 || this.calls.has(f.call) || this.lingering.has(f.call)
+        this.logText(fd, text, f.call, live)
         return
       }
       case Kind.pong: {
@@ -351,31 +365,48 @@ export class Session extends Link {
    * {@link MAX_LOG_LINE} is passed on in pieces of that length, so a worker
    * that never prints a newline cannot grow the caller's memory.
    */
-  private logText(fd: number, text: string, callId: number): void {
+  private logText(fd: number, text: string, callId: number, keepPartial = true): void {
     const key = `${fd}:${callId}`
     let part = this.partial.get(key)
     const nl = text.lastIndexOf('\n')
     if (nl < 0) {
+      if (!keepPartial) {
+        if (text) this.emitLines(fd, text, callId)
+        return
+      }
       if (!part) this.partial.set(key, (part = { pieces: [], length: 0 }))
       part.pieces.push(text)
       part.length += text.length
+      this.partialLength += text.length
       if (part.length >= MAX_LOG_LINE) {
         const joined = part.pieces.join('')
         let at = 0
         for (; joined.length - at >= MAX_LOG_LINE; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: joined.slice(at, at + MAX_LOG_LINE), callId })
         part.pieces = at < joined.length ? [joined.slice(at)] : []
+        this.partialLength -= at
         part.length = joined.length - at
       }
+      // Partial lines of many calls at once are bounded together too: past the bound, every one is passed on as it is.
+      if (this.partialLength > MAX_PARTIAL_TOTAL) for (const k of [...this.partial.keys()]) this.flushKey(k)
       return
     }
     const head = part ? part.pieces.join('') + text.slice(0, nl) : text.slice(0, nl)
+    if (part) this.partialLength -= part.length
     const rest = text.slice(nl + 1)
-    if (rest) this.partial.set(key, { pieces: [rest], length: rest.length })
-    else this.partial.delete(key)
-    for (const line of head.split('\n')) {
+    if (rest && keepPartial) {
+      this.partial.set(key, { pieces: [rest], length: rest.length })
+      this.partialLength += rest.length
+    } else this.partial.delete(key)
+    this.emitLines(fd, head, callId)
+    if (rest && !keepPartial) this.emitLines(fd, rest, callId)
+    else if (rest.length >= MAX_LOG_LINE) this.logText(fd, '', callId)
+  }
+
+  /** Passes on each line of `text` (no newline at its end), in pieces of at most {@link MAX_LOG_LINE}. */
+  private emitLines(fd: number, text: string, callId: number): void {
+    for (const line of text.split('\n')) {
       for (let at = 0; at === 0 || at < line.length; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: line.slice(at, at + MAX_LOG_LINE), callId })
     }
-    if (rest.length >= MAX_LOG_LINE) this.logText(fd, '', callId)
   }
 
   /** Passes on what call `callId` printed without a final newline (it has ended). */
@@ -388,6 +419,7 @@ export class Session extends Link {
     const part = this.partial.get(key)
     if (!part) return
     this.partial.delete(key)
+    this.partialLength -= part.length
     const [fd, callId] = key.split(':').map(Number) as [number, number]
     const line = part.pieces.join('')
     if (line) this.onLog({ where: this.where, fd, line, callId })
