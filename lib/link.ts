@@ -198,7 +198,10 @@ export abstract class Link implements ChannelEvents {
    */
   async breathe(): Promise<void> {
     this.breathing = true
-    await new Promise<void>((r) => setImmediate(r))
+    // Two turns: an immediate scheduled while the loop handles I/O (a frame
+    // that woke the producer) runs before the loop polls for more, so one
+    // alone may read nothing; the second runs after a poll.
+    await new Promise<void>((r) => setImmediate(() => setImmediate(r)))
     this.breathing = false
   }
 

@@ -237,22 +237,37 @@ export class RunningCall implements PumpOwner {
   private async pump(gen: AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, isAsync: boolean): Promise<void> {
     const path = () => `yield[${this.index}]`
     let turned = performance.now()
+    /** When the clock was last read, and how many items go by before it is read again: one while items are slow, up to 32 while they are fast. */
+    let readAt = turned
+    let stride = 1
+    let untilRead = 1
     for (;;) {
       if (this.stopping) return this.stop(gen)
       if (!this.window.open) {
         await new Promise<void>((r) => (this.creditWake = r))
-        turned = performance.now()
+        turned = readAt = performance.now()
         continue
       }
       // A producer that never waits for anything (a loop of yields, sync or
       // async) would keep the event loop from reading the caller's frames
       // until its credit ran out: a cancel would reach it thousands of items
       // late. Every SLICE_MS of producing, the loop turns once (the batch
-      // stays open: see Link.breathe).
-      if ((this.index & 31) === 31 && performance.now() - turned >= SLICE_MS) {
-        await this.rt.breathe()
-        turned = performance.now()
-        continue
+      // stays open: see Link.breathe). The clock is read every item while
+      // items take long to make (20 ms each: a cancel must not wait for 32 of
+      // them), and every 32nd while they come fast (a read costs about as
+      // much as a small item).
+      if (--untilRead === 0) {
+        const now = performance.now()
+        // Enough items to fill about a quarter of a slice at the pace of the last ones.
+        const each = (now - readAt) / stride
+        stride = each > 0 ? Math.max(1, Math.min(32, Math.floor(SLICE_MS / 4 / each))) : 32
+        untilRead = stride
+        readAt = now
+        if (now - turned >= SLICE_MS) {
+          await this.rt.breathe()
+          turned = readAt = performance.now()
+          continue
+        }
       }
       const r = (isAsync ? await gen.next() : gen.next()) as IteratorResult<unknown, unknown>
       if (this.stopping) return this.stop(gen)

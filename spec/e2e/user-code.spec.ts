@@ -9,7 +9,8 @@ import * as assert from 'uvu/assert'
 import { CancelError, pool, type Pool } from 'farpipe'
 import * as plain from '../fixtures/plain-tasks.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, tempDir } from '../helpers.ts'
+import * as f from '../fixtures/trust.ts'
+import { collect, markerPath, readMarker, rejection, tempDir } from '../helpers.ts'
 
 const s = suite('user code: cancel and context')
 let p: Pool
@@ -32,6 +33,18 @@ for (const [kind, fn] of [['async', plain.endlessAsync], ['sync', plain.endlessS
     assert.ok(last.finallyRan, 'the finally ran')
     // Before the worker read control frames between batches, it produced the whole window first.
     assert.ok(last.producedAtFinally < WINDOW / 2, `produced ${last.producedAtFinally} items of a ${WINDOW}-item window before the cancel stopped it`)
+  })
+}
+
+for (const [kind, fn] of [['sync', f.slowSyncItems], ['async', f.slowAsyncItems]] as const) {
+  s(`regression: break reaches a never-awaiting ${kind} producer whose items take 20 ms each within a few items`, async () => {
+    const marker = markerPath()
+    const call = p.run(fn, 20, marker)
+    for await (const _ of call) break
+    assert.instance(await rejection(call.result), CancelError)
+    const { made } = await readMarker(marker)
+    // Before: the clock was read every 32 items and one turn of the loop read no I/O: 64 items (1.3 s) went by.
+    assert.ok(made < 32, `made ${made} items of 20 ms before the cancel stopped it`)
   })
 }
 
