@@ -88,13 +88,24 @@ export type CallOf<F extends AnyFunction, A extends readonly unknown[]> =
 export class RemoteCall<In, Out, R> implements AsyncIterable<Out> {
   readonly #core: CallCore
 
-  /** @internal */
-  constructor(core: CallCore) {
+  /**
+   * A call of a function not declared as a generator is awaitable: its
+   * `then` settles with the result. Such a function may still return a
+   * generator (`(n) => inner(n)`), and then its type is a plain
+   * `RemoteCall`, not awaitable: so `await` gives the call itself (a view of
+   * it without `then`), once the worker has said that the function returned
+   * a generator. Awaiting, or returning the call from an async function,
+   * gives what its type says either way.
+   *
+   * @internal
+   */
+  constructor(core: CallCore, thenable = !core.generator) {
     this.#core = core
     cores.set(this, core)
-    if (!core.generator) {
+    if (thenable) {
       Object.defineProperty(this, 'then', {
-        value: (onFulfilled?: (v: R) => unknown, onRejected?: (e: unknown) => unknown) => this.result.then(onFulfilled, onRejected),
+        value: (onFulfilled?: (v: unknown) => unknown, onRejected?: (e: unknown) => unknown) =>
+          core.shape.then((streams): unknown => (streams ? new RemoteCall(core, false) : core.result)).then(onFulfilled, onRejected),
       })
     }
   }
@@ -261,6 +272,9 @@ export class CallCore implements SessionCall, PumpOwner {
    * the function was declared with `function*`.
    */
   streamed: boolean
+  /** Resolves true once the call is known to stream (see {@link streamed}), false once its outcome is known and it does not. */
+  readonly shape: Promise<boolean>
+  private shapeResolve!: (streams: boolean) => void
   private abortListener: (() => void) | undefined
   /** Resolves once the call frame is sent (or the call settled before it could be). */
   private readonly started: Promise<void>
@@ -278,6 +292,7 @@ export class CallCore implements SessionCall, PumpOwner {
   ) {
     this.generator = generator
     this.streamed = generator
+    this.shape = new Promise((r) => (this.shapeResolve = r))
     this.result = new Promise((resolve, reject) => {
       this.resolveResult = resolve
       this.rejectResult = reject
@@ -348,6 +363,7 @@ export class CallCore implements SessionCall, PumpOwner {
       this.hostName = session.host
       this.id = session.register(this)
       const header: CallHeader = {
+        ...(this.generator ? {} : { tell: true }),
         bundle: where.bundle,
         fn: where.fn,
         module: where.module,
@@ -566,9 +582,13 @@ export class CallCore implements SessionCall, PumpOwner {
         this.activity()
         this.output.push(items, f.payload.byteLength, nested.length > 0 ? nested : undefined)
         this.countIn(items.length, f.payload.byteLength)
-        if (items.length > 0) this.streamed = true
+        if (items.length > 0) this.markStreamed()
         return
       }
+      case Kind.streams:
+        this.outputFrame(f)
+        this.markStreamed()
+        return
       case Kind.credit: {
         const pump = this.pump(f)
         if (!pump) return
@@ -593,7 +613,7 @@ export class CallCore implements SessionCall, PumpOwner {
         // Decoded before anything changes: a payload that cannot be read is a protocol error, and the call fails with the session.
         const nested: NestedRef[] = []
         const { value, streamed } = payloads.readEnd(f.payload, (p) => readValue(p, { fromId: (id) => this.receiver(id, nested, 0) }))
-        if (streamed) this.streamed = true
+        if (streamed) this.markStreamed()
         // A function's return value is what it sends this side: counted as an item.
         else this.countIn(1, f.payload.byteLength)
         if (this.settle(true)) {
@@ -626,6 +646,12 @@ export class CallCore implements SessionCall, PumpOwner {
         }
         return
     }
+  }
+
+  /** The worker showed that the function returned a generator. */
+  private markStreamed(): void {
+    this.streamed = true
+    this.shapeResolve(true)
   }
 
   /** The payload of an error frame, checked. */
@@ -814,6 +840,7 @@ export class CallCore implements SessionCall, PumpOwner {
     }
     this.state = State.Settled
     this.startedResolve()
+    this.shapeResolve(this.streamed)
     for (const t of this.timers) clearTimeout(t)
     this.timers = []
     clearTimeout(this.idleTimer)

@@ -308,7 +308,7 @@ export class Session extends Link {
       }
       default: {
         if (!this.helloSeen) throw new ProtocolError(`worker ${this.where} sent a ${kindName(f.kind)} frame before its hello`)
-        if (f.kind === Kind.call || f.kind === Kind.bundle || f.kind > Kind.cancelled) {
+        if (f.kind === Kind.call || f.kind === Kind.bundle || f.kind === Kind.ping || f.kind > Kind.streams) {
           throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from worker ${this.where}`)
         }
         const call = this.calls.get(f.call) ?? this.lingering.get(f.call)

@@ -17,7 +17,7 @@
 import { ProtocolError } from './errors.ts'
 
 /** The protocol version both sides announce in their hello frames. */
-export const PROTOCOL_VERSION = 3
+export const PROTOCOL_VERSION = 4
 
 /** Bytes before a frame's payload. */
 export const HEADER_BYTES = 11
@@ -53,6 +53,12 @@ export const Kind = {
   ping: 11,
   /** Worker → caller: the answer to `ping`. */
   pong: 12,
+  /**
+   * Worker → caller, when the call header asks (`tell`): the function
+   * returned a generator, so the call streams. Sent before its first item,
+   * for a caller that must know before any item comes (see RemoteCall's `then`).
+   */
+  streams: 13,
 } as const
 
 /** The name of a frame kind. */

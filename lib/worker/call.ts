@@ -218,6 +218,7 @@ export class RunningCall implements PumpOwner {
         const ret = fn(...args)
         const tag = Object.prototype.toString.call(ret)
         if (tag === '[object AsyncGenerator]' || tag === '[object Generator]') {
+          if (this.header.tell) this.rt.send(Kind.streams, this.id, 0)
           await this.pump(ret as AsyncGenerator<unknown, unknown> | Generator<unknown, unknown>, tag === '[object AsyncGenerator]')
         } else {
           const value = await ret

@@ -67,6 +67,8 @@ export interface CallHeader {
    * such a stream starts with `nestedInitial` (lib/flow.ts) of them.
    */
   nested: { items: number; bytes: number }
+  /** Send a `streams` frame when the function returns a generator (the caller's call is awaitable and must know). */
+  tell?: boolean
 }
 
 /** The payload of an error frame. */

@@ -6,8 +6,9 @@ import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { CancelError, input, MemoryTransport, pool, TimeoutError, type LogEntry, type Pool } from 'farpipe'
+import { CancelError, input, MemoryTransport, pool, RemoteCall, TimeoutError, type LogEntry, type Pool } from 'farpipe'
 import * as h from '../fixtures/hardening.ts'
+import * as f from '../fixtures/trust.ts'
 import { collect, markerPath, readMarker, rejection, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -281,6 +282,26 @@ misc('a plain function that returns a generator streams, in run() and in map()',
     // More items than one window: map reads them as they come instead of waiting for the result.
     const many = await collect(q.with({ timeout: 20_000 }).map(h.returnsGenerator, [5000]))
     assert.is(many.length, 5000)
+    // regression: awaiting such a call gives the call (as its type says), not the generator's return value.
+    const awaited = await q.run(h.returnsGenerator, 3)
+    assert.instance(awaited, RemoteCall)
+    assert.not.ok('then' in awaited)
+    assert.equal(await collect(awaited), [0, 1, 2])
+    assert.is(await awaited.result, 'counted')
+    const start = async () => q.run(h.returnsGenerator, 2)
+    const started = await start()
+    assert.instance(started, RemoteCall)
+    assert.equal(await collect(started), [0, 1])
+    // It is given as soon as the function returned its generator, before any item (which may wait for the input).
+    const piping = await q.run(f.returnsGenOfInput, input)
+    const writer = piping.writable.getWriter()
+    void writer.write(1)
+    void writer.write(2)
+    void writer.close()
+    assert.equal(await collect(piping), [10, 20])
+    assert.is(await piping.result, 'read')
+    // A plain function's call still gives its value.
+    assert.is(await q.run(h.pid).then((x) => typeof x), 'number')
     // A generator that yields nothing gives nothing; a plain function's value is passed on.
     assert.equal(await collect(q.map(h.returnsGenerator, [0, 0])), [])
     assert.equal(await collect(q.map(h.pid, [undefined])).then((r) => r.length), 1)
