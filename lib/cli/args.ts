@@ -51,6 +51,12 @@ export interface HostsCommand {
 export interface HelpCommand {
   command: 'help'
   text: string
+  /**
+   * True when no command was given: that is a usage error, so the help goes
+   * to stderr with exit status 2 (a script that forgot its command must not
+   * read the help as its data, nor see success).
+   */
+  missing: boolean
 }
 
 export type Command = CallCommand | HostsCommand | HelpCommand
@@ -152,7 +158,8 @@ function positiveInteger(name: string, text: string | undefined, min = 1): numbe
  */
 export function parseArgs(argv: string[]): Command {
   const [command, ...rest] = argv
-  if (command === undefined || command === '-h' || command === '--help' || command === 'help') return { command: 'help', text: MAIN_HELP }
+  if (command === undefined) return { command: 'help', text: MAIN_HELP, missing: true }
+  if (command === '-h' || command === '--help' || command === 'help') return { command: 'help', text: MAIN_HELP, missing: false }
   if (command !== 'run' && command !== 'pipe' && command !== 'hosts') {
     throw new UsageError(`unknown command '${command}'; expected run, pipe or hosts (see farpipe --help)`)
   }
@@ -169,7 +176,7 @@ export function parseArgs(argv: string[]): Command {
       positional.push(...rest.slice(i + 1))
       break
     }
-    if (arg === '-h' || arg === '--help') return { command: 'help', text: help }
+    if (arg === '-h' || arg === '--help') return { command: 'help', text: help, missing: false }
     if (!arg.startsWith('--')) {
       if (arg === '-') {
         if (command !== 'pipe') throw new UsageError(`'-' (stdin) is an argument of \`farpipe pipe\`, not of \`farpipe ${command}\``)

@@ -177,6 +177,10 @@ async function main(argv: string[]): Promise<number> {
     return report(err)
   }
   if (cmd.command === 'help') {
+    if (cmd.missing) {
+      process.stderr.write(cmd.text)
+      return EXIT.usage
+    }
     process.stdout.write(cmd.text)
     return EXIT.ok
   }

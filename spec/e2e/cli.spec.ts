@@ -200,6 +200,18 @@ function localOnly(): void {
     }
   })
 
+  s('no command is a usage error: the help goes to stderr, exit 2 (farpipe --help stays 0 on stdout)', async () => {
+    const r = await farpipe([])
+    assert.is(r.code, 2)
+    assert.is(r.stdout.length, 0)
+    assert.match(r.stderr, 'Usage')
+    for (const args of [['help'], ['-h']]) {
+      const ok = await farpipe(args)
+      assert.is(ok.code, 0, args.join(' '))
+      assert.match(ok.stdout.toString(), 'Usage', args.join(' '))
+    }
+  })
+
   s('remote logs go to stderr with the [host/worker] prefix, never stdout', async () => {
     const r = await farpipe(['run', 'cli-tasks.ts#chatty'])
     assert.is(r.code, 0, r.stderr)
