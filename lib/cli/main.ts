@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { AnyFunction, RemoteCall } from '../call.ts'
+import { coreOf, type AnyFunction, type RemoteCall } from '../call.ts'
 import { CancelError, FarpipeError, RemoteError, TimeoutError } from '../errors.ts'
 import { input } from '../input.ts'
 import { pool, type Pool } from '../pool.ts'
@@ -78,7 +78,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   const output = new Output(process.stdout)
   void output.closed.then(() => halt('epipe'))
   try {
-    const { fn, generator } = await loadRemote(cmd.target)
+    const { fn } = await loadRemote(cmd.target)
     p = await pool({ ...(cmd.hosts.length > 0 ? { hosts: cmd.hosts } : {}), workers: cmd.workers ?? 1, onLog })
     const runner = p.with({
       ...(cmd.timeout !== undefined ? { timeout: cmd.timeout } : {}),
@@ -113,7 +113,10 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         await output.write(data)
       }
       const result = await current.result
-      if (!generator && result !== undefined) await output.write(encodeItem(result, index, cmd.format, cmd.bytes))
+      // What the call did decides, not how the function was declared: a plain
+      // function that returns a generator streams, and then its result is the
+      // generator's return value, which is not an item (as for a function*).
+      if (!coreOf(current).streamed && result !== undefined) await output.write(encodeItem(result, index, cmd.format, cmd.bytes))
     } catch (err) {
       if (err instanceof FormatError || err instanceof ClosedOutput) cancelled = current.cancel(err).catch(() => {})
       await cancelled

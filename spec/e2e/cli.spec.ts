@@ -124,6 +124,14 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
   })
 
+  s('a function that returns a generator prints what it yields, not its return value (as a function* does)', async () => {
+    for (const fn of ['returnsGen', 'returnsAsyncGen', 'genWithReturn']) {
+      const r = await run(['run', `cli-tasks.ts#${fn}`, '3'])
+      assert.is(r.code, 0, r.stderr)
+      assert.equal(lines(r.stdout), ['0', '1', '2'], fn)
+    }
+  })
+
   s('a remote error exits 1 with its message and remote stack on stderr', async () => {
     const r = await run(['run', 'cli-tasks.ts#fails'])
     assert.is(r.code, 1)
