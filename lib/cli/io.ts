@@ -189,20 +189,72 @@ export class Output {
   }
 }
 
+/**
+ * The command's stderr: messages, remote logs and the progress line all go
+ * through here.
+ */
+export class Stderr {
+  #progress: Progress | undefined
+
+  constructor(readonly stream: Writable & { isTTY?: boolean }) {}
+
+  /** True when stderr is a terminal: only then is the progress line drawn. */
+  get isTTY(): boolean {
+    return this.stream.isTTY === true
+  }
+
+  /** Writes `text` as it is (the progress line uses this). */
+  write(text: string): void {
+    this.stream.write(text)
+  }
+
+  /** Writes whole lines: a remote log line, a remote stack. */
+  print(text: string): void {
+    this.write(text)
+  }
+
+  /** Prints `farpipe: message` on a line. */
+  complain(message: string): void {
+    this.print(`farpipe: ${message}\n`)
+  }
+
+  /** Starts drawing `counts` every 250 ms, when stderr is a terminal. */
+  showProgress(counts: Counts): Progress {
+    this.#progress?.stop()
+    this.#progress = new Progress(counts, this)
+    return this.#progress
+  }
+
+  /** Erases the progress line until the next draw. */
+  clearProgress(): void {
+    this.#progress?.clear()
+  }
+
+  /** Stops drawing the progress line and erases it. */
+  hideProgress(): void {
+    this.#progress?.stop()
+    this.#progress = undefined
+  }
+}
+
 /** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; `clear()` before printing anything else there. */
 export class Progress {
   readonly #timer: NodeJS.Timeout | undefined
   readonly #start = Date.now()
   #shown = false
 
-  constructor(readonly counts: Counts, readonly err: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    readonly counts: Counts,
+    readonly err: Stderr,
+  ) {
     if (err.isTTY) {
-      this.#timer = setInterval(() => this.#draw(), 250)
+      this.#timer = setInterval(() => this.draw(), 250)
       this.#timer.unref()
     }
   }
 
-  #draw(): void {
+  /** Draws the line now (the timer does every 250 ms). */
+  draw(): void {
     const { itemsIn, bytesIn, itemsOut, bytesOut } = this.counts
     const s = Math.max(0.001, (Date.now() - this.#start) / 1000)
     const mib = (b: number) => (b / 1048576).toFixed(1)

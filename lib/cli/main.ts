@@ -8,55 +8,26 @@
  * @module
  */
 import { coreOf, type AnyFunction, type RemoteCall } from '../call.ts'
-import { CancelError, FarpipeError, RemoteError, TimeoutError } from '../errors.ts'
+import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
 import { pool, type Pool } from '../pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
 import { loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand } from './args.ts'
-import { ClosedOutput, encodeItem, feed, FormatError, Output, Progress, type Counts } from './io.ts'
+import { ClosedOutput, encodeItem, feed, FormatError, Output, Stderr, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
+import { EXIT, report } from './report.ts'
 
-/** Exit statuses (documented in `--help` and the README). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
-
-/** Prints `farpipe: message` on stderr. */
-export function complain(message: string): void {
-  process.stderr.write(`farpipe: ${message}\n`)
-}
-
-/** The exit status for an error of a call, after printing what the user needs to know. */
-function report(err: unknown): number {
-  if (err instanceof UsageError || err instanceof FormatError) {
-    complain(err.message)
-    return EXIT.usage
-  }
-  if (err instanceof RemoteError) {
-    complain(`the remote function threw: ${err.message}`)
-    if (err.remoteStack) process.stderr.write(`${err.remoteStack}\n`)
-    return EXIT.failed
-  }
-  if (err instanceof TimeoutError) {
-    complain(err.message)
-    return EXIT.failed
-  }
-  // Transport, host key, protocol and serialization errors, a module that does not bundle: the setup, not the function.
-  if (err instanceof FarpipeError) {
-    complain(err.message)
-    return EXIT.usage
-  }
-  complain((err as Error)?.stack ?? String(err))
-  return EXIT.failed
-}
+/** The command's stderr: every message, log and progress line goes through it. */
+const stderr = new Stderr(process.stderr)
 
 /** `farpipe run` and `farpipe pipe`: one call, its items on stdout. */
 async function callCommand(cmd: CallCommand): Promise<number> {
   const counts: Counts = { itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0 }
-  let progress: Progress | undefined
   // Remote logs go to stderr, never into the data on stdout.
   const onLog = (entry: LogEntry) => {
-    progress?.clear()
-    process.stderr.write(`[${entry.where}] ${entry.line}\n`)
+    stderr.clearProgress()
+    stderr.print(`[${entry.where}] ${entry.line}\n`)
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
   let stop: 'epipe' | 'sigint' | undefined
@@ -90,7 +61,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     call = run(fn, ...args)
     const current = call
     if (stop) halt(stop) // Ctrl-C or EPIPE before the call existed
-    progress = new Progress(counts)
+    stderr.showProgress(counts)
     let inputError: unknown
     if (cmd.stdinIndex !== undefined) {
       feed(process.stdin, current.writable, cmd.format, cmd.bytes, counts).catch((err) => {
@@ -122,14 +93,14 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       await cancelled
       if (stop === 'epipe') status = EXIT.ok
       else if (stop === 'sigint') status = EXIT.interrupted
-      else if (inputError) status = report(inputError)
-      else if (output.failure) status = report(output.failure)
-      else status = report(err)
+      else if (inputError) status = report(inputError, stderr)
+      else if (output.failure) status = report(output.failure, stderr)
+      else status = report(err, stderr)
     }
   } catch (err) {
-    status = stop === 'sigint' ? EXIT.interrupted : report(err)
+    status = stop === 'sigint' ? EXIT.interrupted : report(err, stderr)
   } finally {
-    progress?.stop()
+    stderr.hideProgress()
     await cancelled
     await p?.close()
     process.off('SIGINT', onSigint)
@@ -144,7 +115,7 @@ type Outcome = { host: string; info: HostInfo; workers: number } | { host: strin
 
 async function probe(host: string, workers: number | undefined): Promise<Outcome> {
   try {
-    const p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => process.stderr.write(`[${e.where}] ${e.line}\n`) })
+    const p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
     try {
       const info = await p.with({ timeout: 30_000 }).run(hostInfo)
       return { host, info, workers: p.hosts[0]?.workers ?? 0 }
@@ -177,11 +148,11 @@ async function main(argv: string[]): Promise<number> {
   try {
     cmd = parseArgs(argv)
   } catch (err) {
-    return report(err)
+    return report(err, stderr)
   }
   if (cmd.command === 'help') {
     if (cmd.missing) {
-      process.stderr.write(cmd.text)
+      stderr.print(cmd.text)
       return EXIT.usage
     }
     process.stdout.write(cmd.text)
@@ -195,7 +166,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (status) => process.exit(status),
   (err) => {
-    complain((err as Error)?.stack ?? String(err))
+    stderr.complain((err as Error)?.stack ?? String(err))
     process.exit(EXIT.failed)
   },
 )
