@@ -208,8 +208,13 @@ export class Stderr {
     this.stream.write(text)
   }
 
-  /** Writes whole lines: a remote log line, a remote stack. */
+  /**
+   * Writes whole lines: a message, a remote log line, a remote stack. The
+   * progress line is erased first (it is drawn again at its next tick), so
+   * what is printed starts a line of its own instead of being glued to it.
+   */
   print(text: string): void {
+    this.#progress?.clear()
     this.write(text)
   }
 
@@ -225,11 +230,6 @@ export class Stderr {
     return this.#progress
   }
 
-  /** Erases the progress line until the next draw. */
-  clearProgress(): void {
-    this.#progress?.clear()
-  }
-
   /** Stops drawing the progress line and erases it. */
   hideProgress(): void {
     this.#progress?.stop()
@@ -237,7 +237,7 @@ export class Stderr {
   }
 }
 
-/** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; `clear()` before printing anything else there. */
+/** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; {@link Stderr.print} clears it before anything else is printed there. */
 export class Progress {
   readonly #timer: NodeJS.Timeout | undefined
   readonly #start = Date.now()

@@ -26,7 +26,6 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   const counts: Counts = { itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0 }
   // Remote logs go to stderr, never into the data on stdout.
   const onLog = (entry: LogEntry) => {
-    stderr.clearProgress()
     stderr.print(`[${entry.where}] ${entry.line}\n`)
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
