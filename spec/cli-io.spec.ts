@@ -74,3 +74,37 @@ p('the progress line is drawn only on a terminal', () => {
 })
 
 p.run()
+
+/** A stream whose writes fail with `code`, as a pipe does once its reader has gone (EPIPE). */
+class Broken extends Writable {
+  constructor(readonly code: string) {
+    super()
+  }
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    done(Object.assign(new Error(`write ${this.code}`), { code: this.code }))
+  }
+}
+
+const g = suite('cli stderr that is gone')
+
+g('a reader that went away (EPIPE) is noted, not thrown: later writes are dropped', async () => {
+  const stream = new Broken('EPIPE')
+  const stderr = new Stderr(stream)
+  stderr.complain('first')
+  await stderr.closed
+  assert.ok(stderr.gone)
+  assert.is(stderr.failure, undefined)
+  stderr.complain('second')
+  report(remoteError(), stderr)
+  stderr.showProgress(counts()).draw()
+  stderr.hideProgress()
+})
+
+g('another failure (EIO) is kept as the failure', async () => {
+  const stderr = new Stderr(new Broken('EIO'))
+  stderr.print('x\n')
+  await stderr.closed
+  assert.is((stderr.failure as NodeJS.ErrnoException | undefined)?.code, 'EIO')
+})
+
+g.run()

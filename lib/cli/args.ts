@@ -62,7 +62,8 @@ export interface HelpCommand {
 export type Command = CallCommand | HostsCommand | HelpCommand
 
 export const EXIT_CODES = `Exit status:
-  0    success, or stdout was closed by its reader (e.g. \`| head\`): the call is cancelled first
+  0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
+       the call is cancelled first
   1    the remote function threw (its message and remote stack go to stderr), or the call timed out
   2    usage error, bad module#export, a value the output format cannot carry, or a host/transport
        error (unreachable host, unknown or changed host key, lost connection: the host is named)

@@ -135,77 +135,92 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
 export class ClosedOutput extends Error {}
 
 /**
- * Writes to stdout with its backpressure: a write that fills the stream's
- * buffer waits for 'drain', so a slow reader stops the reading of the
- * call's items, and so the remote generator. A reader that went away
- * (EPIPE) makes `closed` resolve.
+ * One of the command's outputs (stdout, stderr). An output that fails emits
+ * 'error', which with no listener is an uncaught exception: a reader that
+ * went away (`| head`, EPIPE) would crash the command, even on a write long
+ * after the call ended. So a listener stays for the life of the process and
+ * notes what happened; `closed` resolves then.
  */
-export class Output {
+class Sink {
   readonly closed: Promise<void>
   #gone = false
   #failure: Error | undefined
-  #wake: (() => void) | undefined
 
-  constructor(readonly out: Writable) {
+  constructor(readonly stream: Writable) {
     this.closed = new Promise((resolve) => {
-      out.on('error', (err: NodeJS.ErrnoException) => {
+      stream.on('error', (err: NodeJS.ErrnoException) => {
         this.#gone = true
-        if (err.code !== 'EPIPE') this.#failure = err
-        this.#wake?.()
+        if (err.code !== 'EPIPE') this.#failure ??= err
         resolve()
       })
     })
   }
 
-  /** True once stdout is closed or failed. */
+  /** True once the output is closed or failed: nothing more is written to it. */
   get gone(): boolean {
     return this.#gone
   }
 
-  /** Why stdout failed, other than its reader closing it. */
+  /** Why the output failed, other than its reader closing it (EPIPE). */
   get failure(): Error | undefined {
     return this.#failure
   }
+}
+
+/**
+ * Writes to stdout with its backpressure: a write that fills the stream's
+ * buffer waits for 'drain', so a slow reader stops the reading of the
+ * call's items, and so the remote generator. A reader that went away
+ * (EPIPE) makes `closed` resolve.
+ */
+export class Output extends Sink {
+  #wake: (() => void) | undefined
+
+  constructor(stdout: Writable) {
+    super(stdout)
+    void this.closed.then(() => this.#wake?.())
+  }
 
   async write(data: string | Uint8Array): Promise<void> {
-    if (this.#gone) throw new ClosedOutput()
-    if (this.out.write(data)) return
+    if (this.gone) throw new ClosedOutput()
+    if (this.stream.write(data)) return
     await new Promise<void>((resolve) => {
       this.#wake = resolve
-      this.out.once('drain', resolve)
+      this.stream.once('drain', resolve)
     })
-    this.out.off('drain', this.#wake!)
+    this.stream.off('drain', this.#wake!)
     this.#wake = undefined
-    if (this.#gone) throw new ClosedOutput()
+    if (this.gone) throw new ClosedOutput()
   }
 
   /** Resolves when what was written has been handed to the OS (or stdout is gone). */
   flush(): Promise<void> {
-    if (this.#gone) return Promise.resolve()
+    if (this.gone) return Promise.resolve()
     return new Promise((resolve) => {
-      this.out.write('', () => resolve())
-      this.closed.then(resolve)
+      this.stream.write('', () => resolve())
+      void this.closed.then(resolve)
     })
   }
 }
 
 /**
  * The command's stderr: messages, remote logs and the progress line all go
- * through here.
+ * through here. Once its reader has gone (`2>&1 | head`) or it failed,
+ * what is written is dropped: nothing printed here can crash the command.
  */
-export class Stderr {
+export class Stderr extends Sink {
+  /** True when stderr is a terminal: only then is the progress line drawn. */
+  readonly isTTY: boolean
   #progress: Progress | undefined
 
-  constructor(readonly stream: Writable & { isTTY?: boolean }) {}
-
-  /** True when stderr is a terminal: only then is the progress line drawn. */
-  get isTTY(): boolean {
-    return this.stream.isTTY === true
+  constructor(stderr: Writable & { isTTY?: boolean }) {
+    super(stderr)
+    this.isTTY = stderr.isTTY === true
   }
 
-  /** Writes `text` as it is (the progress line uses this). */
+  /** Writes `text` as it is (the progress line uses this); nothing once stderr is gone. */
   write(text: string): void {
-    this.stream.write(text)
+    if (!this.gone) this.stream.write(text)
   }
 
   /**

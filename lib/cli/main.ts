@@ -18,7 +18,13 @@ import { ClosedOutput, encodeItem, feed, FormatError, Output, Stderr, type Count
 import { hostInfo, type HostInfo } from './probe.ts'
 import { EXIT, report } from './report.ts'
 
-/** The command's stderr: every message, log and progress line goes through it. */
+/**
+ * The command's outputs, made before anything is written: each keeps an
+ * 'error' listener for the life of the process, so a reader that goes away
+ * (`| head`, `2>&1 | head`) never crashes the command, whatever writes next.
+ */
+const stdout = new Output(process.stdout)
+/** Every message, log and progress line goes through it. */
 const stderr = new Stderr(process.stderr)
 
 /** `farpipe run` and `farpipe pipe`: one call, its items on stdout. */
@@ -29,24 +35,32 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     stderr.print(`[${entry.where}] ${entry.line}\n`)
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
-  let stop: 'epipe' | 'sigint' | undefined
-  let cancelled: Promise<void> = Promise.resolve()
-  const halt = (why: 'epipe' | 'sigint') => {
-    if (stop) return
-    stop = why
-    if (call) cancelled = call.cancel(new CancelError(why === 'sigint' ? 'interrupted (SIGINT)' : 'stdout was closed')).catch(() => {})
+  let cancelled: Promise<void> | undefined
+  /** Cancels the call, once it exists; the first reason is the one the remote sees. */
+  const cancel = (reason: unknown) => {
+    if (call) cancelled ??= call.cancel(reason).catch(() => {})
   }
+  // A reader of stdout or stderr that went away ends the pipeline: the call
+  // is cancelled (its finally blocks run) and the command exits 0, as a
+  // filter does when `head` has what it wants.
+  let closed: string | undefined
+  let interrupted = false
+  const halt = (why: string) => {
+    closed ??= why
+    cancel(new CancelError(why))
+  }
+  void stdout.closed.then(() => halt('stdout was closed'))
+  void stderr.closed.then(() => halt('stderr was closed'))
   const onSigint = () => {
     // A second Ctrl-C does not wait for the remote to confirm.
-    if (stop === 'sigint' || !call) process.exit(EXIT.interrupted)
-    halt('sigint')
+    if (interrupted || !call) process.exit(EXIT.interrupted)
+    interrupted = true
+    cancel(new CancelError('interrupted (SIGINT)'))
   }
   process.on('SIGINT', onSigint)
 
   let p: Pool | undefined
   let status: number = EXIT.ok
-  const output = new Output(process.stdout)
-  void output.closed.then(() => halt('epipe'))
   try {
     const { fn } = await loadRemote(cmd.target)
     p = await pool({ ...(cmd.hosts.length > 0 ? { hosts: cmd.hosts } : {}), workers: cmd.workers ?? 1, onLog })
@@ -59,7 +73,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     const run = runner.run as (fn: Remote<AnyFunction>, ...args: unknown[]) => RemoteCall<unknown, unknown, unknown>
     call = run(fn, ...args)
     const current = call
-    if (stop) halt(stop) // Ctrl-C or EPIPE before the call existed
+    if (closed) cancel(new CancelError(closed)) // a reader went away before the call existed
     stderr.showProgress(counts)
     let inputError: unknown
     if (cmd.stdinIndex !== undefined) {
@@ -67,7 +81,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         // A call that ended also fails the writer; only the input's own mistakes are reported.
         if (err instanceof FormatError) {
           inputError = err
-          cancelled = current.cancel(err).catch(() => {})
+          cancel(err)
         }
       })
     }
@@ -80,31 +94,32 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         const data = encodeItem(value, index++, cmd.format, cmd.bytes)
         counts.itemsOut++
         counts.bytesOut += data.length
-        await output.write(data)
+        await stdout.write(data)
       }
       const result = await current.result
       // What the call did decides, not how the function was declared: a plain
       // function that returns a generator streams, and then its result is the
       // generator's return value, which is not an item (as for a function*).
-      if (!coreOf(current).streamed && result !== undefined) await output.write(encodeItem(result, index, cmd.format, cmd.bytes))
+      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
     } catch (err) {
-      if (err instanceof FormatError || err instanceof ClosedOutput) cancelled = current.cancel(err).catch(() => {})
+      if (err instanceof ClosedOutput) halt('stdout was closed')
+      else if (err instanceof FormatError) cancel(err)
       await cancelled
-      if (stop === 'epipe') status = EXIT.ok
-      else if (stop === 'sigint') status = EXIT.interrupted
+      if (interrupted) status = EXIT.interrupted
+      else if (closed) status = EXIT.ok
       else if (inputError) status = report(inputError, stderr)
-      else if (output.failure) status = report(output.failure, stderr)
+      else if (stdout.failure) status = report(stdout.failure, stderr)
       else status = report(err, stderr)
     }
   } catch (err) {
-    status = stop === 'sigint' ? EXIT.interrupted : report(err, stderr)
+    status = interrupted ? EXIT.interrupted : report(err, stderr)
   } finally {
     stderr.hideProgress()
     await cancelled
     await p?.close()
     process.off('SIGINT', onSigint)
   }
-  await output.flush()
+  await stdout.flush()
   return status
 }
 

@@ -85,6 +85,29 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
   })
 
+  s('2>&1 | head -n 3 cancels the call: the remote finally runs and farpipe exits 0, with nothing uncaught', async () => {
+    const marker = markerPath()
+    const status = `${marker}.status`
+    const cmd = `{ "${process.execPath}" "${bin}" run cli-tasks.ts#loudEndless '${marker}' ${hostArgs.join(' ')} 2>&1; echo $? > '${status}'; } | head -n 3`
+    const child = spawn('sh', ['-c', cmd], { cwd: fixtures, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const r = await finish(child)
+    assert.is(lines(r.stdout).length, 3)
+    const code = await until(() => existsSync(status) && readFileSync(status, 'utf8').trim(), 15_000, 'farpipe to exit')
+    assert.is(code, '0', r.stdout.toString())
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a closed stderr cancels the call as a closed stdout does: the remote finally runs and farpipe exits 0', async () => {
+    const marker = markerPath()
+    const child = start(['run', 'cli-tasks.ts#loudEndless', marker, ...hostArgs], env)
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    child.stdout!.resume()
+    await new Promise((r) => child.stderr!.once('data', r))
+    child.stderr!.destroy()
+    assert.is(await exited, 0)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
   s('a slow reader keeps the remote within the high-water mark', async () => {
     const marker = markerPath()
     const counter = `${marker}.count`
