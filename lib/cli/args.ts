@@ -65,8 +65,10 @@ export const EXIT_CODES = `Exit status:
   0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
        the call is cancelled first
   1    the remote function threw (its message and remote stack go to stderr), or the call timed out
-  2    usage error, bad module#export, a value the output format cannot carry, or a host/transport
-       error (unreachable host, unknown or changed host key, lost connection: the host is named)
+  2    usage error, bad module#export, a value the output format cannot carry, a line of stdin
+       that does not parse or a stdin that cannot be read (the call is cancelled), or a
+       host/transport error (unreachable host, unknown or changed host key, lost connection:
+       the host is named)
   130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
 
 const CALL_OPTIONS = `Options:

@@ -99,9 +99,24 @@ export interface Counts {
 }
 
 /**
+ * Reading stdin failed (a socket reset by its peer, a device error): the
+ * input is cut short, so the call is cancelled, with exit status 2.
+ */
+export class StdinError extends Error {
+  override get name(): string {
+    return 'StdinError'
+  }
+}
+
+/**
  * Feeds stdin into `writable`: a line per item, or raw chunks with
  * `--bytes`. Stdin is pulled only once the call has room (`writer.ready`),
  * so a slow remote pauses the reading. Closes the writable at end of input.
+ *
+ * Rejects with a {@link StdinError} when reading stdin fails and a
+ * {@link FormatError} for a line that does not parse: the input's own
+ * faults. Any other rejection comes from the writable, which fails when the
+ * call has ended or failed: that is the call's error, not the input's.
  */
 export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts): Promise<void> {
   const writer = writable.getWriter()
@@ -112,23 +127,41 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
     counts.itemsIn++
     counts.bytesIn += size
   }
-  let rest = ''
-  let n = 0
-  for await (const chunk of stdin as AsyncIterable<Buffer>) {
-    if (bytes) {
-      await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
-      continue
+  // Iterated by hand, so that a failure of stdin itself is told apart from one of the writable.
+  const chunks = (stdin as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  let reading = true
+  try {
+    let rest = ''
+    let n = 0
+    for (;;) {
+      let next: IteratorResult<Buffer>
+      try {
+        next = await chunks.next()
+      } catch (err) {
+        reading = false
+        throw new StdinError(`reading stdin failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+      }
+      if (next.done) break
+      const chunk = next.value
+      if (bytes) {
+        await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
+        continue
+      }
+      const lines = (rest + chunk.toString('utf8')).split('\n')
+      rest = lines.pop()!
+      for (const line of lines) {
+        n++
+        if (line.trim() !== '') await put(decodeLine(line, n, format), line.length + 1)
+      }
     }
-    const lines = (rest + chunk.toString('utf8')).split('\n')
-    rest = lines.pop()!
-    for (const line of lines) {
-      n++
-      if (line.trim() !== '') await put(decodeLine(line, n, format), line.length + 1)
-    }
+    reading = false
+    if (rest.trim() !== '') await put(decodeLine(rest, ++n, format), rest.length)
+    await writer.ready
+    await writer.close()
+  } finally {
+    // Stopped early (a bad line, a call that ended): stop reading stdin, as a for-await loop would.
+    if (reading) void chunks.return?.().catch(() => {})
   }
-  if (rest.trim() !== '') await put(decodeLine(rest, ++n, format), rest.length)
-  await writer.ready
-  await writer.close()
 }
 
 /** Thrown by {@link Output.write} once the reader of stdout has gone (EPIPE). */

@@ -14,7 +14,7 @@ import { pool, type Pool } from '../pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
 import { loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand } from './args.ts'
-import { ClosedOutput, encodeItem, feed, FormatError, Output, Stderr, type Counts } from './io.ts'
+import { ClosedOutput, encodeItem, feed, FormatError, Output, Stderr, StdinError, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
 import { EXIT, report } from './report.ts'
 
@@ -75,11 +75,13 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     const current = call
     if (closed) cancel(new CancelError(closed)) // a reader went away before the call existed
     stderr.showProgress(counts)
+    // The first of the input's fault and the call's failure is the one reported.
     let inputError: unknown
+    let callFailed = false
     if (cmd.stdinIndex !== undefined) {
       feed(process.stdin, current.writable, cmd.format, cmd.bytes, counts).catch((err) => {
-        // A call that ended also fails the writer; only the input's own mistakes are reported.
-        if (err instanceof FormatError) {
+        // A call that ended also fails the writer: that is the call's error, reported as such.
+        if ((err instanceof FormatError || err instanceof StdinError) && !callFailed) {
           inputError = err
           cancel(err)
         }
@@ -102,6 +104,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       // generator's return value, which is not an item (as for a function*).
       if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
     } catch (err) {
+      callFailed = true
       if (err instanceof ClosedOutput) halt('stdout was closed')
       else if (err instanceof FormatError) cancel(err)
       await cancelled

@@ -7,14 +7,14 @@
  */
 import { FarpipeError, RemoteError, TimeoutError } from '../errors.ts'
 import { UsageError } from './args.ts'
-import { FormatError, type Stderr } from './io.ts'
+import { FormatError, StdinError, type Stderr } from './io.ts'
 
 /** Exit statuses (documented in `--help` and the README). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
 
 /** Prints what the user needs to know about `err`; returns the exit status it means. */
 export function report(err: unknown, stderr: Stderr): number {
-  if (err instanceof UsageError || err instanceof FormatError) {
+  if (err instanceof UsageError || err instanceof FormatError || err instanceof StdinError) {
     stderr.complain(err.message)
     return EXIT.usage
   }

@@ -4,6 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import * as devalue from 'devalue'
@@ -22,12 +23,12 @@ interface Done {
   stderr: string
 }
 
-/** Spawns the command; `stdin` is a string, a file descriptor, or nothing (closed). */
-function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number): ChildProcess {
+/** Spawns the command; `stdin` is a string, a file descriptor, a socket, or nothing (closed). */
+function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number | Socket): ChildProcess {
   const child = spawn(process.execPath, [bin, ...args], {
     cwd: fixtures,
     env: { ...process.env, ...env },
-    stdio: [typeof stdin === 'number' ? stdin : 'pipe', 'pipe', 'pipe'],
+    stdio: [typeof stdin === 'number' || typeof stdin === 'object' ? stdin : 'pipe', 'pipe', 'pipe'],
   })
   if (typeof stdin === 'string') child.stdin!.end(stdin)
   else if (stdin === undefined) child.stdin!.end()
@@ -45,6 +46,20 @@ function finish(child: ChildProcess): Promise<Done> {
 const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | number) => finish(start(args, env, stdin))
 const lines = (b: Buffer) => b.toString().split('\n').filter((l) => l !== '')
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+/**
+ * A TCP connection: `stdin` is one end, to give a child as its stdin;
+ * `peer` is the other, which writes to it and can reset it.
+ */
+async function socketPair(): Promise<{ stdin: Socket; peer: Socket; close(): void }> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve))
+  const stdin = connect((server.address() as { port: number }).port, '127.0.0.1')
+  await new Promise((resolve) => stdin.once('connect', resolve))
+  const peer = await accepted
+  return { stdin, peer, close: () => server.close() }
+}
 
 /** What works the same on local workers and over SSH (`hostArgs` picks which). */
 function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): void {
@@ -106,6 +121,39 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     child.stderr!.destroy()
     assert.is(await exited, 0)
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a stdin that fails (a socket reset by its peer) ends the call: exit 2 naming the cause, and the remote finally runs', async () => {
+    const marker = markerPath()
+    const { stdin, peer, close } = await socketPair()
+    const child = start(['pipe', 'cli-tasks.ts#passOn', '-', marker, ...hostArgs], env, stdin)
+    // The child has its own copy of the socket; this one must not read what is meant for it.
+    stdin.destroy()
+    // A command that hangs fails the spec here instead of at the runner's limit.
+    const watchdog = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    const done = finish(child)
+    peer.write('1\n2\n')
+    await new Promise((r) => child.stdout!.once('data', r))
+    peer.resetAndDestroy()
+    const r = await done
+    clearTimeout(watchdog)
+    close()
+    assert.is(r.code, 2, `exit ${r.code}: ${r.stderr}`)
+    assert.match(r.stderr, /^farpipe: reading stdin failed: .*ECONNRESET/m)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a call that fails while stdin is open reports the remote error (exit 1), not an input error', async () => {
+    const { stdin, peer, close } = await socketPair()
+    const child = start(['pipe', 'cli-tasks.ts#refusesInput', '-', ...hostArgs], env, stdin)
+    stdin.destroy()
+    peer.write('1\n')
+    const r = await finish(child)
+    peer.destroy()
+    close()
+    assert.is(r.code, 1, r.stderr)
+    assert.match(r.stderr, 'the remote function threw: TypeError: refused 1')
+    assert.not.match(r.stderr, 'stdin')
   })
 
   s('a slow reader keeps the remote within the high-water mark', async () => {
