@@ -1,50 +1,18 @@
 // The `farpipe` command, run as a user runs it: `node dist/cli/main.js ...`
 // from spec/fixtures (so cli-tasks.ts imports `farpipe` from this package),
 // on local workers and over the test sshd. Needs `npm run build` first.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import * as devalue from 'devalue'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { markerPath, sleep, tempDir, until } from '../helpers.ts'
+import { bin, farpipe, finish, fixtures, lines, start } from './cli.ts'
 import { findSshd, startSshd } from './sshd.ts'
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const bin = path.join(root, 'dist/cli/main.js')
-const fixtures = path.join(root, 'spec/fixtures')
-
-interface Done {
-  code: number | null
-  stdout: Buffer
-  stderr: string
-}
-
-/** Spawns the command; `stdin` is a string, a file descriptor, a socket, or nothing (closed). */
-function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number | Socket): ChildProcess {
-  const child = spawn(process.execPath, [bin, ...args], {
-    cwd: fixtures,
-    env: { ...process.env, ...env },
-    stdio: [typeof stdin === 'number' || typeof stdin === 'object' ? stdin : 'pipe', 'pipe', 'pipe'],
-  })
-  if (typeof stdin === 'string') child.stdin!.end(stdin)
-  else if (stdin === undefined) child.stdin!.end()
-  return child
-}
-
-function finish(child: ChildProcess): Promise<Done> {
-  const out: Buffer[] = []
-  let stderr = ''
-  child.stdout?.on('data', (d: Buffer) => out.push(d))
-  child.stderr?.on('data', (d: Buffer) => (stderr += d))
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr })))
-}
-
-const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | number) => finish(start(args, env, stdin))
-const lines = (b: Buffer) => b.toString().split('\n').filter((l) => l !== '')
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
 
 /**
@@ -335,20 +303,12 @@ if (!sshd) {
   // The command reads ~/.ssh/config, its key and known_hosts from HOME: the harness's.
   const env = { HOME: sshd.home, SSH_AUTH_SOCK: '' }
   callSuite('ssh', ['--host', 'farpipe-cli'], env)
+  // `farpipe hosts` has a spec file of its own (cli-hosts.spec.ts).
   const s = suite('cli ssh hosts')
   s('a bad host exits 2 and names the host', async () => {
     const r = await farpipe(['run', 'cli-tasks.ts#fibonacci', '3', '--host', 'ssh://127.0.0.1:1'], env)
     assert.is(r.code, 2)
     assert.match(r.stderr, '127.0.0.1:1')
-  })
-  s('hosts reports each host: node version, platform, workers, cache; exit 2 when one is unreachable', async () => {
-    const ok = await farpipe(['hosts', 'farpipe-cli'], env)
-    assert.is(ok.code, 0, ok.stderr)
-    assert.match(ok.stdout.toString(), `farpipe-cli  ok  node ${process.version}`)
-    assert.match(ok.stdout.toString(), 'cache ')
-    const mixed = await farpipe(['hosts', 'farpipe-cli', 'ssh://127.0.0.1:1'], env)
-    assert.is(mixed.code, 2)
-    assert.match(mixed.stdout.toString(), /127\.0\.0\.1:1\s+unreachable: /)
   })
   s.run()
 }
