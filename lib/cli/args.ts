@@ -61,6 +61,7 @@ export interface HelpCommand {
 
 export type Command = CallCommand | HostsCommand | HelpCommand
 
+/** The exit statuses of `farpipe run` and `farpipe pipe` (`farpipe hosts` has its own, in {@link HOSTS_HELP}). */
 export const EXIT_CODES = `Exit status:
   0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
        the call is cancelled first
@@ -104,7 +105,7 @@ Examples:
 
 Run \`farpipe <command> --help\` for a command's options.
 
-${EXIT_CODES}
+${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts --help gives those of hosts):')}
 `
 
 export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
@@ -129,12 +130,24 @@ ${CALL_OPTIONS}
 ${EXIT_CODES}
 `
 
-export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [--workers <n>]
+export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [options]
 
-Opens a pool on each host and prints, per host: whether it is reachable (or
-why not), its node version, platform/arch, worker count and cache dir.
+Opens a pool on each host, all at once, and prints a line per host in the
+order given: whether it is reachable (or why not), its node version,
+platform/arch, worker count and cache dir. A destination is what --host of
+farpipe run takes (user@host, ssh://host:port, an alias of ~/.ssh/config).
 
-${EXIT_CODES.replace('the remote function threw', 'a probe failed on a reachable host')}
+Options:
+  --workers <n>    worker processes to start on each host (default: one per core)
+  -h, --help       this help
+
+Exit status (the worst among the hosts):
+  0    every host is reachable and answered the probe
+  1    a host is reachable, but the probe failed there (it threw, timed out after
+       30 s, or lost its connection): its line says why
+  2    usage error, or a host is unreachable (no connection, login, host key or node
+       there): its line says why
+  130  interrupted (Ctrl-C)
 `
 
 /** An argument as the function receives it: JSON when it parses as JSON, else the string itself. */

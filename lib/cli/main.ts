@@ -128,36 +128,68 @@ async function callCommand(cmd: CallCommand): Promise<number> {
 
 // -- farpipe hosts --------------------------------------------------------------
 
-type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; error: string }
+/**
+ * What probing one host found: its facts; or that it is unreachable (no
+ * worker came up: it cannot be connected to, logged into, or run node); or
+ * that it is reachable but the probe failed there.
+ */
+type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; unreachable: string } | { host: string; failed: string }
+
+const messageOf = (err: unknown) => (err as Error)?.message ?? String(err)
 
 async function probe(host: string, workers: number | undefined): Promise<Outcome> {
+  let p: Pool
   try {
-    const p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
-    try {
-      const info = await p.with({ timeout: 30_000 }).run(hostInfo)
-      return { host, info, workers: p.hosts[0]?.workers ?? 0 }
-    } finally {
-      await p.close()
-    }
+    p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
   } catch (err) {
-    return { host, error: (err as Error)?.message ?? String(err) }
+    return { host, unreachable: messageOf(err) }
+  }
+  try {
+    const info = await p.with({ timeout: 30_000 }).run(hostInfo)
+    return { host, info, workers: p.hosts[0]?.workers ?? 0 }
+  } catch (err) {
+    // A worker is up, so the host is reachable: the probe threw, timed out, or lost its connection meanwhile.
+    return { host, failed: messageOf(err) }
+  } finally {
+    // What the probe found stands even when the pool does not close cleanly.
+    await p.close().catch(() => {})
   }
 }
 
-/** Probes every host at once; prints them in the order given. Exit status 0 when all are reachable, else 2. */
+/**
+ * Probes every host at once; prints them in the order given. The exit
+ * status is the worst case among the hosts (HOSTS_HELP in args.ts says it):
+ * 0 when every host answered, 1 when a reachable host's probe failed, 2
+ * when a host is unreachable.
+ */
 export async function hostsCommand(cmd: HostsCommand): Promise<number> {
-  const outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
-  const width = Math.max(...cmd.hosts.map((h) => h.length))
-  for (const o of outcomes) {
-    const name = o.host.padEnd(width)
-    if ('error' in o) {
-      process.stdout.write(`${name}  unreachable: ${o.error}\n`)
-    } else {
-      const { node, platform, arch, cores, cacheDir } = o.info
-      process.stdout.write(`${name}  ok  node ${node}  ${platform}/${arch}  ${o.workers} workers (${cores} cores)  cache ${cacheDir}\n`)
-    }
+  // Nothing to cancel but the probes, whose connections end with the process.
+  const onSigint = () => process.exit(EXIT.interrupted)
+  process.on('SIGINT', onSigint)
+  let outcomes: Outcome[]
+  try {
+    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
+  } finally {
+    process.off('SIGINT', onSigint)
   }
-  return outcomes.every((o) => !('error' in o)) ? 0 : 2
+  const width = Math.max(...cmd.hosts.map((h) => h.length))
+  try {
+    for (const o of outcomes) {
+      const name = o.host.padEnd(width)
+      if ('unreachable' in o) await stdout.write(`${name}  unreachable: ${o.unreachable}\n`)
+      else if ('failed' in o) await stdout.write(`${name}  probe failed: ${o.failed}\n`)
+      else {
+        const { node, platform, arch, cores, cacheDir } = o.info
+        await stdout.write(`${name}  ok  node ${node}  ${platform}/${arch}  ${o.workers} workers (${cores} cores)  cache ${cacheDir}\n`)
+      }
+    }
+  } catch (err) {
+    // The reader of stdout has gone (`| head -1`): it has what it wanted; the status still says how the hosts are.
+    if (!(err instanceof ClosedOutput)) throw err
+  }
+  if (outcomes.some((o) => 'unreachable' in o)) return EXIT.usage
+  if (outcomes.some((o) => 'failed' in o)) return EXIT.failed
+  return EXIT.ok
 }
 
 async function main(argv: string[]): Promise<number> {
