@@ -65,7 +65,9 @@ export type Command = CallCommand | HostsCommand | HelpCommand
 export const EXIT_CODES = `Exit status:
   0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
        the call is cancelled first
-  1    the remote function threw (its message and remote stack go to stderr), or the call timed out
+  1    the remote function threw (its message and remote stack go to stderr), the call timed out,
+       or writing stdout failed otherwise than by its reader leaving (a full disk: the call is
+       cancelled)
   2    usage error, bad module#export, a value the output format cannot carry, a line of stdin
        that does not parse or a stdin that cannot be read (the call is cancelled), or a
        host/transport error (unreachable host, unknown or changed host key, lost connection:

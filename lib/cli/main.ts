@@ -42,15 +42,16 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   }
   // A reader of stdout or stderr that went away ends the pipeline: the call
   // is cancelled (its finally blocks run) and the command exits 0, as a
-  // filter does when `head` has what it wants.
+  // filter does when `head` has what it wants. An output that failed
+  // otherwise is cancelled as well, and main() makes its status 1.
   let closed: string | undefined
   let interrupted = false
   const halt = (why: string) => {
     closed ??= why
     cancel(new CancelError(why))
   }
-  void stdout.closed.then(() => halt('stdout was closed'))
-  void stderr.closed.then(() => halt('stderr was closed'))
+  void stdout.closed.then(() => halt(stdout.failure ? 'stdout failed' : 'stdout was closed'))
+  void stderr.closed.then(() => halt(stderr.failure ? 'stderr failed' : 'stderr was closed'))
   const onSigint = () => {
     // A second Ctrl-C does not wait for the remote to confirm.
     if (interrupted || !call) process.exit(EXIT.interrupted)
@@ -111,7 +112,6 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       if (interrupted) status = EXIT.interrupted
       else if (closed) status = EXIT.ok
       else if (inputError) status = report(inputError, stderr)
-      else if (stdout.failure) status = report(stdout.failure, stderr)
       else status = report(err, stderr)
     }
   } catch (err) {
@@ -122,7 +122,6 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     await p?.close()
     process.off('SIGINT', onSigint)
   }
-  await stdout.flush()
   return status
 }
 
@@ -192,6 +191,18 @@ export async function hostsCommand(cmd: HostsCommand): Promise<number> {
   return EXIT.ok
 }
 
+/**
+ * The status once everything is written. An output that failed (a full
+ * disk; not a reader that went away) lost what was written to it, which is
+ * never a success. A failed stderr cannot be told about.
+ */
+async function settle(status: number): Promise<number> {
+  await stdout.flush()
+  if (!stdout.failure && !stderr.failure) return status
+  if (stdout.failure) stderr.complain(`writing stdout failed: ${stdout.failure.message}`)
+  return status === EXIT.ok ? EXIT.failed : status
+}
+
 async function main(argv: string[]): Promise<number> {
   let cmd
   try {
@@ -204,11 +215,10 @@ async function main(argv: string[]): Promise<number> {
       stderr.print(cmd.text)
       return EXIT.usage
     }
-    process.stdout.write(cmd.text)
-    return EXIT.ok
+    await stdout.write(cmd.text).catch(() => {})
+    return settle(EXIT.ok)
   }
-  if (cmd.command === 'hosts') return hostsCommand(cmd)
-  return callCommand(cmd)
+  return settle(cmd.command === 'hosts' ? await hostsCommand(cmd) : await callCommand(cmd))
 }
 
 // Exits at once when done: stdin may still be open (the function stopped reading it), and nothing else is left to wait for.

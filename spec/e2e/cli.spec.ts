@@ -275,6 +275,17 @@ function localOnly(): void {
     assert.match(bad.stderr, 'stdin line 2')
   })
 
+  s('a stdout that fails (ENOSPC, not a reader that left) exits 1 naming it; an endless call is cancelled first', async () => {
+    const marker = markerPath()
+    for (const args of [['run', 'cli-tasks.ts#fibonacci', '10'], ['run', 'cli-tasks.ts#endless', marker]]) {
+      const child = spawn(process.execPath, [bin, ...args], { cwd: fixtures, stdio: ['ignore', openSync('/dev/full', 'w'), 'pipe'] })
+      const r = await finish(child)
+      assert.is(r.code, 1, `${args[1]}: ${r.stderr}`)
+      assert.match(r.stderr, /^farpipe: writing stdout failed: .*ENOSPC/m, args[1])
+    }
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
   s('SIGINT cancels the call (the remote finally runs) and exits 130', async () => {
     const marker = markerPath()
     const child = start(['run', 'cli-tasks.ts#endless', marker], {})
