@@ -1,11 +1,11 @@
 // The command's printing (lib/cli/io.ts, lib/cli/report.ts), on a fake
 // terminal: what reaches stderr, in which order, around the progress line.
-import { Writable } from 'node:stream'
+import { Readable, Writable } from 'node:stream'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import './helpers.ts'
+import { rejection } from './helpers.ts'
 import { UsageError } from '../lib/cli/args.ts'
-import { Stderr, type Counts } from '../lib/cli/io.ts'
+import { feed, FormatError, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
 import { EXIT, report } from '../lib/cli/report.ts'
 import { RemoteError, TransportError } from '../lib/errors.ts'
 
@@ -108,3 +108,62 @@ g('another failure (EIO) is kept as the failure', async () => {
 })
 
 g.run()
+
+/** Feeds `chunks` (as stdin) into a writable that keeps what it is given. */
+async function fed(chunks: Iterable<Buffer> | Readable, options?: { maxLine?: number }): Promise<unknown[]> {
+  const got: unknown[] = []
+  const stdin = chunks instanceof Readable ? chunks : Readable.from(chunks)
+  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', false, counts(), options)
+  return got
+}
+
+const f = suite('cli stdin')
+
+f('a character split across chunks arrives whole', async () => {
+  const line = Buffer.from(`${JSON.stringify('é€😀'.repeat(4))}\n`)
+  // Cut at every byte: each multi-byte character is split somewhere.
+  const got = await fed([...line].map((b) => Buffer.from([b])))
+  assert.equal(got, ['é€😀'.repeat(4)])
+})
+
+f('lines split across chunks, and chunks holding several lines, give one item a line', async () => {
+  const got = await fed([Buffer.from('1\n[2,'), Buffer.from('3]'), Buffer.from('\n\n4\n"fi'), Buffer.from('ve"')])
+  assert.equal(got, [1, [2, 3], 4, 'five'])
+})
+
+f('a line longer than an item can be is refused with its number, before it is all held', async () => {
+  const chunk = Buffer.alloc(1024, 0x31) // '1' × 1024, no newline
+  let pulled = 0
+  // A megabyte in one line; it reads ahead at most a chunk or so.
+  const long = new Readable({
+    highWaterMark: 1024,
+    read() {
+      this.push(++pulled > 1024 ? null : chunk)
+    },
+  })
+  const err = await rejection(fed(long, { maxLine: 10_000 }))
+  assert.instance(err, FormatError)
+  assert.match(err.message, 'stdin line 1 is longer than 10000 characters')
+  assert.ok(pulled < 16, `read ${pulled} KiB of a line over its limit of 10000 characters`)
+})
+
+f('a stdin that fails rejects with a StdinError naming the cause', async () => {
+  const broken = new Readable({
+    read() {
+      this.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))
+    },
+  })
+  const err = await rejection(fed(broken))
+  assert.instance(err, StdinError)
+  assert.is(err.message, 'reading stdin failed: read ECONNRESET')
+})
+
+f('a writable that fails (the call ended) is not taken for a failure of stdin', async () => {
+  const stdin = Readable.from([Buffer.from('1\n2\n')])
+  const writable = new WritableStream({ write: () => Promise.reject(new Error('the call failed')) })
+  const err = await rejection(feed(stdin, writable, 'json', false, counts()))
+  assert.not.instance(err, StdinError)
+  assert.not.instance(err, FormatError)
+})
+
+f.run()

@@ -6,7 +6,9 @@
  * @module
  */
 import type { Readable, Writable } from 'node:stream'
+import { StringDecoder } from 'node:string_decoder'
 import * as devalue from 'devalue'
+import { limitDefaults } from '../options.ts'
 import type { Format } from './args.ts'
 
 /** An item the chosen output cannot carry, or a line of stdin that does not parse: exit status 2. */
@@ -108,17 +110,29 @@ export class StdinError extends Error {
   }
 }
 
+/** Options of {@link feed}. */
+export interface FeedOptions {
+  /**
+   * The longest line taken, in characters: a longer one could not be sent as
+   * one item anyway, and reading on would hold all of it (`< /dev/zero`).
+   * @default limitDefaults.maxFrameBytes (64 Mi)
+   */
+  maxLine?: number
+}
+
 /**
  * Feeds stdin into `writable`: a line per item, or raw chunks with
  * `--bytes`. Stdin is pulled only once the call has room (`writer.ready`),
  * so a slow remote pauses the reading. Closes the writable at end of input.
  *
  * Rejects with a {@link StdinError} when reading stdin fails and a
- * {@link FormatError} for a line that does not parse: the input's own
- * faults. Any other rejection comes from the writable, which fails when the
- * call has ended or failed: that is the call's error, not the input's.
+ * {@link FormatError} for a line that does not parse or is too long: the
+ * input's own faults. Any other rejection comes from the writable, which
+ * fails when the call has ended or failed: that is the call's error, not
+ * the input's.
  */
-export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts): Promise<void> {
+export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts, options: FeedOptions = {}): Promise<void> {
+  const maxLine = options.maxLine ?? limitDefaults.maxFrameBytes
   const writer = writable.getWriter()
   const put = async (value: unknown, size: number) => {
     await writer.ready
@@ -129,10 +143,21 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
   }
   // Iterated by hand, so that a failure of stdin itself is told apart from one of the writable.
   const chunks = (stdin as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  // A character's bytes may be split between two chunks: the decoder keeps the first part for the next.
+  const decoder = new StringDecoder('utf8')
+  // The current line in pieces, joined once it is whole: a long line is not copied again at every chunk.
+  let pieces: string[] = []
+  let length = 0
+  let n = 0
+  const line = async (last: string) => {
+    n++
+    const text = pieces.length === 0 ? last : pieces.join('') + last
+    pieces = []
+    length = 0
+    if (text.trim() !== '') await put(decodeLine(text, n, format), text.length + 1)
+  }
   let reading = true
   try {
-    let rest = ''
-    let n = 0
     for (;;) {
       let next: IteratorResult<Buffer>
       try {
@@ -147,21 +172,36 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
         await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
         continue
       }
-      const lines = (rest + chunk.toString('utf8')).split('\n')
-      rest = lines.pop()!
-      for (const line of lines) {
-        n++
-        if (line.trim() !== '') await put(decodeLine(line, n, format), line.length + 1)
+      const text = decoder.write(chunk)
+      let from = 0
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', from)) {
+        if (length + nl - from > maxLine) throw tooLong(n + 1, maxLine)
+        await line(text.slice(from, nl))
+        from = nl + 1
+      }
+      if (from < text.length) {
+        length += text.length - from
+        if (length > maxLine) throw tooLong(n + 1, maxLine)
+        pieces.push(text.slice(from))
       }
     }
     reading = false
-    if (rest.trim() !== '') await put(decodeLine(rest, ++n, format), rest.length)
+    if (!bytes) {
+      const rest = decoder.end()
+      if (length + rest.length > maxLine) throw tooLong(n + 1, maxLine)
+      // The last line may lack its newline; an empty one after a final newline is no line.
+      if (length + rest.length > 0) await line(rest)
+    }
     await writer.ready
     await writer.close()
   } finally {
     // Stopped early (a bad line, a call that ended): stop reading stdin, as a for-await loop would.
     if (reading) void chunks.return?.().catch(() => {})
   }
+}
+
+function tooLong(n: number, maxLine: number): FormatError {
+  return new FormatError(`stdin line ${n} is longer than ${maxLine} characters, more than an item can be; for bulk data use --bytes (raw chunks)`)
 }
 
 /** Thrown by {@link Output.write} once the reader of stdout has gone (EPIPE). */
