@@ -1,11 +1,13 @@
-// The command's printing (lib/cli/io.ts, lib/cli/report.ts), on a fake
-// terminal: what reaches stderr, in which order, around the progress line.
+// The command's ends of the pipe (lib/cli/io.ts) and its messages
+// (lib/cli/report.ts), without a process: what reaches a fake terminal's
+// stderr around the progress line, a stderr that is gone, and stdin as lines.
 import { Readable, Writable } from 'node:stream'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rejection } from './helpers.ts'
 import { UsageError } from '../lib/cli/args.ts'
-import { feed, FormatError, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
+import { FormatError } from '../lib/cli/format.ts'
+import { feed, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
 import { EXIT, report } from '../lib/cli/report.ts'
 import { RemoteError, TransportError } from '../lib/errors.ts'
 

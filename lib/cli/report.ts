@@ -7,7 +7,8 @@
  */
 import { FarpipeError, RemoteError, TimeoutError } from '../errors.ts'
 import { UsageError } from './args.ts'
-import { FormatError, StdinError, type Stderr } from './io.ts'
+import { FormatError } from './format.ts'
+import { StdinError, type Stderr } from './io.ts'
 
 /** Exit statuses (documented in `--help` and the README). */
 export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
