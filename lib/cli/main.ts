@@ -51,7 +51,8 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     closed ??= why
     cancel(new CancelError(why))
   }
-  void stdout.closed.then(() => halt(stdout.failure ? 'stdout failed' : 'stdout was closed'))
+  const stdoutGone = () => halt(stdout.failure ? 'stdout failed' : 'stdout was closed')
+  void stdout.closed.then(stdoutGone)
   void stderr.closed.then(() => halt(stderr.failure ? 'stderr failed' : 'stderr was closed'))
   const onSigint = () => {
     // A second Ctrl-C does not wait for the remote to confirm.
@@ -107,7 +108,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
     } catch (err) {
       callFailed = true
-      if (err instanceof ClosedOutput) halt('stdout was closed')
+      if (err instanceof ClosedOutput) stdoutGone()
       else if (err instanceof FormatError) cancel(err)
       await cancelled
       if (interrupted) status = EXIT.interrupted
