@@ -26,6 +26,14 @@ export interface FarpipeErrorOptions {
 
 /** The base class of every error farpipe raises. */
 export class FarpipeError extends Error {
+  /**
+   * The class's name, written out. Bundlers rename classes (esbuild names a
+   * class that refers to itself `_FarpipeError`; a minifier names it `t`),
+   * so `constructor.name` is not the name a message should show. Each
+   * subclass sets its own.
+   */
+  static readonly className: string = 'FarpipeError'
+
   /** A stable string code, one per subclass (`ERR_REMOTE`, `ERR_TIMEOUT`, ...). */
   readonly code: FarpipeErrorCode = 'ERR_FARPIPE'
 
@@ -33,9 +41,11 @@ export class FarpipeError extends Error {
     super(message, options)
   }
 
-  /** The class name (`RemoteError`, `TimeoutError`, ...), so it survives bundling and minifying of callers' code. */
+  /** The class name (`RemoteError`, `TimeoutError`, ...), the same in a bundled or minified build. */
   override get name(): string {
-    return this.constructor.name
+    const ctor = this.constructor as typeof FarpipeError
+    // A subclass of the user's own that does not set className is named as any class is.
+    return Object.hasOwn(ctor, 'className') ? ctor.className : ctor.name
   }
 
   /**
@@ -75,6 +85,7 @@ export interface RemoteErrorOrigin {
  * code called `run()`, then the remote stack.
  */
 export class RemoteError extends FarpipeError implements RemoteErrorOrigin {
+  static override readonly className: string = 'RemoteError'
   override readonly code = 'ERR_REMOTE'
   /** The name of the error the remote function threw (`TypeError`, `MyError`, ...). */
   readonly errorName: string
@@ -116,6 +127,7 @@ export interface TransportErrorOptions extends FarpipeErrorOptions {
  * the host went silent, or it could not be reached, logged into or prepared.
  */
 export class TransportError extends FarpipeError {
+  static override readonly className: string = 'TransportError'
   override readonly code = 'ERR_TRANSPORT'
   /** The host it concerns, when known. */
   readonly host: string | undefined
@@ -131,11 +143,13 @@ export class TransportError extends FarpipeError {
 
 /** The two sides disagreed about the wire format (a bad frame, a frame too large, a truncated stream). */
 export class ProtocolError extends FarpipeError {
+  static override readonly className: string = 'ProtocolError'
   override readonly code = 'ERR_PROTOCOL'
 }
 
 /** A value could not be sent. The message names the path to it (`args[0].bad: function`). */
 export class SerializeError extends FarpipeError {
+  static override readonly className: string = 'SerializeError'
   override readonly code = 'ERR_SERIALIZE'
   /** The path to the value that could not be sent, e.g. `args[1].user.save`. */
   readonly path: string
@@ -148,16 +162,19 @@ export class SerializeError extends FarpipeError {
 
 /** A call ran longer than its `timeout`, or saw no item for `idleTimeout`. */
 export class TimeoutError extends FarpipeError {
+  static override readonly className: string = 'TimeoutError'
   override readonly code = 'ERR_TIMEOUT'
 }
 
 /** A call was cancelled (`cancel()`, `break` out of `for await`, or the pool closed). */
 export class CancelError extends FarpipeError {
+  static override readonly className: string = 'CancelError'
   override readonly code = 'ERR_CANCEL'
 }
 
 /** A host presented a key that is unknown or differs from the one in known_hosts. */
 export class HostKeyError extends FarpipeError {
+  static override readonly className: string = 'HostKeyError'
   override readonly code = 'ERR_HOST_KEY'
   /** The SHA256 fingerprint of the key the host presented, as OpenSSH prints it. */
   readonly fingerprint: string
@@ -173,6 +190,7 @@ export class HostKeyError extends FarpipeError {
  * says which item of the source it was (from 0).
  */
 export class MapError extends FarpipeError {
+  static override readonly className: string = 'MapError'
   override readonly code = 'ERR_MAP'
   /** The item's position in the source, from 0. */
   readonly index: number

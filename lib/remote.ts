@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { findSourceMap } from 'node:module'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { FarpipeError } from './errors.ts'
 import type { CallOptions } from './options.ts'
@@ -65,7 +66,7 @@ export function remote<F extends (...args: any[]) => unknown>(fn: F, options: Ca
   const site = callerSite(remote)
   const info: RemoteInfo = {
     module: site?.url ?? '',
-    site: site ? `${site.file}:${site.line}:${site.column}` : '<unknown>',
+    site: site ? sourcePosition(site) : '<unknown>',
     generator: isGeneratorFunction(fn),
     options,
   }
@@ -122,6 +123,30 @@ export function stackSites(below: Function): Site[] {
 
 function callerSite(below: Function): Site | undefined {
   return stackSites(below)[0]
+}
+
+/**
+ * `file:line:column` of a call site in the file the user wrote, for
+ * messages. A raw call site gives the position in the code V8 ran, and a
+ * module that went through a transform (tsx compiles .ts as it loads it,
+ * into fewer lines) ran other code than its file. Node keeps the source map
+ * of such a module when source maps are on (tsx turns them on) and maps the
+ * position back; a module that ran as written (.js under plain node) has no
+ * map, and its position is its own.
+ */
+function sourcePosition(site: Site): string {
+  try {
+    // ESM modules are keyed by URL in Node's source map cache, CommonJS ones by path.
+    const map = findSourceMap(site.url) ?? findSourceMap(site.file)
+    const entry = map?.findEntry(site.line - 1, site.column - 1)
+    if (entry && 'originalSource' in entry) {
+      const source = entry.originalSource.startsWith('file:') ? fileURLToPath(entry.originalSource) : entry.originalSource
+      return `${source}:${entry.originalLine + 1}:${entry.originalColumn + 1}`
+    }
+  } catch {
+    // A map that cannot be read leaves the position as V8 gave it: a message must not fail over its location.
+  }
+  return `${site.file}:${site.line}:${site.column}`
 }
 
 /**

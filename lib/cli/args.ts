@@ -51,15 +51,27 @@ export interface HostsCommand {
 export interface HelpCommand {
   command: 'help'
   text: string
+  /**
+   * True when no command was given: that is a usage error, so the help goes
+   * to stderr with exit status 2 (a script that forgot its command must not
+   * read the help as its data, nor see success).
+   */
+  missing: boolean
 }
 
 export type Command = CallCommand | HostsCommand | HelpCommand
 
+/** The exit statuses of `farpipe run` and `farpipe pipe` (`farpipe hosts` has its own, in {@link HOSTS_HELP}). */
 export const EXIT_CODES = `Exit status:
-  0    success, or stdout was closed by its reader (e.g. \`| head\`): the call is cancelled first
-  1    the remote function threw (its message and remote stack go to stderr), or the call timed out
-  2    usage error, bad module#export, a value the output format cannot carry, or a host/transport
-       error (unreachable host, unknown or changed host key, lost connection: the host is named)
+  0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
+       the call is cancelled first
+  1    the remote function threw (its message and remote stack go to stderr), the call timed out,
+       or writing stdout failed otherwise than by its reader leaving (a full disk: the call is
+       cancelled)
+  2    usage error, bad module#export, a value the output format cannot carry, a line of stdin
+       that does not parse or a stdin that cannot be read (the call is cancelled), or a
+       host/transport error (unreachable host, unknown or changed host key, lost connection:
+       the host is named)
   130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
 
 const CALL_OPTIONS = `Options:
@@ -95,7 +107,7 @@ Examples:
 
 Run \`farpipe <command> --help\` for a command's options.
 
-${EXIT_CODES}
+${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts --help gives those of hosts):')}
 `
 
 export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
@@ -120,12 +132,24 @@ ${CALL_OPTIONS}
 ${EXIT_CODES}
 `
 
-export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [--workers <n>]
+export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [options]
 
-Opens a pool on each host and prints, per host: whether it is reachable (or
-why not), its node version, platform/arch, worker count and cache dir.
+Opens a pool on each host, all at once, and prints a line per host in the
+order given: whether it is reachable (or why not), its node version,
+platform/arch, worker count and cache dir. A destination is what --host of
+farpipe run takes (user@host, ssh://host:port, an alias of ~/.ssh/config).
 
-${EXIT_CODES.replace('the remote function threw', 'a probe failed on a reachable host')}
+Options:
+  --workers <n>    worker processes to start on each host (default: one per core)
+  -h, --help       this help
+
+Exit status (the worst among the hosts):
+  0    every host is reachable and answered the probe
+  1    a host is reachable, but the probe failed there (it threw, timed out after
+       30 s, or lost its connection): its line says why
+  2    usage error, or a host is unreachable (no connection, login, host key or node
+       there): its line says why
+  130  interrupted (Ctrl-C)
 `
 
 /** An argument as the function receives it: JSON when it parses as JSON, else the string itself. */
@@ -152,7 +176,8 @@ function positiveInteger(name: string, text: string | undefined, min = 1): numbe
  */
 export function parseArgs(argv: string[]): Command {
   const [command, ...rest] = argv
-  if (command === undefined || command === '-h' || command === '--help' || command === 'help') return { command: 'help', text: MAIN_HELP }
+  if (command === undefined) return { command: 'help', text: MAIN_HELP, missing: true }
+  if (command === '-h' || command === '--help' || command === 'help') return { command: 'help', text: MAIN_HELP, missing: false }
   if (command !== 'run' && command !== 'pipe' && command !== 'hosts') {
     throw new UsageError(`unknown command '${command}'; expected run, pipe or hosts (see farpipe --help)`)
   }
@@ -169,7 +194,7 @@ export function parseArgs(argv: string[]): Command {
       positional.push(...rest.slice(i + 1))
       break
     }
-    if (arg === '-h' || arg === '--help') return { command: 'help', text: help }
+    if (arg === '-h' || arg === '--help') return { command: 'help', text: help, missing: false }
     if (!arg.startsWith('--')) {
       if (arg === '-') {
         if (command !== 'pipe') throw new UsageError(`'-' (stdin) is an argument of \`farpipe pipe\`, not of \`farpipe ${command}\``)

@@ -1,94 +1,15 @@
 /**
  * The command's ends of the pipe: stdin into a call's `writable`, a call's
- * items onto stdout, each with the other side's backpressure, and the
- * progress line on a terminal's stderr.
+ * items onto stdout, each with the other side's backpressure, and messages,
+ * logs and the progress line on stderr. What a line holds is format.ts's.
  *
  * @module
  */
 import type { Readable, Writable } from 'node:stream'
-import * as devalue from 'devalue'
+import { StringDecoder } from 'node:string_decoder'
+import { limitDefaults } from '../options.ts'
 import type { Format } from './args.ts'
-
-/** An item the chosen output cannot carry, or a line of stdin that does not parse: exit status 2. */
-export class FormatError extends Error {
-  override get name(): string {
-    return 'FormatError'
-  }
-}
-
-/** What JSON would lose in `value`, as `path: type`, or undefined when JSON carries it whole. */
-export function jsonTrouble(value: unknown, at: string, seen = new Set<object>()): string | undefined {
-  switch (typeof value) {
-    case 'string':
-    case 'boolean':
-      return undefined
-    case 'number':
-      return Number.isFinite(value) ? undefined : `${at}: ${value}`
-    case 'bigint':
-      return `${at}: BigInt`
-    case 'undefined':
-      return `${at}: undefined`
-    case 'function':
-    case 'symbol':
-      return `${at}: ${typeof value}`
-  }
-  if (value === null) return undefined
-  const obj = value as object
-  if (seen.has(obj)) return `${at}: a cycle`
-  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer) return `${at}: ${obj.constructor.name} (bytes)`
-  if (obj instanceof ReadableStream) return `${at}: a ReadableStream (a stream nested in a value; read it from a script with p.run())`
-  if (obj instanceof Map || obj instanceof Set) return `${at}: ${obj.constructor.name}`
-  seen.add(obj)
-  try {
-    if (Array.isArray(obj)) {
-      for (let i = 0; i < obj.length; i++) {
-        const t = jsonTrouble(obj[i], `${at}[${i}]`, seen)
-        if (t) return t
-      }
-      return undefined
-    }
-    // Objects that say how to be JSON (Date) are taken at their word.
-    if (typeof (obj as { toJSON?: unknown }).toJSON === 'function') return undefined
-    const proto = Object.getPrototypeOf(obj)
-    if (proto !== Object.prototype && proto !== null) return `${at}: instance of ${obj.constructor?.name ?? 'a class'}`
-    for (const [k, v] of Object.entries(obj)) {
-      const t = jsonTrouble(v, /^[A-Za-z_$][\w$]*$/.test(k) ? `${at}.${k}` : `${at}[${JSON.stringify(k)}]`, seen)
-      if (t) return t
-    }
-    return undefined
-  } finally {
-    seen.delete(obj)
-  }
-}
-
-/** One item as it goes to stdout: a line, or (with `--bytes`) the bytes themselves. */
-export function encodeItem(value: unknown, index: number, format: Format, bytes: boolean): string | Uint8Array {
-  if (bytes) {
-    if (value instanceof Uint8Array) return value
-    if (value instanceof ArrayBuffer) return new Uint8Array(value)
-    const type = value === null ? 'null' : typeof value === 'object' ? `instance of ${value.constructor?.name ?? 'Object'}` : typeof value
-    throw new FormatError(`item ${index} is ${type}, not bytes: with --bytes the function must yield Uint8Array chunks (drop --bytes for JSON lines)`)
-  }
-  const trouble = jsonTrouble(value, 'item')
-  if (format === 'devalue' && !trouble?.includes('ReadableStream')) return devalue.stringify(value) + '\n'
-  if (trouble) {
-    if (trouble.includes('ReadableStream')) throw new FormatError(`item ${index} cannot be written as a line: ${trouble}`)
-    throw new FormatError(
-      `item ${index} cannot be written as a JSON line (${trouble}); use --format devalue (one devalue.stringify line per item)` +
-        ' or, for bytes, --bytes (raw chunks)',
-    )
-  }
-  return JSON.stringify(value) + '\n'
-}
-
-/** Parses one line of stdin (numbered from 1, for messages). */
-function decodeLine(line: string, n: number, format: Format): unknown {
-  try {
-    return format === 'devalue' ? devalue.parse(line) : JSON.parse(line)
-  } catch (err) {
-    throw new FormatError(`stdin line ${n} is not ${format === 'devalue' ? 'a devalue.stringify line' : 'JSON'}: ${(err as Error).message} (got ${JSON.stringify(line.slice(0, 80))})`)
-  }
-}
+import { decodeLine, FormatError } from './format.ts'
 
 /** Counts for the progress line. */
 export interface Counts {
@@ -99,11 +20,38 @@ export interface Counts {
 }
 
 /**
+ * Reading stdin failed (a socket reset by its peer, a device error): the
+ * input is cut short, so the call is cancelled, with exit status 2.
+ */
+export class StdinError extends Error {
+  override get name(): string {
+    return 'StdinError'
+  }
+}
+
+/** Options of {@link feed}. */
+export interface FeedOptions {
+  /**
+   * The longest line taken, in characters: a longer one could not be sent as
+   * one item anyway, and reading on would hold all of it (`< /dev/zero`).
+   * @default limitDefaults.maxFrameBytes (64 Mi)
+   */
+  maxLine?: number
+}
+
+/**
  * Feeds stdin into `writable`: a line per item, or raw chunks with
  * `--bytes`. Stdin is pulled only once the call has room (`writer.ready`),
  * so a slow remote pauses the reading. Closes the writable at end of input.
+ *
+ * Rejects with a {@link StdinError} when reading stdin fails and a
+ * {@link FormatError} for a line that does not parse or is too long: the
+ * input's own faults. Any other rejection comes from the writable, which
+ * fails when the call has ended or failed: that is the call's error, not
+ * the input's.
  */
-export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts): Promise<void> {
+export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts, options: FeedOptions = {}): Promise<void> {
+  const maxLine = options.maxLine ?? limitDefaults.maxFrameBytes
   const writer = writable.getWriter()
   const put = async (value: unknown, size: number) => {
     await writer.ready
@@ -112,27 +60,104 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
     counts.itemsIn++
     counts.bytesIn += size
   }
-  let rest = ''
+  // Iterated by hand, so that a failure of stdin itself is told apart from one of the writable.
+  const chunks = (stdin as AsyncIterable<Buffer>)[Symbol.asyncIterator]()
+  // A character's bytes may be split between two chunks: the decoder keeps the first part for the next.
+  const decoder = new StringDecoder('utf8')
+  // The current line in pieces, joined once it is whole: a long line is not copied again at every chunk.
+  let pieces: string[] = []
+  let length = 0
   let n = 0
-  for await (const chunk of stdin as AsyncIterable<Buffer>) {
-    if (bytes) {
-      await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
-      continue
-    }
-    const lines = (rest + chunk.toString('utf8')).split('\n')
-    rest = lines.pop()!
-    for (const line of lines) {
-      n++
-      if (line.trim() !== '') await put(decodeLine(line, n, format), line.length + 1)
-    }
+  const line = async (last: string) => {
+    n++
+    const text = pieces.length === 0 ? last : pieces.join('') + last
+    pieces = []
+    length = 0
+    if (text.trim() !== '') await put(decodeLine(text, n, format), text.length + 1)
   }
-  if (rest.trim() !== '') await put(decodeLine(rest, ++n, format), rest.length)
-  await writer.ready
-  await writer.close()
+  let reading = true
+  try {
+    for (;;) {
+      let next: IteratorResult<Buffer>
+      try {
+        next = await chunks.next()
+      } catch (err) {
+        reading = false
+        throw new StdinError(`reading stdin failed: ${(err as Error)?.message ?? String(err)}`, { cause: err })
+      }
+      if (next.done) break
+      const chunk = next.value
+      if (bytes) {
+        await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
+        continue
+      }
+      const text = decoder.write(chunk)
+      let from = 0
+      for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', from)) {
+        if (length + nl - from > maxLine) throw tooLong(n + 1, maxLine)
+        await line(text.slice(from, nl))
+        from = nl + 1
+      }
+      if (from < text.length) {
+        length += text.length - from
+        if (length > maxLine) throw tooLong(n + 1, maxLine)
+        pieces.push(text.slice(from))
+      }
+    }
+    reading = false
+    if (!bytes) {
+      const rest = decoder.end()
+      if (length + rest.length > maxLine) throw tooLong(n + 1, maxLine)
+      // The last line may lack its newline; an empty one after a final newline is no line.
+      if (length + rest.length > 0) await line(rest)
+    }
+    await writer.ready
+    await writer.close()
+  } finally {
+    // Stopped early (a bad line, a call that ended): stop reading stdin, as a for-await loop would.
+    if (reading) void chunks.return?.().catch(() => {})
+  }
+}
+
+function tooLong(n: number, maxLine: number): FormatError {
+  return new FormatError(`stdin line ${n} is longer than ${maxLine} characters, more than an item can be; for bulk data use --bytes (raw chunks)`)
 }
 
 /** Thrown by {@link Output.write} once the reader of stdout has gone (EPIPE). */
 export class ClosedOutput extends Error {}
+
+/**
+ * One of the command's outputs (stdout, stderr). An output that fails emits
+ * 'error', which with no listener is an uncaught exception: a reader that
+ * went away (`| head`, EPIPE) would crash the command, even on a write long
+ * after the call ended. So a listener stays for the life of the process and
+ * notes what happened; `closed` resolves then.
+ */
+class Sink {
+  readonly closed: Promise<void>
+  #gone = false
+  #failure: Error | undefined
+
+  constructor(readonly stream: Writable) {
+    this.closed = new Promise((resolve) => {
+      stream.on('error', (err: NodeJS.ErrnoException) => {
+        this.#gone = true
+        if (err.code !== 'EPIPE') this.#failure ??= err
+        resolve()
+      })
+    })
+  }
+
+  /** True once the output is closed or failed: nothing more is written to it. */
+  get gone(): boolean {
+    return this.#gone
+  }
+
+  /** Why the output failed, other than its reader closing it (EPIPE). */
+  get failure(): Error | undefined {
+    return this.#failure
+  }
+}
 
 /**
  * Writes to stdout with its backpressure: a write that fills the stream's
@@ -140,69 +165,103 @@ export class ClosedOutput extends Error {}
  * call's items, and so the remote generator. A reader that went away
  * (EPIPE) makes `closed` resolve.
  */
-export class Output {
-  readonly closed: Promise<void>
-  #gone = false
-  #failure: Error | undefined
+export class Output extends Sink {
   #wake: (() => void) | undefined
 
-  constructor(readonly out: Writable) {
-    this.closed = new Promise((resolve) => {
-      out.on('error', (err: NodeJS.ErrnoException) => {
-        this.#gone = true
-        if (err.code !== 'EPIPE') this.#failure = err
-        this.#wake?.()
-        resolve()
-      })
-    })
-  }
-
-  /** True once stdout is closed or failed. */
-  get gone(): boolean {
-    return this.#gone
-  }
-
-  /** Why stdout failed, other than its reader closing it. */
-  get failure(): Error | undefined {
-    return this.#failure
+  constructor(stdout: Writable) {
+    super(stdout)
+    void this.closed.then(() => this.#wake?.())
   }
 
   async write(data: string | Uint8Array): Promise<void> {
-    if (this.#gone) throw new ClosedOutput()
-    if (this.out.write(data)) return
+    if (this.gone) throw new ClosedOutput()
+    if (this.stream.write(data)) return
     await new Promise<void>((resolve) => {
       this.#wake = resolve
-      this.out.once('drain', resolve)
+      this.stream.once('drain', resolve)
     })
-    this.out.off('drain', this.#wake!)
+    this.stream.off('drain', this.#wake!)
     this.#wake = undefined
-    if (this.#gone) throw new ClosedOutput()
+    if (this.gone) throw new ClosedOutput()
   }
 
   /** Resolves when what was written has been handed to the OS (or stdout is gone). */
   flush(): Promise<void> {
-    if (this.#gone) return Promise.resolve()
+    if (this.gone) return Promise.resolve()
     return new Promise((resolve) => {
-      this.out.write('', () => resolve())
-      this.closed.then(resolve)
+      this.stream.write('', () => resolve())
+      void this.closed.then(resolve)
     })
   }
 }
 
-/** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; `clear()` before printing anything else there. */
+/**
+ * The command's stderr: messages, remote logs and the progress line all go
+ * through here. Once its reader has gone (`2>&1 | head`) or it failed,
+ * what is written is dropped: nothing printed here can crash the command.
+ */
+export class Stderr extends Sink {
+  /** True when stderr is a terminal: only then is the progress line drawn. */
+  readonly isTTY: boolean
+  #progress: Progress | undefined
+
+  constructor(stderr: Writable & { isTTY?: boolean }) {
+    super(stderr)
+    this.isTTY = stderr.isTTY === true
+  }
+
+  /** Writes `text` as it is (the progress line uses this); nothing once stderr is gone. */
+  write(text: string): void {
+    if (!this.gone) this.stream.write(text)
+  }
+
+  /**
+   * Writes whole lines: a message, a remote log line, a remote stack. The
+   * progress line is erased first (it is drawn again at its next tick), so
+   * what is printed starts a line of its own instead of being glued to it.
+   */
+  print(text: string): void {
+    this.#progress?.clear()
+    this.write(text)
+  }
+
+  /** Prints `farpipe: message` on a line. */
+  complain(message: string): void {
+    this.print(`farpipe: ${message}\n`)
+  }
+
+  /** Starts drawing `counts` every 250 ms, when stderr is a terminal. */
+  showProgress(counts: Counts): Progress {
+    this.#progress?.stop()
+    this.#progress = new Progress(counts, this)
+    return this.#progress
+  }
+
+  /** Stops drawing the progress line and erases it. */
+  hideProgress(): void {
+    this.#progress?.stop()
+    this.#progress = undefined
+  }
+}
+
+/** Draws `items, bytes, rate` on stderr every 250 ms when stderr is a terminal; {@link Stderr.print} clears it before anything else is printed there. */
 export class Progress {
   readonly #timer: NodeJS.Timeout | undefined
   readonly #start = Date.now()
   #shown = false
 
-  constructor(readonly counts: Counts, readonly err: NodeJS.WriteStream = process.stderr) {
+  constructor(
+    readonly counts: Counts,
+    readonly err: Stderr,
+  ) {
     if (err.isTTY) {
-      this.#timer = setInterval(() => this.#draw(), 250)
+      this.#timer = setInterval(() => this.draw(), 250)
       this.#timer.unref()
     }
   }
 
-  #draw(): void {
+  /** Draws the line now (the timer does every 250 ms). */
+  draw(): void {
     const { itemsIn, bytesIn, itemsOut, bytesOut } = this.counts
     const s = Math.max(0.001, (Date.now() - this.#start) / 1000)
     const mib = (b: number) => (b / 1048576).toFixed(1)

@@ -7,78 +7,65 @@
  *
  * @module
  */
-import type { AnyFunction, RemoteCall } from '../call.ts'
-import { CancelError, FarpipeError, RemoteError, TimeoutError } from '../errors.ts'
+import { coreOf, type AnyFunction, type RemoteCall } from '../call.ts'
+import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
 import { pool, type Pool } from '../pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
 import { loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand } from './args.ts'
-import { ClosedOutput, encodeItem, feed, FormatError, Output, Progress, type Counts } from './io.ts'
+import { encodeItem, FormatError } from './format.ts'
+import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
+import { EXIT, report } from './report.ts'
 
-/** Exit statuses (documented in `--help` and the README). */
-export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const
-
-/** Prints `farpipe: message` on stderr. */
-export function complain(message: string): void {
-  process.stderr.write(`farpipe: ${message}\n`)
-}
-
-/** The exit status for an error of a call, after printing what the user needs to know. */
-function report(err: unknown): number {
-  if (err instanceof UsageError || err instanceof FormatError) {
-    complain(err.message)
-    return EXIT.usage
-  }
-  if (err instanceof RemoteError) {
-    complain(`the remote function threw: ${err.message}`)
-    if (err.remoteStack) process.stderr.write(`${err.remoteStack}\n`)
-    return EXIT.failed
-  }
-  if (err instanceof TimeoutError) {
-    complain(err.message)
-    return EXIT.failed
-  }
-  // Transport, host key, protocol and serialization errors, a module that does not bundle: the setup, not the function.
-  if (err instanceof FarpipeError) {
-    complain(err.message)
-    return EXIT.usage
-  }
-  complain((err as Error)?.stack ?? String(err))
-  return EXIT.failed
-}
+/**
+ * The command's outputs, made before anything is written: each keeps an
+ * 'error' listener for the life of the process, so a reader that goes away
+ * (`| head`, `2>&1 | head`) never crashes the command, whatever writes next.
+ */
+const stdout = new Output(process.stdout)
+/** Every message, log and progress line goes through it. */
+const stderr = new Stderr(process.stderr)
 
 /** `farpipe run` and `farpipe pipe`: one call, its items on stdout. */
 async function callCommand(cmd: CallCommand): Promise<number> {
   const counts: Counts = { itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0 }
-  let progress: Progress | undefined
   // Remote logs go to stderr, never into the data on stdout.
   const onLog = (entry: LogEntry) => {
-    progress?.clear()
-    process.stderr.write(`[${entry.where}] ${entry.line}\n`)
+    stderr.print(`[${entry.where}] ${entry.line}\n`)
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
-  let stop: 'epipe' | 'sigint' | undefined
-  let cancelled: Promise<void> = Promise.resolve()
-  const halt = (why: 'epipe' | 'sigint') => {
-    if (stop) return
-    stop = why
-    if (call) cancelled = call.cancel(new CancelError(why === 'sigint' ? 'interrupted (SIGINT)' : 'stdout was closed')).catch(() => {})
+  let cancelled: Promise<void> | undefined
+  /** Cancels the call, once it exists; the first reason is the one the remote sees. */
+  const cancel = (reason: unknown) => {
+    if (call) cancelled ??= call.cancel(reason).catch(() => {})
   }
+  // A reader of stdout or stderr that went away ends the pipeline: the call
+  // is cancelled (its finally blocks run) and the command exits 0, as a
+  // filter does when `head` has what it wants. An output that failed
+  // otherwise is cancelled as well, and main() makes its status 1.
+  let closed: string | undefined
+  let interrupted = false
+  const halt = (why: string) => {
+    closed ??= why
+    cancel(new CancelError(why))
+  }
+  const stdoutGone = () => halt(stdout.failure ? 'stdout failed' : 'stdout was closed')
+  void stdout.closed.then(stdoutGone)
+  void stderr.closed.then(() => halt(stderr.failure ? 'stderr failed' : 'stderr was closed'))
   const onSigint = () => {
     // A second Ctrl-C does not wait for the remote to confirm.
-    if (stop === 'sigint' || !call) process.exit(EXIT.interrupted)
-    halt('sigint')
+    if (interrupted || !call) process.exit(EXIT.interrupted)
+    interrupted = true
+    cancel(new CancelError('interrupted (SIGINT)'))
   }
   process.on('SIGINT', onSigint)
 
   let p: Pool | undefined
   let status: number = EXIT.ok
-  const output = new Output(process.stdout)
-  void output.closed.then(() => halt('epipe'))
   try {
-    const { fn, generator } = await loadRemote(cmd.target)
+    const { fn } = await loadRemote(cmd.target)
     p = await pool({ ...(cmd.hosts.length > 0 ? { hosts: cmd.hosts } : {}), workers: cmd.workers ?? 1, onLog })
     const runner = p.with({
       ...(cmd.timeout !== undefined ? { timeout: cmd.timeout } : {}),
@@ -89,15 +76,17 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     const run = runner.run as (fn: Remote<AnyFunction>, ...args: unknown[]) => RemoteCall<unknown, unknown, unknown>
     call = run(fn, ...args)
     const current = call
-    if (stop) halt(stop) // Ctrl-C or EPIPE before the call existed
-    progress = new Progress(counts)
+    if (closed) cancel(new CancelError(closed)) // a reader went away before the call existed
+    stderr.showProgress(counts)
+    // The first of the input's fault and the call's failure is the one reported.
     let inputError: unknown
+    let callFailed = false
     if (cmd.stdinIndex !== undefined) {
       feed(process.stdin, current.writable, cmd.format, cmd.bytes, counts).catch((err) => {
-        // A call that ended also fails the writer; only the input's own mistakes are reported.
-        if (err instanceof FormatError) {
+        // A call that ended also fails the writer: that is the call's error, reported as such.
+        if ((err instanceof FormatError || err instanceof StdinError) && !callFailed) {
           inputError = err
-          cancelled = current.cancel(err).catch(() => {})
+          cancel(err)
         }
       })
     }
@@ -110,63 +99,110 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         const data = encodeItem(value, index++, cmd.format, cmd.bytes)
         counts.itemsOut++
         counts.bytesOut += data.length
-        await output.write(data)
+        await stdout.write(data)
       }
       const result = await current.result
-      if (!generator && result !== undefined) await output.write(encodeItem(result, index, cmd.format, cmd.bytes))
+      // What the call did decides, not how the function was declared: a plain
+      // function that returns a generator streams, and then its result is the
+      // generator's return value, which is not an item (as for a function*).
+      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
     } catch (err) {
-      if (err instanceof FormatError || err instanceof ClosedOutput) cancelled = current.cancel(err).catch(() => {})
+      callFailed = true
+      if (err instanceof ClosedOutput) stdoutGone()
+      else if (err instanceof FormatError) cancel(err)
       await cancelled
-      if (stop === 'epipe') status = EXIT.ok
-      else if (stop === 'sigint') status = EXIT.interrupted
-      else if (inputError) status = report(inputError)
-      else if (output.failure) status = report(output.failure)
-      else status = report(err)
+      if (interrupted) status = EXIT.interrupted
+      else if (closed) status = EXIT.ok
+      else if (inputError) status = report(inputError, stderr)
+      else status = report(err, stderr)
     }
   } catch (err) {
-    status = stop === 'sigint' ? EXIT.interrupted : report(err)
+    status = interrupted ? EXIT.interrupted : report(err, stderr)
   } finally {
-    progress?.stop()
+    stderr.hideProgress()
     await cancelled
     await p?.close()
     process.off('SIGINT', onSigint)
   }
-  await output.flush()
   return status
 }
 
 // -- farpipe hosts --------------------------------------------------------------
 
-type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; error: string }
+/**
+ * What probing one host found: its facts; or that it is unreachable (no
+ * worker came up: it cannot be connected to, logged into, or run node); or
+ * that it is reachable but the probe failed there.
+ */
+type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; unreachable: string } | { host: string; failed: string }
+
+const messageOf = (err: unknown) => (err as Error)?.message ?? String(err)
 
 async function probe(host: string, workers: number | undefined): Promise<Outcome> {
+  let p: Pool
   try {
-    const p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => process.stderr.write(`[${e.where}] ${e.line}\n`) })
-    try {
-      const info = await p.with({ timeout: 30_000 }).run(hostInfo)
-      return { host, info, workers: p.hosts[0]?.workers ?? 0 }
-    } finally {
-      await p.close()
-    }
+    p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
   } catch (err) {
-    return { host, error: (err as Error)?.message ?? String(err) }
+    return { host, unreachable: messageOf(err) }
+  }
+  try {
+    const info = await p.with({ timeout: 30_000 }).run(hostInfo)
+    return { host, info, workers: p.hosts[0]?.workers ?? 0 }
+  } catch (err) {
+    // A worker is up, so the host is reachable: the probe threw, timed out, or lost its connection meanwhile.
+    return { host, failed: messageOf(err) }
+  } finally {
+    // What the probe found stands even when the pool does not close cleanly.
+    await p.close().catch(() => {})
   }
 }
 
-/** Probes every host at once; prints them in the order given. Exit status 0 when all are reachable, else 2. */
+/**
+ * Probes every host at once; prints them in the order given. The exit
+ * status is the worst case among the hosts (HOSTS_HELP in args.ts says it):
+ * 0 when every host answered, 1 when a reachable host's probe failed, 2
+ * when a host is unreachable.
+ */
 export async function hostsCommand(cmd: HostsCommand): Promise<number> {
-  const outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
-  const width = Math.max(...cmd.hosts.map((h) => h.length))
-  for (const o of outcomes) {
-    const name = o.host.padEnd(width)
-    if ('error' in o) {
-      process.stdout.write(`${name}  unreachable: ${o.error}\n`)
-    } else {
-      const { node, platform, arch, cores, cacheDir } = o.info
-      process.stdout.write(`${name}  ok  node ${node}  ${platform}/${arch}  ${o.workers} workers (${cores} cores)  cache ${cacheDir}\n`)
-    }
+  // Nothing to cancel but the probes, whose connections end with the process.
+  const onSigint = () => process.exit(EXIT.interrupted)
+  process.on('SIGINT', onSigint)
+  let outcomes: Outcome[]
+  try {
+    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
+  } finally {
+    process.off('SIGINT', onSigint)
   }
-  return outcomes.every((o) => !('error' in o)) ? 0 : 2
+  const width = Math.max(...cmd.hosts.map((h) => h.length))
+  try {
+    for (const o of outcomes) {
+      const name = o.host.padEnd(width)
+      if ('unreachable' in o) await stdout.write(`${name}  unreachable: ${o.unreachable}\n`)
+      else if ('failed' in o) await stdout.write(`${name}  probe failed: ${o.failed}\n`)
+      else {
+        const { node, platform, arch, cores, cacheDir } = o.info
+        await stdout.write(`${name}  ok  node ${node}  ${platform}/${arch}  ${o.workers} workers (${cores} cores)  cache ${cacheDir}\n`)
+      }
+    }
+  } catch (err) {
+    // The reader of stdout has gone (`| head -1`): it has what it wanted; the status still says how the hosts are.
+    if (!(err instanceof ClosedOutput)) throw err
+  }
+  if (outcomes.some((o) => 'unreachable' in o)) return EXIT.usage
+  if (outcomes.some((o) => 'failed' in o)) return EXIT.failed
+  return EXIT.ok
+}
+
+/**
+ * The status once everything is written. An output that failed (a full
+ * disk; not a reader that went away) lost what was written to it, which is
+ * never a success. A failed stderr cannot be told about.
+ */
+async function settle(status: number): Promise<number> {
+  await stdout.flush()
+  if (!stdout.failure && !stderr.failure) return status
+  if (stdout.failure) stderr.complain(`writing stdout failed: ${stdout.failure.message}`)
+  return status === EXIT.ok ? EXIT.failed : status
 }
 
 async function main(argv: string[]): Promise<number> {
@@ -174,21 +210,24 @@ async function main(argv: string[]): Promise<number> {
   try {
     cmd = parseArgs(argv)
   } catch (err) {
-    return report(err)
+    return report(err, stderr)
   }
   if (cmd.command === 'help') {
-    process.stdout.write(cmd.text)
-    return EXIT.ok
+    if (cmd.missing) {
+      stderr.print(cmd.text)
+      return EXIT.usage
+    }
+    await stdout.write(cmd.text).catch(() => {})
+    return settle(EXIT.ok)
   }
-  if (cmd.command === 'hosts') return hostsCommand(cmd)
-  return callCommand(cmd)
+  return settle(cmd.command === 'hosts' ? await hostsCommand(cmd) : await callCommand(cmd))
 }
 
 // Exits at once when done: stdin may still be open (the function stopped reading it), and nothing else is left to wait for.
 main(process.argv.slice(2)).then(
   (status) => process.exit(status),
   (err) => {
-    complain((err as Error)?.stack ?? String(err))
+    stderr.complain((err as Error)?.stack ?? String(err))
     process.exit(EXIT.failed)
   },
 )

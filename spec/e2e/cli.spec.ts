@@ -1,50 +1,33 @@
 // The `farpipe` command, run as a user runs it: `node dist/cli/main.js ...`
 // from spec/fixtures (so cli-tasks.ts imports `farpipe` from this package),
 // on local workers and over the test sshd. Needs `npm run build` first.
-import { spawn, type ChildProcess } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import * as devalue from 'devalue'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { markerPath, sleep, tempDir, until } from '../helpers.ts'
+import { bin, farpipe, finish, fixtures, lines, start } from './cli.ts'
 import { findSshd, startSshd } from './sshd.ts'
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const bin = path.join(root, 'dist/cli/main.js')
-const fixtures = path.join(root, 'spec/fixtures')
-
-interface Done {
-  code: number | null
-  stdout: Buffer
-  stderr: string
-}
-
-/** Spawns the command; `stdin` is a string, a file descriptor, or nothing (closed). */
-function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number): ChildProcess {
-  const child = spawn(process.execPath, [bin, ...args], {
-    cwd: fixtures,
-    env: { ...process.env, ...env },
-    stdio: [typeof stdin === 'number' ? stdin : 'pipe', 'pipe', 'pipe'],
-  })
-  if (typeof stdin === 'string') child.stdin!.end(stdin)
-  else if (stdin === undefined) child.stdin!.end()
-  return child
-}
-
-function finish(child: ChildProcess): Promise<Done> {
-  const out: Buffer[] = []
-  let stderr = ''
-  child.stdout?.on('data', (d: Buffer) => out.push(d))
-  child.stderr?.on('data', (d: Buffer) => (stderr += d))
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr })))
-}
-
-const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | number) => finish(start(args, env, stdin))
-const lines = (b: Buffer) => b.toString().split('\n').filter((l) => l !== '')
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex')
+
+/**
+ * A TCP connection: `stdin` is one end, to give a child as its stdin;
+ * `peer` is the other, which writes to it and can reset it.
+ */
+async function socketPair(): Promise<{ stdin: Socket; peer: Socket; close(): void }> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const accepted = new Promise<Socket>((resolve) => server.once('connection', resolve))
+  const stdin = connect((server.address() as { port: number }).port, '127.0.0.1')
+  await new Promise((resolve) => stdin.once('connect', resolve))
+  const peer = await accepted
+  return { stdin, peer, close: () => server.close() }
+}
 
 /** What works the same on local workers and over SSH (`hostArgs` picks which). */
 function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): void {
@@ -85,6 +68,62 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
   })
 
+  s('2>&1 | head -n 3 cancels the call: the remote finally runs and farpipe exits 0, with nothing uncaught', async () => {
+    const marker = markerPath()
+    const status = `${marker}.status`
+    const cmd = `{ "${process.execPath}" "${bin}" run cli-tasks.ts#loudEndless '${marker}' ${hostArgs.join(' ')} 2>&1; echo $? > '${status}'; } | head -n 3`
+    const child = spawn('sh', ['-c', cmd], { cwd: fixtures, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const r = await finish(child)
+    assert.is(lines(r.stdout).length, 3)
+    const code = await until(() => existsSync(status) && readFileSync(status, 'utf8').trim(), 15_000, 'farpipe to exit')
+    assert.is(code, '0', r.stdout.toString())
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a closed stderr cancels the call as a closed stdout does: the remote finally runs and farpipe exits 0', async () => {
+    const marker = markerPath()
+    const child = start(['run', 'cli-tasks.ts#loudEndless', marker, ...hostArgs], env)
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    child.stdout!.resume()
+    await new Promise((r) => child.stderr!.once('data', r))
+    child.stderr!.destroy()
+    assert.is(await exited, 0)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a stdin that fails (a socket reset by its peer) ends the call: exit 2 naming the cause, and the remote finally runs', async () => {
+    const marker = markerPath()
+    const { stdin, peer, close } = await socketPair()
+    const child = start(['pipe', 'cli-tasks.ts#passOn', '-', marker, ...hostArgs], env, stdin)
+    // The child has its own copy of the socket; this one must not read what is meant for it.
+    stdin.destroy()
+    // A command that hangs fails the spec here instead of at the runner's limit.
+    const watchdog = setTimeout(() => child.kill('SIGKILL'), 60_000)
+    const done = finish(child)
+    peer.write('1\n2\n')
+    await new Promise((r) => child.stdout!.once('data', r))
+    peer.resetAndDestroy()
+    const r = await done
+    clearTimeout(watchdog)
+    close()
+    assert.is(r.code, 2, `exit ${r.code}: ${r.stderr}`)
+    assert.match(r.stderr, /^farpipe: reading stdin failed: .*ECONNRESET/m)
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a call that fails while stdin is open reports the remote error (exit 1), not an input error', async () => {
+    const { stdin, peer, close } = await socketPair()
+    const child = start(['pipe', 'cli-tasks.ts#refusesInput', '-', ...hostArgs], env, stdin)
+    stdin.destroy()
+    peer.write('1\n')
+    const r = await finish(child)
+    peer.destroy()
+    close()
+    assert.is(r.code, 1, r.stderr)
+    assert.match(r.stderr, 'the remote function threw: TypeError: refused 1')
+    assert.not.match(r.stderr, 'stdin')
+  })
+
   s('a slow reader keeps the remote within the high-water mark', async () => {
     const marker = markerPath()
     const counter = `${marker}.count`
@@ -122,6 +161,14 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     const r = await done
     assert.is(r.code, 0, r.stderr)
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('a function that returns a generator prints what it yields, not its return value (as a function* does)', async () => {
+    for (const fn of ['returnsGen', 'returnsAsyncGen', 'genWithReturn']) {
+      const r = await run(['run', `cli-tasks.ts#${fn}`, '3'])
+      assert.is(r.code, 0, r.stderr)
+      assert.equal(lines(r.stdout), ['0', '1', '2'], fn)
+    }
   })
 
   s('a remote error exits 1 with its message and remote stack on stderr', async () => {
@@ -200,6 +247,18 @@ function localOnly(): void {
     }
   })
 
+  s('no command is a usage error: the help goes to stderr, exit 2 (farpipe --help stays 0 on stdout)', async () => {
+    const r = await farpipe([])
+    assert.is(r.code, 2)
+    assert.is(r.stdout.length, 0)
+    assert.match(r.stderr, 'Usage')
+    for (const args of [['help'], ['-h']]) {
+      const ok = await farpipe(args)
+      assert.is(ok.code, 0, args.join(' '))
+      assert.match(ok.stdout.toString(), 'Usage', args.join(' '))
+    }
+  })
+
   s('remote logs go to stderr with the [host/worker] prefix, never stdout', async () => {
     const r = await farpipe(['run', 'cli-tasks.ts#chatty'])
     assert.is(r.code, 0, r.stderr)
@@ -214,6 +273,17 @@ function localOnly(): void {
     const bad = await farpipe(['pipe', 'cli-tasks.ts#sum', '-'], {}, '1\n{oops\n')
     assert.is(bad.code, 2)
     assert.match(bad.stderr, 'stdin line 2')
+  })
+
+  s('a stdout that fails (ENOSPC, not a reader that left) exits 1 naming it; an endless call is cancelled first', async () => {
+    const marker = markerPath()
+    for (const args of [['run', 'cli-tasks.ts#fibonacci', '10'], ['run', 'cli-tasks.ts#endless', marker]]) {
+      const child = spawn(process.execPath, [bin, ...args], { cwd: fixtures, stdio: ['ignore', openSync('/dev/full', 'w'), 'pipe'] })
+      const r = await finish(child)
+      assert.is(r.code, 1, `${args[1]}: ${r.stderr}`)
+      assert.match(r.stderr, /^farpipe: writing stdout failed: .*ENOSPC/m, args[1])
+    }
+    assert.is(readFileSync(marker, 'utf8'), 'finally ran')
   })
 
   s('SIGINT cancels the call (the remote finally runs) and exits 130', async () => {
@@ -244,20 +314,12 @@ if (!sshd) {
   // The command reads ~/.ssh/config, its key and known_hosts from HOME: the harness's.
   const env = { HOME: sshd.home, SSH_AUTH_SOCK: '' }
   callSuite('ssh', ['--host', 'farpipe-cli'], env)
+  // `farpipe hosts` has a spec file of its own (cli-hosts.spec.ts).
   const s = suite('cli ssh hosts')
   s('a bad host exits 2 and names the host', async () => {
     const r = await farpipe(['run', 'cli-tasks.ts#fibonacci', '3', '--host', 'ssh://127.0.0.1:1'], env)
     assert.is(r.code, 2)
     assert.match(r.stderr, '127.0.0.1:1')
-  })
-  s('hosts reports each host: node version, platform, workers, cache; exit 2 when one is unreachable', async () => {
-    const ok = await farpipe(['hosts', 'farpipe-cli'], env)
-    assert.is(ok.code, 0, ok.stderr)
-    assert.match(ok.stdout.toString(), `farpipe-cli  ok  node ${process.version}`)
-    assert.match(ok.stdout.toString(), 'cache ')
-    const mixed = await farpipe(['hosts', 'farpipe-cli', 'ssh://127.0.0.1:1'], env)
-    assert.is(mixed.code, 2)
-    assert.match(mixed.stdout.toString(), /127\.0\.0\.1:1\s+unreachable: /)
   })
   s.run()
 }

@@ -1,0 +1,171 @@
+// The command's ends of the pipe (lib/cli/io.ts) and its messages
+// (lib/cli/report.ts), without a process: what reaches a fake terminal's
+// stderr around the progress line, a stderr that is gone, and stdin as lines.
+import { Readable, Writable } from 'node:stream'
+import { suite } from 'uvu'
+import * as assert from 'uvu/assert'
+import { rejection } from './helpers.ts'
+import { UsageError } from '../lib/cli/args.ts'
+import { FormatError } from '../lib/cli/format.ts'
+import { feed, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
+import { EXIT, report } from '../lib/cli/report.ts'
+import { RemoteError, TransportError } from '../lib/errors.ts'
+
+const CLEAR = '\r\x1b[K'
+
+/** A terminal (or, with `isTTY` false, a pipe) that keeps what is written to it. */
+class FakeTerminal extends Writable {
+  text = ''
+
+  constructor(readonly isTTY = true) {
+    super()
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.text += chunk.toString()
+    done()
+  }
+}
+
+const counts = (): Counts => ({ itemsIn: 0, bytesIn: 0, itemsOut: 3, bytesOut: 6 })
+const remoteError = () =>
+  new RemoteError('boom', { errorName: 'RangeError', remoteStack: 'RangeError: boom\n    at f (tasks.ts:3:9)', index: 3, host: 'local', worker: 0 })
+
+/** The text of `out` just before `what`, which must be there. */
+function before(out: string, what: string, length: number): string {
+  const at = out.indexOf(what)
+  assert.ok(at >= 0, `${JSON.stringify(what)} was printed`)
+  return out.slice(Math.max(0, at - length), at)
+}
+
+const p = suite('cli printing on a terminal')
+
+p('an error is printed on a line of its own: the progress line is cleared first', () => {
+  for (const err of [remoteError(), new UsageError('bad option'), new TransportError('host gpu-1: connection refused'), new Error('odd')]) {
+    const term = new FakeTerminal()
+    const stderr = new Stderr(term)
+    stderr.showProgress(counts()).draw()
+    const status = report(err, stderr)
+    stderr.hideProgress()
+    assert.ok(status === EXIT.failed || status === EXIT.usage)
+    assert.match(term.text, 'out 3 items')
+    assert.is(before(term.text, 'farpipe: ', CLEAR.length), CLEAR, `${err.name}: ${JSON.stringify(term.text)}`)
+  }
+})
+
+p('a remote stack and a remote log line start on a line of their own too', () => {
+  const term = new FakeTerminal()
+  const stderr = new Stderr(term)
+  const progress = stderr.showProgress(counts())
+  progress.draw()
+  stderr.print('[local/0] hello\n')
+  progress.draw()
+  report(remoteError(), stderr)
+  stderr.hideProgress()
+  assert.is(before(term.text, '[local/0] hello', CLEAR.length), CLEAR, JSON.stringify(term.text))
+  assert.is(before(term.text, 'RangeError: boom', 1), '\n', JSON.stringify(term.text))
+})
+
+p('the progress line is drawn only on a terminal', () => {
+  const pipe = new FakeTerminal(false)
+  const stderr = new Stderr(pipe)
+  stderr.showProgress(counts())
+  report(remoteError(), stderr)
+  stderr.hideProgress()
+  assert.ok(pipe.text.startsWith('farpipe: the remote function threw: boom\n'), JSON.stringify(pipe.text))
+})
+
+p.run()
+
+/** A stream whose writes fail with `code`, as a pipe does once its reader has gone (EPIPE). */
+class Broken extends Writable {
+  constructor(readonly code: string) {
+    super()
+  }
+  override _write(_chunk: Buffer, _encoding: BufferEncoding, done: (err?: Error | null) => void): void {
+    done(Object.assign(new Error(`write ${this.code}`), { code: this.code }))
+  }
+}
+
+const g = suite('cli stderr that is gone')
+
+g('a reader that went away (EPIPE) is noted, not thrown: later writes are dropped', async () => {
+  const stream = new Broken('EPIPE')
+  const stderr = new Stderr(stream)
+  stderr.complain('first')
+  await stderr.closed
+  assert.ok(stderr.gone)
+  assert.is(stderr.failure, undefined)
+  stderr.complain('second')
+  report(remoteError(), stderr)
+  stderr.showProgress(counts()).draw()
+  stderr.hideProgress()
+})
+
+g('another failure (EIO) is kept as the failure', async () => {
+  const stderr = new Stderr(new Broken('EIO'))
+  stderr.print('x\n')
+  await stderr.closed
+  assert.is((stderr.failure as NodeJS.ErrnoException | undefined)?.code, 'EIO')
+})
+
+g.run()
+
+/** Feeds `chunks` (as stdin) into a writable that keeps what it is given. */
+async function fed(chunks: Iterable<Buffer> | Readable, options?: { maxLine?: number }): Promise<unknown[]> {
+  const got: unknown[] = []
+  const stdin = chunks instanceof Readable ? chunks : Readable.from(chunks)
+  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', false, counts(), options)
+  return got
+}
+
+const f = suite('cli stdin')
+
+f('a character split across chunks arrives whole', async () => {
+  const line = Buffer.from(`${JSON.stringify('é€😀'.repeat(4))}\n`)
+  // Cut at every byte: each multi-byte character is split somewhere.
+  const got = await fed([...line].map((b) => Buffer.from([b])))
+  assert.equal(got, ['é€😀'.repeat(4)])
+})
+
+f('lines split across chunks, and chunks holding several lines, give one item a line', async () => {
+  const got = await fed([Buffer.from('1\n[2,'), Buffer.from('3]'), Buffer.from('\n\n4\n"fi'), Buffer.from('ve"')])
+  assert.equal(got, [1, [2, 3], 4, 'five'])
+})
+
+f('a line longer than an item can be is refused with its number, before it is all held', async () => {
+  const chunk = Buffer.alloc(1024, 0x31) // '1' × 1024, no newline
+  let pulled = 0
+  // A megabyte in one line; it reads ahead at most a chunk or so.
+  const long = new Readable({
+    highWaterMark: 1024,
+    read() {
+      this.push(++pulled > 1024 ? null : chunk)
+    },
+  })
+  const err = await rejection(fed(long, { maxLine: 10_000 }))
+  assert.instance(err, FormatError)
+  assert.match(err.message, 'stdin line 1 is longer than 10000 characters')
+  assert.ok(pulled < 16, `read ${pulled} KiB of a line over its limit of 10000 characters`)
+})
+
+f('a stdin that fails rejects with a StdinError naming the cause', async () => {
+  const broken = new Readable({
+    read() {
+      this.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }))
+    },
+  })
+  const err = await rejection(fed(broken))
+  assert.instance(err, StdinError)
+  assert.is(err.message, 'reading stdin failed: read ECONNRESET')
+})
+
+f('a writable that fails (the call ended) is not taken for a failure of stdin', async () => {
+  const stdin = Readable.from([Buffer.from('1\n2\n')])
+  const writable = new WritableStream({ write: () => Promise.reject(new Error('the call failed')) })
+  const err = await rejection(feed(stdin, writable, 'json', false, counts()))
+  assert.not.instance(err, StdinError)
+  assert.not.instance(err, FormatError)
+})
+
+f.run()
