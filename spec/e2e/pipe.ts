@@ -292,7 +292,8 @@ function options(target: Target): void {
           const it = s.getReader()
           const next = await it.read()
           assert.is(next.done, false)
-          assert.ok(next.value!.i > 5)
+          // The destination took 5; the pipe took at least those (more when a batch had gone out before the error).
+          assert.ok(next.value!.i >= 5, `the source read on from item ${next.value!.i}`)
           await it.cancel()
         }
       } else {
