@@ -158,15 +158,17 @@ function kill(child: ChildProcess): void {
   for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
 }
 
-/** Worker processes on a host reached through a command. */
 /** Worker 0 as the launcher left it: its command, and what it said before the pool took it. */
 interface Launched {
   child: ChildProcess
   data: Buffer[]
   stderr: string[]
   closed: { code: number | null; signal: NodeJS.Signals | null } | undefined
+  /** Removes the launcher's own listeners from the command process (and only those: the transport's cleanup stays). */
+  detach(): void
 }
 
+/** Worker processes on a host reached through a command. */
 export class CommandTransport implements Transport {
   readonly host: string
   /** The bundle cache on the host, when the host gives one (else the pool's is sent to the workers). */
@@ -213,9 +215,7 @@ export class CommandTransport implements Transport {
     const early = index === 0 ? this.launched : undefined
     if (early) {
       this.launched = undefined
-      early.child.stdout!.removeAllListeners('data')
-      early.child.stderr!.removeAllListeners('data')
-      early.child.removeAllListeners('close')
+      early.detach()
     }
     const child = early?.child ?? this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
     const tail = new StderrTail(STDERR_TAIL)
@@ -334,17 +334,30 @@ export class CommandTransport implements Transport {
    */
   private launch(hash: string): Promise<LaunchOutcome<Launched>> {
     const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
-    const early: Launched = { child, data: [], stderr: [], closed: undefined }
+    const onData = (d: Buffer) => early.data.push(d)
+    const onStderr = (t: string) => watch.stderr(t)
+    const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
+      early.closed = { code, signal }
+      watch.closed()
+    }
+    const early: Launched = {
+      child,
+      data: [],
+      stderr: [],
+      closed: undefined,
+      detach: () => {
+        child.stdout!.off('data', onData)
+        child.stderr!.off('data', onStderr)
+        child.off('close', onClose)
+      },
+    }
     const watch = new LaunchWatch({ name: this.host, node: this.options.node }, hash, early, () => kill(child))
     child.stdin!.on('error', () => {})
     child.on('error', () => {})
-    child.stdout!.on('data', (d: Buffer) => early.data.push(d))
+    child.stdout!.on('data', onData)
     child.stderr!.setEncoding('utf8')
-    child.stderr!.on('data', (t: string) => watch.stderr(t))
-    child.on('close', (code, signal) => {
-      early.closed = { code, signal }
-      watch.closed()
-    })
+    child.stderr!.on('data', onStderr)
+    child.on('close', onClose)
     return watch.outcome
   }
 

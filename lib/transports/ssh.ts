@@ -43,6 +43,8 @@ interface Launched {
   stderr: string[]
   exit: { code: number | null; signal: string | undefined } | undefined
   closed: boolean
+  /** Removes the launcher's own listeners from the channel (and only those: ssh2's stay). */
+  detach(): void
 }
 
 interface Group {
@@ -196,16 +198,32 @@ export class SshTransport implements Transport {
     return new Promise((resolve) => {
       conn.client.exec(command, { pty: false }, (err, ch) => {
         if (err) return resolve({})
-        const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
-        const watch = new LaunchWatch({ name: this.host, node: this.spec.node }, hash, early, () => ch.close())
-        ch.on('data', (d: Buffer) => early.data.push(d))
-        ch.stderr.setEncoding('utf8')
-        ch.stderr.on('data', (t: string) => watch.stderr(t))
-        ch.on('exit', (code: number | null, signal?: string) => (early.exit = { code, signal }))
-        ch.on('close', () => {
+        const onData = (d: Buffer) => early.data.push(d)
+        const onStderr = (t: string) => watch.stderr(t)
+        const onExit = (code: number | null, signal?: string) => (early.exit = { code, signal })
+        const onClose = () => {
           early.closed = true
           watch.closed()
-        })
+        }
+        const early: Launched = {
+          ch,
+          data: [],
+          stderr: [],
+          exit: undefined,
+          closed: false,
+          detach: () => {
+            ch.off('data', onData)
+            ch.stderr.off('data', onStderr)
+            ch.off('exit', onExit)
+            ch.off('close', onClose)
+          },
+        }
+        const watch = new LaunchWatch({ name: this.host, node: this.spec.node }, hash, early, () => ch.close())
+        ch.on('data', onData)
+        ch.stderr.setEncoding('utf8')
+        ch.stderr.on('data', onStderr)
+        ch.on('exit', onExit)
+        ch.on('close', onClose)
         resolve(watch.outcome)
       })
     })
@@ -227,8 +245,7 @@ export class SshTransport implements Transport {
         } else resolve(stream)
       })
     })
-    if (early) for (const name of ['data', 'exit', 'close'] as const) ch.removeAllListeners(name)
-    if (early) ch.stderr.removeAllListeners('data')
+    early?.detach()
     const tail = new StderrTail(STDERR_TAIL)
     let exit: { code: number | null; signal: string | undefined } | undefined
     let closed = false

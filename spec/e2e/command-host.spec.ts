@@ -13,7 +13,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, running, tempDir, thrown, until } from '../helpers.ts'
+import { collect, rejection, running, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 import { coreSuites } from './core.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
@@ -254,6 +254,27 @@ function failures(): void {
       assert.ok(fresh.every((c) => !c.includes('farpipe-facts')), `${host.name}: a fresh host is prepared the long way`)
       const again = await withPool(host, { cacheDir: dir, workers: 2 }, cmdlines)
       assert.ok(again[0]!.includes('farpipe-facts'), `${host.name}: worker 0 was started by the launcher`)
+    }
+  })
+
+  fold('opening and closing pools leaves no exit listener and no command process behind (regression: one leaked per pool)', async () => {
+    const cacheDir = tempDir()
+    // The first pool prepares the cache; the next ones start worker 0 with the launcher, which leaked.
+    await withPool(LOCAL_SH, { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => void warnings.push(w)
+    process.on('warning', onWarning)
+    const before = process.listenerCount('exit')
+    const children = new Set(workerChildren().map((c) => c.pid))
+    try {
+      for (let i = 0; i < 12; i++) await withPool(LOCAL_SH, { cacheDir }, async (p) => assert.is(await p.run(t.add, i, 1), i + 1))
+      // A warning is emitted on the next tick.
+      await new Promise((r) => setImmediate(r))
+      assert.is(process.listenerCount('exit'), before)
+      assert.equal(warnings.map((w) => w.message), [])
+      assert.equal(workerChildren().filter((c) => !children.has(c.pid)), [])
+    } finally {
+      process.off('warning', onWarning)
     }
   })
 
