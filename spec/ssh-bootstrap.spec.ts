@@ -142,18 +142,20 @@ launch('its command quotes every word, and ends with the script, the cache direc
   assert.ok(cmd.endsWith(` ${shq("~/it's")} ${shq('b'.repeat(64))}`))
 })
 
-launch('the watch settles once: worker 0 running, the report of a host not ready, or nothing when the launcher ends silent', async () => {
+launch('the watch settles once: worker 0 running (the transport\'s own record, with the facts), the report of a host not ready, or nothing when the launcher ends silent', async () => {
   const hash = 'c'.repeat(64)
   const early = () => ({ stderr: [] as string[], id: 1 })
   let stops = 0
-  const ready = new LaunchWatch({ name: 'h' }, hash, early(), () => stops++)
+  const record = early()
+  const ready = new LaunchWatch({ name: 'h' }, hash, record, () => stops++)
   ready.stderr('login noise\n' + factsLine({ ...readyFacts }).slice(0, 10))
   ready.stderr(factsLine({ ...readyFacts }).slice(10) + 'node warning\n')
   ready.stderr('later stderr\n')
   ready.closed()
   const r = await ready.outcome
   assert.ok(r.running)
-  assert.is(r.running.id, 1)
+  // The record itself (regression: a copy, so an exit the transport wrote into it later was lost).
+  assert.is(r.running, record)
   assert.equal(r.running.stderr, ['login noise\nnode warning\n', 'later stderr\n'])
   const notReady = await (() => {
     const w = new LaunchWatch({ name: 'h' }, hash, early(), () => stops++)

@@ -245,7 +245,9 @@ export class LaunchWatch<T extends { stderr: string[] }> {
     this.decide()
     if (got.rest) this.early.stderr.push(got.rest)
     // Ready: the launcher is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
-    this.resolve(got.probe.ok && got.probe.worker ? { running: { ...this.early, facts: got.probe.facts } } : { probe: got.probe })
+    // The record itself is handed on, not a copy: the transport goes on writing what happens to the launcher
+    // into it (its exit, its close) until the pool opens worker 0, which must see a death that came first.
+    this.resolve(got.probe.ok && got.probe.worker ? { running: Object.assign(this.early, { facts: got.probe.facts }) } : { probe: got.probe })
   }
 
   /** The launcher ended (or could not start). */

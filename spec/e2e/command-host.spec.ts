@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs'
 import { createServer } from 'node:net'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
@@ -34,6 +35,9 @@ function hostile(marker: string): string[] {
     `\\'\\"$HOME*?[a]{b,c}~!`,
   ]
 }
+
+/** A preload that makes the launcher exit with code 7 right after its facts line. */
+const dyingLauncher = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
 
 /** A loopback port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -275,6 +279,30 @@ function failures(): void {
       assert.equal(workerChildren().filter((c) => !children.has(c.pid)), [])
     } finally {
       process.off('warning', onWarning)
+    }
+  })
+
+  fold('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {
+    const cacheDir = tempDir()
+    const host = { ...LOCAL_SH, cacheDir, env: { NODE_OPTIONS: `--require ${dyingLauncher}` } }
+    // Prepared first, so that the next connect() starts worker 0 with the launcher.
+    await withPool(host, {}, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const transport = new CommandTransport(host)
+    try {
+      const before = process.listenerCount('exit')
+      assert.ok((await transport.connect()) >= 1)
+      // The launcher reported its facts and died: once its command is closed, the transport has let go of it.
+      await until(() => process.listenerCount('exit') === before, 10_000, 'the launcher to exit')
+      const closed: Error[] = []
+      const stderr: string[] = []
+      await transport.open(0, { data: () => {}, close: (err) => void closed.push(err!), stderr: (text) => void stderr.push(text) })
+      const [err] = await until(() => closed.length > 0 && closed, 10_000, 'the death of worker 0 to be reported')
+      assert.instance(err, TransportError)
+      // It said nothing on its channel: the host counts as down until it is probed again.
+      assert.match(err!.message, 'worker local-sh/0 exited with code 7 before it said anything; its stderr ended with: worker 0 dies after its facts')
+      assert.match(stderr.join(''), 'worker 0 dies after its facts')
+    } finally {
+      await transport.close()
     }
   })
 

@@ -5,11 +5,13 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { FarpipeError, pool, TransportError, type PoolOptions } from 'farpipe'
+import { FarpipeError, pool, SshTransport, TransportError, type PoolOptions } from 'farpipe'
+import { resolveHost } from '../../lib/ssh/config.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, tempDir } from '../helpers.ts'
+import { collect, rejection, running, sleep, tempDir, until } from '../helpers.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
 if (!findSshd()) {
@@ -180,6 +182,31 @@ function cacheSuite(sshd: Sshd): void {
     const again = await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }], workers: 2 }, firstWorker)
     assert.ok(again[0]!.includes('farpipe-facts'), 'worker 0 was started by the launcher')
     assert.ok(again.slice(1).every((c) => c === '' || !c.includes('farpipe-facts')))
+  })
+
+  c('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {
+    const dir = tempDir()
+    const pidFile = path.join(dir, 'launcher.pid')
+    const dying = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
+    // Prepared first, so that the next connect() starts worker 0 with the launcher.
+    await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }] }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const transport = new SshTransport(await resolveHost({ host: sshd.alias, cacheDir: dir, env: { NODE_OPTIONS: `--require ${dying}`, FARPIPE_DYING_PID: pidFile } }))
+    try {
+      assert.ok((await transport.connect()) >= 1)
+      const pid = Number(await until(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8'), 10_000, 'the launcher to report its facts'))
+      await until(() => !running(pid), 10_000, 'the launcher to exit')
+      // Its exit status and the close of its channel are on their way; the pool opens worker 0 after them.
+      await sleep(300)
+      const closed: Error[] = []
+      const stderr: string[] = []
+      await transport.open(0, { data: () => {}, close: (err) => void closed.push(err!), stderr: (text) => void stderr.push(text) })
+      const [err] = await until(() => closed.length > 0 && closed, 10_000, 'the death of worker 0 to be reported')
+      assert.instance(err, TransportError)
+      assert.match(err!.message, 'worker farpipe-cmd/0 exited with code 7; its stderr ended with: worker 0 dies after its facts')
+      assert.match(stderr.join(''), 'worker 0 dies after its facts')
+    } finally {
+      await transport.close()
+    }
   })
 
   c('a launcher that finds an old node falls back to the long way, which names the version', async () => {
