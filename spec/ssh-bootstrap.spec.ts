@@ -136,6 +136,33 @@ launch('stderr noise without the facts line is not kept without bound', () => {
   assert.ok(r.feed(factsLine(ready))?.probe.ok)
 })
 
+launch('a facts line that never ends is refused once it passes its bound, and is not kept without bound (regression: grew forever)', () => {
+  const r = new LaunchReport({ name: 'h' }, 'a'.repeat(64))
+  let got = r.feed(`motd\n${FACTS_MARK}{"node":"v20.0.0","padding":"`)
+  for (let i = 0; i < 200 && !got; i++) got = r.feed('x'.repeat(1000))
+  assert.ok((r as unknown as { text: string }).text.length <= 70_000, 'kept at most the bound')
+  assert.ok(got, 'refused')
+  assert.ok(!got.probe.ok)
+  if (!got.probe.ok) assert.match(got.probe.error.message, 'the launcher on h wrote a facts line of more than 65536 characters without its end')
+  assert.is(got.rest, 'motd\n')
+})
+
+launch("the stderr of worker 0 kept until the pool opens it is bounded, and a launcher that is not worker 0 keeps none", () => {
+  const hash = 'd'.repeat(64)
+  const running = { stderr: [] as string[] }
+  const w = new LaunchWatch({ name: 'h' }, hash, running, () => {})
+  w.stderr(factsLine(readyFacts))
+  for (let i = 0; i < 200; i++) w.stderr(`${i} `.padEnd(1000, 'x'))
+  const kept = running.stderr.join('')
+  assert.ok(kept.length <= 66_000, `kept ${kept.length} characters`)
+  assert.ok(kept.endsWith(`199 `.padEnd(1000, 'x')), 'the newest text is kept')
+  const notReady = { stderr: [] as string[] }
+  const n = new LaunchWatch({ name: 'h' }, hash, notReady, () => {})
+  n.stderr(factsLine({ ...readyFacts, worker: false }) + 'after\n')
+  n.stderr('more\n')
+  assert.equal(notReady.stderr, [])
+})
+
 launch('its command quotes every word, and ends with the script, the cache directory and the hash', () => {
   const cmd = launchCommand({ node: '/opt/my node/bin/node', cacheDir: "~/it's" }, 'b'.repeat(64), { A: 'x y' }, [])
   assert.ok(cmd.startsWith(`exec env 'A=x y' '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))

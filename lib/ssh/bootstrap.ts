@@ -183,6 +183,12 @@ export interface LaunchOutcome<T = unknown> {
 }
 
 /**
+ * The longest facts line read (the marker and a small JSON object; a
+ * cache directory path of PATH_MAX characters, each escaped, still fits).
+ */
+export const MAX_FACTS_LINE = 65536
+
+/**
  * Reads the launcher's stderr up to its facts line (see {@link LAUNCH_JS}):
  * then gives the probe it makes, and the other text that came with it
  * (what a login script or the worker wrote), which belongs to the worker.
@@ -194,7 +200,12 @@ export class LaunchReport {
     private readonly hash: string,
   ) {}
 
-  /** Feeds stderr text; once the facts line is complete, returns the probe and the rest of the text. */
+  /**
+   * Feeds stderr text; once the facts line is complete, returns the probe and
+   * the rest of the text. A facts line still without its end past
+   * {@link MAX_FACTS_LINE} is refused: the probe is then an error, and the
+   * rest is the text before it.
+   */
   feed(chunk: string): { probe: Probe; rest: string } | undefined {
     this.text += chunk
     const at = this.text.indexOf(FACTS_MARK)
@@ -202,6 +213,16 @@ export class LaunchReport {
     if (end < 0) {
       // Noise before the line (a chatty login script) is not kept without bound.
       if (at < 0 && this.text.length > 65536) this.text = this.text.slice(-4096)
+      // Nor is a facts line that does not end: a launcher that writes one is not one we can read.
+      if (at >= 0 && this.text.length - at > MAX_FACTS_LINE) {
+        const rest = this.text.slice(0, at)
+        this.text = ''
+        const error = new TransportError(
+          `the launcher on ${this.host.name} wrote a facts line of more than ${MAX_FACTS_LINE} characters without its end (it is a small JSON object); is something else writing to its stderr?`,
+          { host: this.host.name, reason: 'node' },
+        )
+        return { probe: { ok: false, error }, rest }
+      }
       return undefined
     }
     const probe = readProbe({ code: 0, stdout: Buffer.from(this.text.slice(at + FACTS_MARK.length, end)), stderr: '' }, this.host, wantedNode(this.host.node), this.hash)
@@ -225,6 +246,9 @@ export class LaunchWatch<T extends { stderr: string[] }> {
   private resolve!: (o: LaunchOutcome<T>) => void
   private readonly report: LaunchReport
   private decided = false
+  /** Set once worker 0 runs: its stderr is kept for its log until the pool opens it (only the last {@link MAX_FACTS_LINE} characters). */
+  private running = false
+  private kept = 0
   private readonly timer: NodeJS.Timeout
 
   constructor(host: { name: string; node?: string }, hash: string, private readonly early: T, stop: () => void) {
@@ -239,15 +263,25 @@ export class LaunchWatch<T extends { stderr: string[] }> {
 
   /** Text the launcher wrote to its stderr. */
   stderr(text: string): void {
-    if (this.decided) return void this.early.stderr.push(text)
+    if (this.decided) return this.keep(text)
     const got = this.report.feed(text)
     if (!got) return
     this.decide()
-    if (got.rest) this.early.stderr.push(got.rest)
+    this.running = got.probe.ok && got.probe.worker
+    this.keep(got.rest)
     // Ready: the launcher is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
     // The record itself is handed on, not a copy: the transport goes on writing what happens to the launcher
     // into it (its exit, its close) until the pool opens worker 0, which must see a death that came first.
     this.resolve(got.probe.ok && got.probe.worker ? { running: Object.assign(this.early, { facts: got.probe.facts }) } : { probe: got.probe })
+  }
+
+  /** Keeps worker 0's stderr for its log, the oldest dropped past the bound; a launcher that is not worker 0 has no log. */
+  private keep(text: string): void {
+    if (!this.running || !text) return
+    const stderr = this.early.stderr
+    stderr.push(text)
+    this.kept += text.length
+    while (this.kept > MAX_FACTS_LINE && stderr.length > 1) this.kept -= stderr.shift()!.length
   }
 
   /** The launcher ended (or could not start). */
