@@ -4,11 +4,13 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { tempDir, thrown } from './helpers.ts'
-import { FACTS_MARK, LaunchReport, LaunchWatch, launchCommand, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+import { FACTS_MARK, LaunchReport, LaunchWatch, launchCommand, REMOTE_COMMAND, scriptLine, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
 
-// The worker's command line, run here by the same shells a host would run
-// it with (`$SHELL -c`), with a stand-in for node that reports the words and
-// the environment it was started with.
+// The worker's command, run here as a host would run it: the login shell
+// (`$SHELL -c`: sh, bash, dash, csh, tcsh or fish, those installed) runs
+// REMOTE_COMMAND, whose sh reads the script from the first line of its
+// stdin; a stand-in for node reports the words and the environment it was
+// started with.
 
 /** Strings a shell would do something with if they reached it unquoted. */
 function hostile(marker: string): string[] {
@@ -36,19 +38,28 @@ function facts(node: string, workerFile: string): HostFacts {
   return { node, version: 'v20.0.0', platform: 'linux', arch: 'x64', cores: 1, cacheDir: path.dirname(workerFile), workerFile }
 }
 
-const shells = ['sh', 'bash'].filter((s) => spawnSync(s, ['-c', 'true']).status === 0)
+const SHELLS = ['sh', 'bash', 'dash', 'csh', 'tcsh', 'fish']
+const shells = SHELLS.filter((s) => spawnSync(s, ['-c', 'true'], { stdio: 'ignore' }).status === 0)
+const absent = SHELLS.filter((s) => !shells.includes(s))
+if (absent.length > 0) console.log(`not installed, skipped as login shells: ${absent.join(', ')}`)
 
 /**
- * Runs a command line as sshd would, with `shell -c`, in an empty directory
- * that must stay empty (a stray `touch` of a relative path would land
- * there); returns the NUL-separated words it printed.
+ * Runs a script as a host would, the login shell `shell` running
+ * REMOTE_COMMAND (`shell -c`) with the script line and then `rest` on its
+ * stdin, in an empty directory that must stay empty (a stray `touch` of a
+ * relative path would land there); returns its stdout.
  */
-function runAs(shell: string, command: string): string[] {
+function runScript(shell: string, script: string, rest = ''): string {
   const cwd = tempDir()
-  const r = spawnSync(shell, ['-c', command], { encoding: 'utf8', cwd })
-  assert.is(r.status, 0, `${shell} -c ${command}: ${r.stderr}`)
-  assert.equal(readdirSync(cwd), [], `${shell} -c ${command} wrote into its working directory`)
-  return r.stdout.split('\0').slice(0, -1)
+  const r = spawnSync(shell, ['-c', REMOTE_COMMAND], { encoding: 'utf8', cwd, input: Buffer.concat([scriptLine(script), Buffer.from(rest)]) })
+  assert.is(r.status, 0, `${shell} -c ${REMOTE_COMMAND} < ${script}: ${r.stderr}`)
+  assert.equal(readdirSync(cwd), [], `${shell} ran ${script} and wrote into its working directory`)
+  return r.stdout
+}
+
+/** Runs a script that starts a fake node (see runScript); returns the NUL-separated words it printed. */
+function runAs(shell: string, script: string): string[] {
+  return runScript(shell, script).split('\0').slice(0, -1)
 }
 
 const command = suite('workerCommand')
@@ -73,6 +84,33 @@ for (const shell of shells) {
     }
   })
 }
+
+for (const shell of shells) {
+  command(`a node path with = in it is run as node, with env set, under ${shell} (regression: env took it for an assignment)`, () => {
+    const node = fakeNode(path.join(tempDir(), 'x=y'))
+    const words = runAs(shell, workerCommand(facts(node, '/c/worker.mjs'), { FARPIPE_V: 'a=b', OTHER: '1' }, []))
+    assert.equal(words, ['--enable-source-maps', '/c/worker.mjs', 'a=b'])
+  })
+
+  command(`the script line runs under ${shell} as the login shell, and what follows it on stdin is left for the command`, () => {
+    const marker = path.join(tempDir(), 'pwned')
+    for (const value of [...hostile(marker), 'two\nlines\n', '!!', "it's", '\\']) {
+      assert.is(runScript(shell, `printf '%s|' ${shq(value)}; cat`, 'the rest\nof stdin'), `${value}|the rest\nof stdin`, JSON.stringify(value))
+    }
+    assert.not.ok(existsSync(marker), 'the shell ran something it was given as data')
+  })
+}
+
+command('the command line the login shell reads holds nothing csh, tcsh or fish read differently from sh', () => {
+  const inside = /^exec sh -c '([^']*)'$/.exec(REMOTE_COMMAND)?.[1]
+  assert.ok(inside, REMOTE_COMMAND)
+  assert.not.match(inside, /[\\\n!']/)
+})
+
+command('a script line is one line, whatever line breaks its quoted words hold', () => {
+  const line = scriptLine(`printf '%s' ${shq('a\nb\n')}`).toString()
+  assert.is(line.indexOf('\n'), line.length - 1)
+})
 
 command('refuses an environment variable name that is not a shell name, naming it', () => {
   const f = facts('/usr/bin/node', '/tmp/worker.mjs')
@@ -165,7 +203,7 @@ launch("the stderr of worker 0 kept until the pool opens it is bounded, and a la
 
 launch('its command quotes every word, and ends with the script, the cache directory and the hash', () => {
   const cmd = launchCommand({ node: '/opt/my node/bin/node', cacheDir: "~/it's" }, 'b'.repeat(64), { A: 'x y' }, [])
-  assert.ok(cmd.startsWith(`exec env 'A=x y' '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
+  assert.ok(cmd.startsWith(`export A='x y'; exec '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
   assert.ok(cmd.endsWith(` ${shq("~/it's")} ${shq('b'.repeat(64))}`))
 })
 

@@ -11,6 +11,15 @@
  * connection for a command host), so the probe does all its checks in one
  * exec and uploads happen only when something is missing.
  *
+ * The login shell is whatever the remote user has: sh or bash, but also
+ * csh, tcsh or fish, which read quotes, backslashes, `!`, line breaks and
+ * redirections in their own ways. So the command line it is given is always
+ * the same {@link REMOTE_COMMAND}, which every one of them reads alike: it
+ * starts `sh`, which reads its script from the first line of its stdin (see
+ * {@link scriptLine}). Everything that varies (paths, values, the scripts
+ * for node) travels there, where only sh reads it, before whatever the
+ * command reads from its stdin next (frames, or a file to upload).
+ *
  * @module
  */
 import { createHash } from 'node:crypto'
@@ -25,6 +34,33 @@ export const MIN_NODE_MAJOR = 20
 /** Quotes one argument for a POSIX shell: `'…'`, with each `'` written as `'\''`. */
 export function shq(arg: string): string {
   return `'${arg.replace(/'/g, `'\\''`)}'`
+}
+
+/**
+ * What `sh -c` runs for every remote command: it reads one line from its
+ * stdin and runs it. POSIX has `read` take no byte past the line's end, so
+ * what follows on stdin is left for the command the script starts.
+ */
+export const SCRIPT_READER = 'IFS= read -r script && eval "$script"'
+
+/**
+ * The command line of every remote command, for the remote user's login
+ * shell (sshd runs it as `$SHELL -c <this>`; `ssh host <this>` alike): sh,
+ * with {@link SCRIPT_READER}. It holds no newline, no backslash, no `!` and
+ * no quote inside its single quotes, so sh, bash, dash, csh, tcsh and fish
+ * all pass the same words to sh; `exec` leaves no login shell behind.
+ */
+export const REMOTE_COMMAND = `exec sh -c '${SCRIPT_READER}'`
+
+/**
+ * The first line of a remote command's stdin: `script` (a sh script built
+ * from constant parts without line breaks and {@link shq}-quoted words) on
+ * one line. A line break inside a quoted word becomes `'"$1"'`, `$1` being
+ * set to a line break first, so values with line breaks arrive whole.
+ */
+export function scriptLine(script: string): Buffer {
+  const line = script.includes('\n') ? `set -- "$(printf '\\n.')"; set -- "\${1%.}"; ${script.replace(/\n/g, `'"$1"'`)}` : script
+  return Buffer.from(`${line}\n`, 'utf8')
 }
 
 /** What the probe found on the host. */
@@ -49,13 +85,13 @@ export interface ExecResult {
 }
 
 /**
- * Runs one shell command line on the host (no pty), feeding `input` (a
- * buffer, or a file to stream) to its stdin, and resolves with its exit code
- * and output once it ends. Rejects only when the command could not be run at
- * all (the channel would not open); a command that fails resolves with its
- * code.
+ * Runs one sh script on the host (no pty) as {@link REMOTE_COMMAND} with
+ * {@link scriptLine}, feeding `input` (a buffer, or a file to stream) to its
+ * stdin after that line, and resolves with its exit code and output once it
+ * ends. Rejects only when the command could not be run at all (the channel
+ * would not open); a command that fails resolves with its code.
  */
-export type Exec = (command: string, input?: Buffer | { file: string }) => Promise<ExecResult>
+export type Exec = (script: string, input?: Buffer | { file: string }) => Promise<ExecResult>
 
 /**
  * Runs on the host with its own node (CommonJS, old-Node-safe syntax so it
@@ -162,13 +198,13 @@ export function wantedNode(node: string | undefined): string {
 }
 
 /**
- * The command that starts the first worker of a host not yet prepared (see
+ * The script that starts the first worker of a host not yet prepared (see
  * {@link LAUNCH_JS}): on its stderr the facts, then, if the host is ready,
  * the worker on its stdin and stdout. Quoted word by word, as
  * {@link workerCommand}.
  */
 export function launchCommand(host: { node?: string; cacheDir?: string }, hash: string, env: Record<string, string> | undefined, nodeArgs: string[]): string {
-  return [...envWords(env), shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)].join(' ')
+  return nodeScript(env, [shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)])
 }
 
 /**
@@ -405,24 +441,27 @@ function cacheDirShell(dir: string | undefined): string {
 }
 
 /**
- * The command that starts one worker: exec'd, so the shell leaves and
+ * The script that starts one worker: exec'd, so the shell leaves and
  * signals reach node. Every word is built apart and quoted whole, so spaces,
  * quotes and line breaks inside a path or a value reach node unchanged, and
  * nothing in them is run by the remote shell. Throws a TypeError for an
  * environment variable name that is not `[A-Za-z_][A-Za-z0-9_]*`.
  */
 export function workerCommand(facts: HostFacts, env: Record<string, string> | undefined, nodeArgs: string[]): string {
-  return [...envWords(env), shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)].join(' ')
+  return nodeScript(env, [shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)])
 }
 
-/** `exec`, then `env` and its quoted `NAME=value` words when there are variables. */
-function envWords(env: Record<string, string> | undefined): string[] {
-  const words = ['exec']
-  const vars = Object.entries(env ?? {})
-  if (vars.length > 0) words.push('env')
-  for (const [k, v] of vars) {
+/**
+ * `exec` of node's quoted words, after an `export` of the environment when
+ * there is one. The variables are shell assignments, not `env` words: `env`
+ * takes every word with an `=` for an assignment, a node path such as
+ * `/opt/x=y/bin/node` included, and one `export` expands all its values
+ * before it sets any.
+ */
+function nodeScript(env: Record<string, string> | undefined, node: string[]): string {
+  const vars = Object.entries(env ?? {}).map(([k, v]) => {
     if (!ENV_NAME.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name (letters, digits and _, not starting with a digit)`)
-    words.push(shq(`${k}=${v}`))
-  }
-  return words
+    return `${k}=${shq(v)}`
+  })
+  return [...(vars.length > 0 ? [`export ${vars.join(' ')};`] : []), 'exec', ...node].join(' ')
 }

@@ -20,7 +20,7 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, REMOTE_COMMAND, SCRIPT_READER, scriptLine, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
@@ -47,11 +47,13 @@ export interface CommandHost {
    */
   command: string[]
   /**
-   * How the remote command is appended. `false`: as separate words,
-   * `sh -c <script>`, for engines that pass their arguments on as an argv
-   * without a shell (`kubectl exec`, `docker exec`). `true`: as one word,
-   * `sh -c '<script, quoted>'`, for commands that join their arguments into
-   * a line for the remote user's shell to parse, as `ssh` does.
+   * How the remote command is appended. The command is always `sh`, which
+   * reads what to run from the first line of the channel; `false`: as
+   * separate words, `sh -c <reader>`, for engines that pass their arguments
+   * on as an argv without a shell (`kubectl exec`, `docker exec`). `true`:
+   * as one word, `exec sh -c '<reader>'`, for commands that join their
+   * arguments into a line for the remote user's shell to parse, as `ssh`
+   * does (any shell: sh, bash, csh, tcsh or fish read it alike).
    * @default true when the program's base name is `ssh`, else false
    */
   remoteShell?: boolean
@@ -389,15 +391,17 @@ export class CommandTransport implements Transport {
   }
 
   /**
-   * Starts the command with `script` appended, to be run by `sh -c` on the
-   * host: as the words `sh`, `-c`, `script` for engines that pass an argv
-   * on, or as the one word `sh -c '<script>'` for commands whose arguments a
-   * remote shell parses (ssh). The command's own environment is this
-   * process's: the workers get only `env`, on their command line.
+   * Starts the command with sh appended, which reads `script` from the first
+   * line of its stdin (written here first): as the words `sh`, `-c`,
+   * {@link SCRIPT_READER} for engines that pass an argv on, or as the one
+   * word {@link REMOTE_COMMAND} for commands whose arguments a remote shell
+   * parses (ssh), whatever shell that is. The command's own environment is
+   * this process's: the workers get only `env`, in their script.
    */
   private spawn(script: string): ChildProcess {
-    const tail = this.remoteShell ? [`sh -c ${shq(script)}`] : ['sh', '-c', script]
+    const tail = this.remoteShell ? [REMOTE_COMMAND] : ['sh', '-c', SCRIPT_READER]
     const child = spawn(this.program, [...this.args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
+    child.stdin!.write(scriptLine(script))
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
     child.on('close', () => {

@@ -14,7 +14,7 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, REMOTE_COMMAND, scriptLine, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
@@ -102,11 +102,23 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   return out
 }
 
+/**
+ * Starts `script` on a new exec channel (no pty): the login shell runs
+ * {@link REMOTE_COMMAND}, whose sh reads the script from the channel's first
+ * line, written here before anything else.
+ */
+function execScript(client: Client, script: string, done: (err: Error | undefined, ch: ClientChannel) => void): void {
+  client.exec(REMOTE_COMMAND, { pty: false }, (err, ch) => {
+    if (!err) ch.write(scriptLine(script))
+    done(err, ch)
+  })
+}
+
 /** Runs bootstrap's commands on exec channels of an ssh2 connection (no pty). */
 function sshExec(client: Client): Exec {
-  return (command, input) =>
+  return (script, input) =>
     new Promise((resolve, reject) => {
-      client.exec(command, { pty: false }, (err, ch) => {
+      execScript(client, script, (err, ch) => {
         if (err) return reject(err)
         const out: Buffer[] = []
         let errText = ''
@@ -196,7 +208,7 @@ export class SshTransport implements Transport {
     const host = { node: this.spec.node, cacheDir: this.cacheDir }
     const command = launchCommand(host, hash, this.spec.env, this.options.nodeArgs ?? [])
     return new Promise((resolve) => {
-      conn.client.exec(command, { pty: false }, (err, ch) => {
+      execScript(conn.client, command, (err, ch) => {
         if (err) return resolve({})
         const onData = (d: Buffer) => early.data.push(d)
         const onStderr = (t: string) => watch.stderr(t)
@@ -238,7 +250,7 @@ export class SshTransport implements Transport {
     if (early) this.launched = undefined
     const ch = early?.ch ?? await new Promise<ClientChannel>((resolve, reject) => {
       const command = workerCommand(this.facts!, this.spec.env, this.options.nodeArgs ?? [])
-      conn.client.exec(command, { pty: false }, (err, stream) => {
+      execScript(conn.client, command, (err, stream) => {
         if (err) {
           const hint = /open failure|prohibited/i.test(err.message) ? ' (sshd may allow fewer sessions per connection: see MaxSessions)' : ''
           reject(new TransportError(`cannot start worker ${where}: ${err.message}${hint}`, { host: this.host, reason: 'closed', cause: err }))
@@ -321,8 +333,8 @@ export class SshTransport implements Transport {
       kill: (pid) => {
         if (!Number.isSafeInteger(pid) || pid < 2) return
         // sshd refuses signal requests for forced commands; a kill run over the same connection works everywhere.
-        conn.client.exec(`kill -KILL ${pid} 2>/dev/null`, (err, stream) => {
-          if (!err) stream.on('data', () => {}).on('close', () => {}).stderr.resume()
+        execScript(conn.client, `kill -KILL ${pid} 2>/dev/null`, (err, stream) => {
+          if (!err) stream.on('data', () => {}).on('close', () => {}).end().stderr.resume()
         })
       },
     }

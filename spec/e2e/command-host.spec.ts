@@ -393,6 +393,21 @@ function quoting(sshd: Sshd | undefined): void {
       }
       assert.not.ok(existsSync(marker), 'a shell ran something it was given as data')
     })
+
+    q(`a node path with = in it runs workers with env set through ${target.name} (regression: env took it for an assignment)`, async () => {
+      const dir = path.join(tempDir(), 'node=20', 'bin')
+      mkdirSync(dir, { recursive: true })
+      const node = path.join(dir, 'node')
+      symlinkSync(process.execPath, node)
+      const cacheDir = tempDir()
+      // Twice: the long way, then worker 0 through the launcher.
+      for (let round = 0; round < 2; round++) {
+        await withPool({ ...target, node, env: { FARPIPE_A: 'a=b' } }, { cacheDir }, async (p) => {
+          const { value, argv0 } = await p.run(t.readEnv, 'FARPIPE_A')
+          assert.equal({ value, argv0 }, { value: 'a=b', argv0: node })
+        })
+      }
+    })
   }
 
   q.run()
