@@ -25,11 +25,11 @@ function hostile(marker: string): string[] {
   ]
 }
 
-/** A fake node at `<dir>/<name>` that prints its arguments and $FARPIPE_V, NUL-separated. */
+/** A fake node at `<dir>/<name>` that prints its arguments and $FARPIPE_V, NUL-separated, where a worker's frames go (descriptor 3). */
 function fakeNode(dir: string, name = 'node'): string {
   mkdirSync(dir, { recursive: true })
   const file = path.join(dir, name)
-  writeFileSync(file, `#!/bin/sh\nprintf '%s\\0' "$@" "$FARPIPE_V"\n`)
+  writeFileSync(file, `#!/bin/sh\nprintf '%s\\0' "$@" "$FARPIPE_V" >&3\n`)
   chmodSync(file, 0o755)
   return file
 }
@@ -50,11 +50,16 @@ if (absent.length > 0) console.log(`not installed, skipped as login shells: ${ab
  * relative path would land there); returns its stdout.
  */
 function runScript(shell: string, script: string, rest = ''): string {
+  return runScriptFully(shell, script, rest).stdout
+}
+
+/** runScript, giving its stderr too. */
+function runScriptFully(shell: string, script: string, rest = ''): { stdout: string; stderr: string } {
   const cwd = tempDir()
   const r = spawnSync(shell, ['-c', REMOTE_COMMAND], { encoding: 'utf8', cwd, input: Buffer.concat([scriptLine(script), Buffer.from(rest)]) })
   assert.is(r.status, 0, `${shell} -c ${REMOTE_COMMAND} < ${script}: ${r.stderr}`)
   assert.equal(readdirSync(cwd), [], `${shell} ran ${script} and wrote into its working directory`)
-  return r.stdout
+  return { stdout: r.stdout, stderr: r.stderr }
 }
 
 /** Runs a script that starts a fake node (see runScript); returns the NUL-separated words it printed. */
@@ -101,6 +106,16 @@ for (const shell of shells) {
   })
 }
 
+for (const shell of shells) {
+  command(`the worker's frames go to the channel's stdout on descriptor 3, and its descriptor 1 to the channel's stderr, under ${shell}`, () => {
+    const dir = tempDir()
+    const node = path.join(dir, 'node')
+    writeFileSync(node, `#!/bin/sh\nprintf frames >&3; printf one; printf two >&2\n`, { mode: 0o755 })
+    const r = runScriptFully(shell, workerCommand(facts(node, '/c/w.mjs'), {}, []))
+    assert.equal(r, { stdout: 'frames', stderr: 'onetwo' })
+  })
+}
+
 command('the command line the login shell reads holds nothing csh, tcsh or fish read differently from sh', () => {
   const inside = /^exec sh -c '([^']*)'$/.exec(REMOTE_COMMAND)?.[1]
   assert.ok(inside, REMOTE_COMMAND)
@@ -122,7 +137,7 @@ command('refuses an environment variable name that is not a shell name, naming i
 })
 
 command('starts node without env when there is no environment to set', () => {
-  assert.is(workerCommand(facts('/opt/node  20/bin/node', '/c/w.mjs'), {}, []), `exec '/opt/node  20/bin/node' --enable-source-maps '/c/w.mjs'`)
+  assert.is(workerCommand(facts('/opt/node  20/bin/node', '/c/w.mjs'), {}, []), `exec 3>&1 1>&2; exec '/opt/node  20/bin/node' --enable-source-maps '/c/w.mjs'`)
 })
 
 command.run()
@@ -203,7 +218,7 @@ launch("the stderr of worker 0 kept until the pool opens it is bounded, and a la
 
 launch('its command quotes every word, and ends with the script, the cache directory and the hash', () => {
   const cmd = launchCommand({ node: '/opt/my node/bin/node', cacheDir: "~/it's" }, 'b'.repeat(64), { A: 'x y' }, [])
-  assert.ok(cmd.startsWith(`export A='x y'; exec '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
+  assert.ok(cmd.startsWith(`exec 3>&1 1>&2; export A='x y'; exec '/opt/my node/bin/node' --enable-source-maps -e '`), cmd.slice(0, 80))
   assert.ok(cmd.endsWith(` ${shq("~/it's")} ${shq('b'.repeat(64))}`))
 })
 

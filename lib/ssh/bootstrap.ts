@@ -131,7 +131,9 @@ export const FACTS_MARK = '\u0000farpipe-facts '
  */
 const LAUNCH_JS =
   PROBE_CORE +
-  `process.stderr.write(${JSON.stringify(FACTS_MARK)} + JSON.stringify(out) + '\\n');
+  // Written with fs.writeSync, not process.stderr: that would make the stderr pipe non-blocking for good, and
+  // with it the worker's descriptor 1 (the same pipe), where user code's fs.writeSync(1, …) would then fail with EAGAIN.
+  `fs.writeSync(2, ${JSON.stringify(FACTS_MARK)} + JSON.stringify(out) + '\\n');
 if (out.worker && !out.error && Number((/^v(\\d+)/.exec(process.version) || [])[1]) >= ${MIN_NODE_MAJOR}) new Function('u', 'return import(u)')(require('url').pathToFileURL(file).href);
 `
 
@@ -200,7 +202,7 @@ export function wantedNode(node: string | undefined): string {
 /**
  * The script that starts the first worker of a host not yet prepared (see
  * {@link LAUNCH_JS}): on its stderr the facts, then, if the host is ready,
- * the worker on its stdin and stdout. Quoted word by word, as
+ * the worker on the channel's stdin and stdout. Quoted word by word, as
  * {@link workerCommand}.
  */
 export function launchCommand(host: { node?: string; cacheDir?: string }, hash: string, env: Record<string, string> | undefined, nodeArgs: string[]): string {
@@ -452,16 +454,23 @@ export function workerCommand(facts: HostFacts, env: Record<string, string> | un
 }
 
 /**
- * `exec` of node's quoted words, after an `export` of the environment when
- * there is one. The variables are shell assignments, not `env` words: `env`
- * takes every word with an `=` for an assignment, a node path such as
- * `/opt/x=y/bin/node` included, and one `export` expands all its values
- * before it sets any.
+ * Moves the channel's stdout to descriptor 3 for the worker's frames, and
+ * points descriptor 1 at the channel's stderr: what user code writes there
+ * becomes the worker's log, not a frame (see lib/worker/main.ts).
+ */
+const FRAMES_TO_FD3 = 'exec 3>&1 1>&2;'
+
+/**
+ * `exec` of node's quoted words, with the frames on descriptor 3, after an
+ * `export` of the environment when there is one. The variables are shell
+ * assignments, not `env` words: `env` takes every word with an `=` for an
+ * assignment, a node path such as `/opt/x=y/bin/node` included, and one
+ * `export` expands all its values before it sets any.
  */
 function nodeScript(env: Record<string, string> | undefined, node: string[]): string {
   const vars = Object.entries(env ?? {}).map(([k, v]) => {
     if (!ENV_NAME.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name (letters, digits and _, not starting with a digit)`)
     return `${k}=${shq(v)}`
   })
-  return [...(vars.length > 0 ? [`export ${vars.join(' ')};`] : []), 'exec', ...node].join(' ')
+  return [FRAMES_TO_FD3, ...(vars.length > 0 ? [`export ${vars.join(' ')};`] : []), 'exec', ...node].join(' ')
 }

@@ -23,7 +23,7 @@ import { checkEnv } from '../ssh/config.ts'
 import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, REMOTE_COMMAND, SCRIPT_READER, scriptLine, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
 import { describe, MAX_TIMER_MS } from '../options.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /**
  * A host reached through a command: what `pool({ hosts })` takes next to SSH
@@ -221,6 +221,7 @@ export class CommandTransport implements Transport {
     }
     const child = early?.child ?? this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
     const tail = new StderrTail(STDERR_TAIL)
+    const lines = new StderrLines((text) => events.stderr(text))
     let heard = false
     let destroyed = false
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -230,7 +231,7 @@ export class CommandTransport implements Transport {
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (text: string) => {
       tail.push(text)
-      events.stderr(text)
+      lines.push(text)
     })
     // EPIPE on a dead command's stdin is reported by 'close' below, with more to say.
     child.stdin!.on('error', () => {})
@@ -240,7 +241,7 @@ export class CommandTransport implements Transport {
       // What worker 0 said before the pool took it: replayed in order.
       for (const text of early.stderr) {
         tail.push(text)
-        events.stderr(text)
+        lines.push(text)
       }
       for (const d of early.data) {
         heard = true
@@ -264,6 +265,7 @@ export class CommandTransport implements Transport {
       })
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
       if (silent) this.failure = error
+      lines.flush()
       events.close(error)
     }
     child.on('close', onClose)

@@ -19,7 +19,7 @@ import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
@@ -259,12 +259,14 @@ export class SshTransport implements Transport {
     })
     early?.detach()
     const tail = new StderrTail(STDERR_TAIL)
+    const lines = new StderrLines((text) => events.stderr(text))
     let exit: { code: number | null; signal: string | undefined } | undefined
     let closed = false
     const close = (error: Error) => {
       if (closed) return
       closed = true
       group.channels.delete(member)
+      lines.flush()
       events.close(error)
     }
     const member = { close }
@@ -274,7 +276,7 @@ export class SshTransport implements Transport {
     ch.stderr.setEncoding('utf8')
     ch.stderr.on('data', (text: string) => {
       tail.push(text)
-      events.stderr(text)
+      lines.push(text)
     })
     ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal }))
     if (early) {
@@ -282,7 +284,7 @@ export class SshTransport implements Transport {
       exit = early.exit
       for (const text of early.stderr) {
         tail.push(text)
-        events.stderr(text)
+        lines.push(text)
       }
       for (const d of early.data) events.data(d)
     }
