@@ -179,6 +179,10 @@ export class LocalTransport implements Transport {
       stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       env: this.env ? { ...process.env, ...this.env } : process.env,
       windowsHide: true,
+      // A session of its own, out of the caller's process group: a terminal's Ctrl-C (SIGINT to the whole
+      // foreground group) reaches the caller alone, which cancels its calls so that their finally blocks run.
+      // The worker still goes with the caller: it exits when its stdin ends, and onExit kills it.
+      detached: process.platform !== 'win32',
     })
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
