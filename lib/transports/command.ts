@@ -213,6 +213,7 @@ export class CommandTransport implements Transport {
   async open(index: number, events: TransportEvents): Promise<Channel> {
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const facts = this.facts ?? (await this.prepared())
+    if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const where = `${this.host}/${index}`
     const early = index === 0 ? this.launched : undefined
     if (early) {
@@ -220,6 +221,7 @@ export class CommandTransport implements Transport {
       early.detach()
     }
     const child = early?.child ?? this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
+    if (index === 0) this.worker0 = child
     const tail = new StderrTail(STDERR_TAIL)
     const lines = new StderrLines((text) => events.stderr(text))
     let heard = false
@@ -249,6 +251,7 @@ export class CommandTransport implements Transport {
       }
     }
     const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (this.worker0 === child) this.worker0 = undefined
       const how = spawnError
         ? `could not start ${this.program}: ${spawnError.message}`
         : destroyed
@@ -330,6 +333,12 @@ export class CommandTransport implements Transport {
 
   /** Worker 0, started together with the probe, until the pool opens it. */
   private launched: Launched | undefined
+  /**
+   * Worker 0's command once the pool opened it, while it runs. A probe of
+   * the host meanwhile (the pool reconnects a host that failed) goes the
+   * long way: a launcher would start a second worker 0 that nobody opens.
+   */
+  private worker0: ChildProcess | undefined
 
   /**
    * Starts the launcher (the probe and the first worker in one command:
@@ -370,10 +379,16 @@ export class CommandTransport implements Transport {
     try {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       const bundle = await workerBundle()
+      if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
       let known: Probe | undefined
-      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched) {
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0) {
         const { running, probe } = await this.launch(bundle.hash)
+        if (running && this.closing) {
+          // close() came while it started: it ends with its input, as the workers close() ended do.
+          running.child.stdin!.end()
+          throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
+        }
         if (running) {
           this.launched = running
           this.facts = running.facts

@@ -6,7 +6,7 @@
 // the node upload, and hostile strings through both ways of appending the
 // worker's command line (separate words, or one word for a remote shell).
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { createServer } from 'node:net'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,7 +14,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, running, tempDir, thrown, until, workerChildren } from '../helpers.ts'
+import { collect, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 import { coreSuites } from './core.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
@@ -280,6 +280,46 @@ function failures(): void {
     } finally {
       process.off('warning', onWarning)
     }
+  })
+
+  fold('probing a host again while its worker 0 runs starts no spare worker 0, and close() leaves nothing running', async () => {
+    const cacheDir = tempDir()
+    const node = path.join(tempDir(), 'node')
+    symlinkSync(process.execPath, node)
+    const host = { ...LOCAL_SH, node }
+    // Prepared, so that every probe of the host is made by a launcher.
+    await withPool(host, { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const before = new Set(workerChildren().map((c) => c.pid))
+    const ours = () => workerChildren().filter((c) => !before.has(c.pid) && c.state !== 'Z').map((c) => c.pid).sort()
+    const p = await pool({ hosts: [host], cacheDir, workers: 2, onLog: () => {} })
+    try {
+      const both = () => Promise.allSettled([p.run(t.pause, 200), p.run(t.pause, 200)])
+      const workers = () => p.stats().hosts[0]!.workers
+      await both()
+      const [first, second] = await until(() => workers().every((w) => w.up) && workers().map((w) => w.pid!), 10_000, 'both workers')
+      // Worker 1 dies, and its restart cannot find node: its command ends before it says anything, the host is down.
+      rmSync(node)
+      process.kill(second!, 'SIGKILL')
+      await until(() => !running(second!), 10_000, 'worker 1 to die')
+      // Calls on both workers start worker 1 again, which fails.
+      for (let tries = 0; p.hosts[0]!.up; tries++) {
+        assert.ok(tries < 50, 'the host did not go down')
+        await both()
+      }
+      // node is back: the pool probes the host again while worker 0 still runs, and calls start worker 1 again.
+      symlinkSync(process.execPath, node)
+      for (let tries = 0; !(p.hosts[0]!.up && workers().every((w) => w.up)); tries++) {
+        assert.ok(tries < 150, 'the host did not come back with both workers')
+        await both()
+        await sleep(200)
+      }
+      const pids = workers().map((w) => w.pid!)
+      assert.is(pids[0], first, 'worker 0 kept running')
+      assert.equal(ours(), [...pids].sort(), 'every process the host runs is a worker of the pool')
+    } finally {
+      await p.close()
+    }
+    assert.equal(ours(), [], 'close() left processes running')
   })
 
   fold('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {

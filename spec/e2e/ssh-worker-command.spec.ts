@@ -44,6 +44,23 @@ function hostile(marker: string): string[] {
   ]
 }
 
+/** The node processes the sshd's sessions run (its workers, and any launcher), by pid. */
+function nodesOf(sshd: Sshd): number[] {
+  const sessions = new Set(sshd.sessionPids())
+  const out: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (state !== 'Z' && sessions.has(Number(ppid)) && readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'node') out.push(Number(name))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out.sort()
+}
+
 /** Files in `dir` named like a bundle (`<sha256>.mjs`). */
 const bundlesIn = (dir: string) => (existsSync(dir) ? readdirSync(dir).filter((f) => /^[0-9a-f]{64}\.mjs$/.test(f)) : [])
 
@@ -182,6 +199,33 @@ function cacheSuite(sshd: Sshd): void {
     const again = await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }], workers: 2 }, firstWorker)
     assert.ok(again[0]!.includes('farpipe-facts'), 'worker 0 was started by the launcher')
     assert.ok(again.slice(1).every((c) => c === '' || !c.includes('farpipe-facts')))
+  })
+
+  c('reconnecting to a prepared host after its connection dropped starts no spare worker 0, and close() leaves nothing running', async () => {
+    const cacheDir = tempDir()
+    const host = { host: sshd.alias, cacheDir }
+    // Prepared, so that a probe of the host would be made by a launcher.
+    await withPool({ hosts: [host] }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const p = await pool({ hosts: [host], workers: 2, onLog: () => {} })
+    try {
+      const both = () => Promise.allSettled([p.run(t.pause, 200), p.run(t.pause, 200)])
+      const workers = () => p.stats().hosts[0]!.workers
+      await both()
+      await until(() => workers().every((w) => w.up), 10_000, 'both workers')
+      // The connection drops: every worker goes with it, and the pool reconnects.
+      for (const pid of sshd.sessionPids()) process.kill(pid, 'SIGKILL')
+      await until(() => !p.hosts[0]!.up || workers().some((w) => !w.up), 10_000, 'the drop to be noticed')
+      for (let tries = 0; !(p.hosts[0]!.up && workers().every((w) => w.up)); tries++) {
+        assert.ok(tries < 150, 'the host did not come back with both workers')
+        await both()
+        await sleep(200)
+      }
+      const pids = workers().map((w) => w.pid!).sort()
+      await until(() => String(nodesOf(sshd)) === String(pids), 10_000, `the host to run only the workers ${pids} (it runs ${nodesOf(sshd)})`)
+    } finally {
+      await p.close()
+    }
+    await until(() => nodesOf(sshd).length === 0, 10_000, 'the workers on the host to exit after close()')
   })
 
   c('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {
