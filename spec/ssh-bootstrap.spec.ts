@@ -4,7 +4,8 @@ import { spawnSync } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { tempDir, thrown } from './helpers.ts'
-import { FACTS_MARK, LaunchReport, LaunchWatch, launchCommand, REMOTE_COMMAND, scriptLine, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+import { FACTS_MARK, launchCommand, REMOTE_COMMAND, scriptLine, shq, workerCommand, type HostFacts } from '../lib/ssh/bootstrap.ts'
+import { LaunchReport, LaunchWatch } from '../lib/ssh/launch.ts'
 
 // The worker's command, run here as a host would run it: the login shell
 // (`$SHELL -c`: sh, bash, dash, csh, tcsh or fish, those installed) runs

@@ -12,8 +12,7 @@ export interface TransportEvents extends ChannelEvents {
   /**
    * Text the worker process wrote to its descriptors 1 and 2, outside the
    * frame channel (user code writing there directly, Node's own errors), in
-   * whole lines: what is left without a newline comes when the process ends
-   * (see {@link StderrLines}).
+   * whole lines: what is left without a newline comes when the process ends.
    */
   stderr(text: string): void
 }
