@@ -258,9 +258,19 @@ export class Session extends Link {
   /** The worker's process id on its host, once it said hello. */
   pid: number | undefined
 
-  /** Feeds a chunk of the worker process's own stderr (outside the frame channel) to the log. */
+  /**
+   * Feeds a chunk of what the worker process wrote to its own descriptors 1
+   * and 2 (outside the frame channel: a logger writing with
+   * `fs.writeSync(1, …)`, a child process with inherited stdio, Node's own
+   * errors) to the log, on fd 2. It is the line of the call in flight when
+   * there is exactly one, which then most likely wrote it (so `farpipe run`
+   * shows it as that call's output), and of no call (0) otherwise. This text
+   * comes apart from the frames, so what a call writes just before it ends
+   * may arrive after its end, and then belongs to no call.
+   */
   stderr(text: string): void {
-    this.logText(2, text, 0)
+    const only = this.calls.size === 1 ? this.calls.keys().next().value : undefined
+    this.logText(2, text, only ?? 0)
   }
 
   protected frame(f: Frame): void {

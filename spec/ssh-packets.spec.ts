@@ -61,7 +61,7 @@ q('starts the worker with exec, the node path, the environment and the bundle al
     { A: 'b c', B: '$HOME' },
     ['--max-old-space-size=100'],
   )
-  assert.is(cmd, `exec env 'A=b c' 'B=$HOME' '/opt/my node' --enable-source-maps '--max-old-space-size=100' '/c/worker-'\\''x'\\''.mjs'`)
+  assert.is(cmd, `exec 3>&1 1>&2; export A='b c' B='$HOME'; exec '/opt/my node' --enable-source-maps '--max-old-space-size=100' '/c/worker-'\\''x'\\''.mjs'`)
 })
 
 q('refuses an environment variable name that is not a name', () => {

@@ -11,6 +11,15 @@
  * connection for a command host), so the probe does all its checks in one
  * exec and uploads happen only when something is missing.
  *
+ * The login shell is whatever the remote user has: sh or bash, but also
+ * csh, tcsh or fish, which read quotes, backslashes, `!`, line breaks and
+ * redirections in their own ways. So the command line it is given is always
+ * the same {@link REMOTE_COMMAND}, which every one of them reads alike: it
+ * starts `sh`, which reads its script from the first line of its stdin (see
+ * {@link scriptLine}). Everything that varies (paths, values, the scripts
+ * for node) travels there, where only sh reads it, before whatever the
+ * command reads from its stdin next (frames, or a file to upload).
+ *
  * @module
  */
 import { createHash } from 'node:crypto'
@@ -25,6 +34,33 @@ export const MIN_NODE_MAJOR = 20
 /** Quotes one argument for a POSIX shell: `'…'`, with each `'` written as `'\''`. */
 export function shq(arg: string): string {
   return `'${arg.replace(/'/g, `'\\''`)}'`
+}
+
+/**
+ * What `sh -c` runs for every remote command: it reads one line from its
+ * stdin and runs it. POSIX has `read` take no byte past the line's end, so
+ * what follows on stdin is left for the command the script starts.
+ */
+export const SCRIPT_READER = 'IFS= read -r script && eval "$script"'
+
+/**
+ * The command line of every remote command, for the remote user's login
+ * shell (sshd runs it as `$SHELL -c <this>`; `ssh host <this>` alike): sh,
+ * with {@link SCRIPT_READER}. It holds no newline, no backslash, no `!` and
+ * no quote inside its single quotes, so sh, bash, dash, csh, tcsh and fish
+ * all pass the same words to sh; `exec` leaves no login shell behind.
+ */
+export const REMOTE_COMMAND = `exec sh -c '${SCRIPT_READER}'`
+
+/**
+ * The first line of a remote command's stdin: `script` (a sh script built
+ * from constant parts without line breaks and {@link shq}-quoted words) on
+ * one line. A line break inside a quoted word becomes `'"$1"'`, `$1` being
+ * set to a line break first, so values with line breaks arrive whole.
+ */
+export function scriptLine(script: string): Buffer {
+  const line = script.includes('\n') ? `set -- "$(printf '\\n.')"; set -- "\${1%.}"; ${script.replace(/\n/g, `'"$1"'`)}` : script
+  return Buffer.from(`${line}\n`, 'utf8')
 }
 
 /** What the probe found on the host. */
@@ -49,13 +85,13 @@ export interface ExecResult {
 }
 
 /**
- * Runs one shell command line on the host (no pty), feeding `input` (a
- * buffer, or a file to stream) to its stdin, and resolves with its exit code
- * and output once it ends. Rejects only when the command could not be run at
- * all (the channel would not open); a command that fails resolves with its
- * code.
+ * Runs one sh script on the host (no pty) as {@link REMOTE_COMMAND} with
+ * {@link scriptLine}, feeding `input` (a buffer, or a file to stream) to its
+ * stdin after that line, and resolves with its exit code and output once it
+ * ends. Rejects only when the command could not be run at all (the channel
+ * would not open); a command that fails resolves with its code.
  */
-export type Exec = (command: string, input?: Buffer | { file: string }) => Promise<ExecResult>
+export type Exec = (script: string, input?: Buffer | { file: string }) => Promise<ExecResult>
 
 /**
  * Runs on the host with its own node (CommonJS, old-Node-safe syntax so it
@@ -95,7 +131,9 @@ export const FACTS_MARK = '\u0000farpipe-facts '
  */
 const LAUNCH_JS =
   PROBE_CORE +
-  `process.stderr.write(${JSON.stringify(FACTS_MARK)} + JSON.stringify(out) + '\\n');
+  // Written with fs.writeSync, not process.stderr: that would make the stderr pipe non-blocking for good, and
+  // with it the worker's descriptor 1 (the same pipe), where user code's fs.writeSync(1, …) would then fail with EAGAIN.
+  `fs.writeSync(2, ${JSON.stringify(FACTS_MARK)} + JSON.stringify(out) + '\\n');
 if (out.worker && !out.error && Number((/^v(\\d+)/.exec(process.version) || [])[1]) >= ${MIN_NODE_MAJOR}) new Function('u', 'return import(u)')(require('url').pathToFileURL(file).href);
 `
 
@@ -162,103 +200,13 @@ export function wantedNode(node: string | undefined): string {
 }
 
 /**
- * The command that starts the first worker of a host not yet prepared (see
+ * The script that starts the first worker of a host not yet prepared (see
  * {@link LAUNCH_JS}): on its stderr the facts, then, if the host is ready,
- * the worker on its stdin and stdout. Quoted word by word, as
+ * the worker on the channel's stdin and stdout. Quoted word by word, as
  * {@link workerCommand}.
  */
 export function launchCommand(host: { node?: string; cacheDir?: string }, hash: string, env: Record<string, string> | undefined, nodeArgs: string[]): string {
-  return [...envWords(env), shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)].join(' ')
-}
-
-/**
- * What starting the launcher gave: worker 0 running (its channel or process,
- * whatever the transport keeps, and the facts), or the probe it reported
- * before it exited (the host is not ready: the long way may reuse it), or
- * neither (it said nothing: node missing, or too old to run it).
- */
-export interface LaunchOutcome<T = unknown> {
-  running?: T & { facts: HostFacts }
-  probe?: Probe
-}
-
-/**
- * Reads the launcher's stderr up to its facts line (see {@link LAUNCH_JS}):
- * then gives the probe it makes, and the other text that came with it
- * (what a login script or the worker wrote), which belongs to the worker.
- */
-export class LaunchReport {
-  private text = ''
-  constructor(
-    private readonly host: { name: string; node?: string },
-    private readonly hash: string,
-  ) {}
-
-  /** Feeds stderr text; once the facts line is complete, returns the probe and the rest of the text. */
-  feed(chunk: string): { probe: Probe; rest: string } | undefined {
-    this.text += chunk
-    const at = this.text.indexOf(FACTS_MARK)
-    const end = at < 0 ? -1 : this.text.indexOf('\n', at)
-    if (end < 0) {
-      // Noise before the line (a chatty login script) is not kept without bound.
-      if (at < 0 && this.text.length > 65536) this.text = this.text.slice(-4096)
-      return undefined
-    }
-    const probe = readProbe({ code: 0, stdout: Buffer.from(this.text.slice(at + FACTS_MARK.length, end)), stderr: '' }, this.host, wantedNode(this.host.node), this.hash)
-    return { probe, rest: this.text.slice(0, at) + this.text.slice(end + 1) }
-  }
-}
-
-/** How long the launcher (the probe and worker 0 in one command) has to report the host's facts. */
-export const LAUNCH_TIMEOUT_MS = 10_000
-
-/**
- * Waits for the launcher's verdict, for a transport that started it: give
- * it the launcher's stderr text and its end; {@link outcome} settles with
- * worker 0 running (`early`, with the facts), or the probe it reported
- * before exiting, or nothing (it said nothing, or nothing within
- * {@link LAUNCH_TIMEOUT_MS}: then `stop` is called). What comes after the
- * facts line is kept in `early.stderr`, for the worker's log.
- */
-export class LaunchWatch<T extends { stderr: string[] }> {
-  readonly outcome: Promise<LaunchOutcome<T>>
-  private resolve!: (o: LaunchOutcome<T>) => void
-  private readonly report: LaunchReport
-  private decided = false
-  private readonly timer: NodeJS.Timeout
-
-  constructor(host: { name: string; node?: string }, hash: string, private readonly early: T, stop: () => void) {
-    this.report = new LaunchReport(host, hash)
-    this.outcome = new Promise((r) => (this.resolve = r))
-    this.timer = setTimeout(() => {
-      if (!this.decide()) return
-      stop()
-      this.resolve({})
-    }, LAUNCH_TIMEOUT_MS)
-  }
-
-  /** Text the launcher wrote to its stderr. */
-  stderr(text: string): void {
-    if (this.decided) return void this.early.stderr.push(text)
-    const got = this.report.feed(text)
-    if (!got) return
-    this.decide()
-    if (got.rest) this.early.stderr.push(got.rest)
-    // Ready: the launcher is becoming the worker. Not ready: it exits by itself, and the host is prepared the long way.
-    this.resolve(got.probe.ok && got.probe.worker ? { running: { ...this.early, facts: got.probe.facts } } : { probe: got.probe })
-  }
-
-  /** The launcher ended (or could not start). */
-  closed(): void {
-    if (this.decide()) this.resolve({})
-  }
-
-  private decide(): boolean {
-    if (this.decided) return false
-    this.decided = true
-    clearTimeout(this.timer)
-    return true
-  }
+  return nodeScript(env, [shq(wantedNode(host.node)), '--enable-source-maps', ...nodeArgs.map(shq), '-e', shq(LAUNCH_JS), shq(host.cacheDir ?? ''), shq(hash)])
 }
 
 /**
@@ -369,24 +317,34 @@ function cacheDirShell(dir: string | undefined): string {
 }
 
 /**
- * The command that starts one worker: exec'd, so the shell leaves and
+ * The script that starts one worker: exec'd, so the shell leaves and
  * signals reach node. Every word is built apart and quoted whole, so spaces,
  * quotes and line breaks inside a path or a value reach node unchanged, and
  * nothing in them is run by the remote shell. Throws a TypeError for an
  * environment variable name that is not `[A-Za-z_][A-Za-z0-9_]*`.
  */
 export function workerCommand(facts: HostFacts, env: Record<string, string> | undefined, nodeArgs: string[]): string {
-  return [...envWords(env), shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)].join(' ')
+  return nodeScript(env, [shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)])
 }
 
-/** `exec`, then `env` and its quoted `NAME=value` words when there are variables. */
-function envWords(env: Record<string, string> | undefined): string[] {
-  const words = ['exec']
-  const vars = Object.entries(env ?? {})
-  if (vars.length > 0) words.push('env')
-  for (const [k, v] of vars) {
+/**
+ * Moves the channel's stdout to descriptor 3 for the worker's frames, and
+ * points descriptor 1 at the channel's stderr: what user code writes there
+ * becomes the worker's log, not a frame (see lib/worker/main.ts).
+ */
+const FRAMES_TO_FD3 = 'exec 3>&1 1>&2;'
+
+/**
+ * `exec` of node's quoted words, with the frames on descriptor 3, after an
+ * `export` of the environment when there is one. The variables are shell
+ * assignments, not `env` words: `env` takes every word with an `=` for an
+ * assignment, a node path such as `/opt/x=y/bin/node` included, and one
+ * `export` expands all its values before it sets any.
+ */
+function nodeScript(env: Record<string, string> | undefined, node: string[]): string {
+  const vars = Object.entries(env ?? {}).map(([k, v]) => {
     if (!ENV_NAME.test(k)) throw new TypeError(`environment variable name ${JSON.stringify(k)} is not a valid name (letters, digits and _, not starting with a digit)`)
-    words.push(shq(`${k}=${v}`))
-  }
-  return words
+    return `${k}=${shq(v)}`
+  })
+  return [FRAMES_TO_FD3, ...(vars.length > 0 ? [`export ${vars.join(' ')};`] : []), 'exec', ...node].join(' ')
 }

@@ -1,9 +1,10 @@
 /**
  * The command transport: worker processes on a machine reached through any
  * command that opens a stdio channel to it (`kubectl exec -i pod --`,
- * `docker exec -i ctr`, the system's `ssh host`). farpipe appends a shell
- * command line to it and speaks over the command's stdin and stdout, so
- * existing engines carry workers without farpipe reimplementing them.
+ * `docker exec -i ctr`, the system's `ssh host`). farpipe appends `sh` to
+ * it, writes the script sh runs as the first line of the command's stdin
+ * (see bootstrap's `REMOTE_COMMAND`), and speaks over its stdin and stdout,
+ * so existing engines carry workers without farpipe reimplementing them.
  *
  * Everything goes through such channels, one command process each: the
  * probe (find node, prepare the cache), the worker bundle upload when it is
@@ -19,118 +20,19 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import type { Channel } from '../link.ts'
-import { checkEnv } from '../ssh/config.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
-import { describe, MAX_TIMER_MS } from '../options.ts'
+import { bootstrap, launchCommand, REMOTE_COMMAND, SCRIPT_READER, scriptLine, shq, workerCommand, type Exec, type ExecResult, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
+import { LaunchWatch, type LaunchOutcome } from '../ssh/launch.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
+import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
-/**
- * A host reached through a command: what `pool({ hosts })` takes next to SSH
- * destinations, and the options of {@link CommandTransport}.
- *
- * ```ts
- * { name: 'pod-1', command: ['kubectl', 'exec', '-i', 'pod-1', '--'] }
- * { name: 'ctr', command: ['docker', 'exec', '-i', 'ctr'] }
- * { name: 'gpu-1', command: ['ssh', '-o', 'BatchMode=yes', 'gpu-1'] }
- * ```
- */
-export interface CommandHost {
-  /** The host's name in messages, logs and `context().host`; unique in the pool. */
-  name: string
-  /**
-   * The program and its arguments that open a stdio channel to the machine
-   * and run what follows them there. It runs here, with this process's
-   * environment; farpipe appends the remote command to it (see
-   * `remoteShell`). It must not allocate a terminal (no `-t`): the channel
-   * carries binary frames.
-   */
-  command: string[]
-  /**
-   * How the remote command is appended. `false`: as separate words,
-   * `sh -c <script>`, for engines that pass their arguments on as an argv
-   * without a shell (`kubectl exec`, `docker exec`). `true`: as one word,
-   * `sh -c '<script, quoted>'`, for commands that join their arguments into
-   * a line for the remote user's shell to parse, as `ssh` does.
-   * @default true when the program's base name is `ssh`, else false
-   */
-  remoteShell?: boolean
-  /** Worker processes on the host. @default the pool's `workers`, else the host's core count */
-  workers?: number
-  /** The path of node on the host, or `'upload'` to send this machine's node (same OS and CPU only). @default `node` on the remote PATH */
-  node?: string
-  /**
-   * Where the host caches the worker and the function bundles; a leading
-   * `~` or `~/` is the remote user's home.
-   * @default the pool's `cacheDir`, else `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe` there
-   */
-  cacheDir?: string
-  /** Environment variables for the workers on the host. Names must match `[A-Za-z_][A-Za-z0-9_]*`. @default {} */
-  env?: Record<string, string>
-  /** Extra arguments for node on the host. @default the pool's `nodeArgs`, else [] */
-  nodeArgs?: string[]
-  /**
-   * Milliseconds for the command to open its channel: each probe, upload
-   * and kill command is killed, and fails with reason `'timeout'`, when the
-   * remote shell has not answered by then (workers are bounded by the pool's
-   * `startTimeout` instead). 0 for no limit.
-   * @default 20000
-   */
-  connectTimeout?: number
-}
-
-/** The options of a {@link CommandTransport}: a command host. */
-export type CommandTransportOptions = CommandHost
+export { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
 
 /** Lines of a command's stderr kept to explain its failure. */
 const STDERR_TAIL = 20
 /** What every probe, upload and kill command prints first: proof that the remote shell runs. */
 const MARKER = 'farpipe:channel\n'
 const MARKER_BYTES = Buffer.from(MARKER)
-
-const KEYS: readonly (keyof CommandHost)[] = ['name', 'command', 'remoteShell', 'workers', 'node', 'cacheDir', 'env', 'nodeArgs', 'connectTimeout']
-
-/**
- * Checks a command host field by field; throws a TypeError or RangeError
- * naming the host (or, without a usable name, its command), what was
- * expected and what arrived.
- */
-export function checkCommandHost(value: unknown): CommandHost {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new TypeError(`expected a command host object { name, command }, got ${describe(value)}`)
-  const o = value as Record<string, unknown>
-  const where =
-    typeof o.name === 'string' && o.name !== ''
-      ? `host ${JSON.stringify(o.name)}`
-      : `the command host ${Array.isArray(o.command) ? JSON.stringify(o.command) : 'without a name'}`
-  if (typeof o.name !== 'string' || o.name === '') throw new TypeError(`${where}: option name must be a non-empty string, got ${describe(o.name)}`)
-  if ('host' in o) throw new TypeError(`${where}: give either host (an SSH destination) or command, not both`)
-  for (const key of Object.keys(o)) {
-    if (!(KEYS as string[]).includes(key)) throw new TypeError(`${where}: unknown option ${JSON.stringify(key)} (known: ${KEYS.join(', ')})`)
-  }
-  const type = (name: string, expected: string) => new TypeError(`${where}: option ${name} must be ${expected}, got ${describe(o[name])}`)
-  const words = (name: string, min: number) => {
-    const v = o[name]
-    if (!Array.isArray(v) || v.length < min || v.some((w) => typeof w !== 'string' || w.includes('\0'))) {
-      throw type(name, `${min > 0 ? 'a non-empty' : 'an'} array of strings without NUL characters`)
-    }
-  }
-  words('command', 1)
-  if ((o.command as string[])[0] === '') throw type('command', 'an array whose first word, the program, is not empty')
-  if (o.remoteShell !== undefined && typeof o.remoteShell !== 'boolean') throw type('remoteShell', 'a boolean')
-  if (o.workers !== undefined && (typeof o.workers !== 'number' || !Number.isInteger(o.workers) || o.workers < 1)) throw type('workers', 'an integer >= 1')
-  if (o.node !== undefined && (typeof o.node !== 'string' || o.node === '' || o.node.startsWith('-') || o.node.includes('\0'))) {
-    throw type('node', 'a path that does not start with "-", or "upload"')
-  }
-  if (o.cacheDir !== undefined && (typeof o.cacheDir !== 'string' || o.cacheDir === '')) throw type('cacheDir', 'a non-empty string')
-  checkEnv(where, o.env)
-  if (o.nodeArgs !== undefined) words('nodeArgs', 0)
-  if (o.connectTimeout !== undefined) {
-    const v = o.connectTimeout
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_TIMER_MS) throw type('connectTimeout', `a number of milliseconds from 0 to ${MAX_TIMER_MS}`)
-  }
-  checkCacheDir(o.cacheDir as string | undefined, o.name)
-  return o as unknown as CommandHost
-}
 
 /** Guesses the kind of failure from what the command printed (OpenSSH's, kubectl's and docker's words). */
 function classify(text: string): TransportFailure {
@@ -158,15 +60,17 @@ function kill(child: ChildProcess): void {
   for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
 }
 
-/** Worker processes on a host reached through a command. */
 /** Worker 0 as the launcher left it: its command, and what it said before the pool took it. */
 interface Launched {
   child: ChildProcess
   data: Buffer[]
   stderr: string[]
   closed: { code: number | null; signal: NodeJS.Signals | null } | undefined
+  /** Removes the launcher's own listeners from the command process (and only those: the transport's cleanup stays). */
+  detach(): void
 }
 
+/** Worker processes on a host reached through a command. */
 export class CommandTransport implements Transport {
   readonly host: string
   /** The bundle cache on the host, when the host gives one (else the pool's is sent to the workers). */
@@ -209,16 +113,17 @@ export class CommandTransport implements Transport {
   async open(index: number, events: TransportEvents): Promise<Channel> {
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const facts = this.facts ?? (await this.prepared())
+    if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const where = `${this.host}/${index}`
     const early = index === 0 ? this.launched : undefined
     if (early) {
       this.launched = undefined
-      early.child.stdout!.removeAllListeners('data')
-      early.child.stderr!.removeAllListeners('data')
-      early.child.removeAllListeners('close')
+      early.detach()
     }
     const child = early?.child ?? this.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
+    if (index === 0) this.worker0 = child
     const tail = new StderrTail(STDERR_TAIL)
+    const lines = new StderrLines((text) => events.stderr(text))
     let heard = false
     let destroyed = false
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -228,7 +133,7 @@ export class CommandTransport implements Transport {
     child.stderr!.setEncoding('utf8')
     child.stderr!.on('data', (text: string) => {
       tail.push(text)
-      events.stderr(text)
+      lines.push(text)
     })
     // EPIPE on a dead command's stdin is reported by 'close' below, with more to say.
     child.stdin!.on('error', () => {})
@@ -238,7 +143,7 @@ export class CommandTransport implements Transport {
       // What worker 0 said before the pool took it: replayed in order.
       for (const text of early.stderr) {
         tail.push(text)
-        events.stderr(text)
+        lines.push(text)
       }
       for (const d of early.data) {
         heard = true
@@ -246,6 +151,7 @@ export class CommandTransport implements Transport {
       }
     }
     const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
+      if (this.worker0 === child) this.worker0 = undefined
       const how = spawnError
         ? `could not start ${this.program}: ${spawnError.message}`
         : destroyed
@@ -262,6 +168,7 @@ export class CommandTransport implements Transport {
       })
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
       if (silent) this.failure = error
+      lines.flush()
       events.close(error)
     }
     child.on('close', onClose)
@@ -326,6 +233,12 @@ export class CommandTransport implements Transport {
 
   /** Worker 0, started together with the probe, until the pool opens it. */
   private launched: Launched | undefined
+  /**
+   * Worker 0's command once the pool opened it, while it runs. A probe of
+   * the host meanwhile (the pool reconnects a host that failed) goes the
+   * long way: a launcher would start a second worker 0 that nobody opens.
+   */
+  private worker0: ChildProcess | undefined
 
   /**
    * Starts the launcher (the probe and the first worker in one command:
@@ -334,17 +247,30 @@ export class CommandTransport implements Transport {
    */
   private launch(hash: string): Promise<LaunchOutcome<Launched>> {
     const child = this.spawn(launchCommand({ node: this.options.node, cacheDir: this.cacheDir }, hash, this.options.env, this.options.nodeArgs ?? []))
-    const early: Launched = { child, data: [], stderr: [], closed: undefined }
+    const onData = (d: Buffer) => early.data.push(d)
+    const onStderr = (t: string) => watch.stderr(t)
+    const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
+      early.closed = { code, signal }
+      watch.closed()
+    }
+    const early: Launched = {
+      child,
+      data: [],
+      stderr: [],
+      closed: undefined,
+      detach: () => {
+        child.stdout!.off('data', onData)
+        child.stderr!.off('data', onStderr)
+        child.off('close', onClose)
+      },
+    }
     const watch = new LaunchWatch({ name: this.host, node: this.options.node }, hash, early, () => kill(child))
     child.stdin!.on('error', () => {})
     child.on('error', () => {})
-    child.stdout!.on('data', (d: Buffer) => early.data.push(d))
+    child.stdout!.on('data', onData)
     child.stderr!.setEncoding('utf8')
-    child.stderr!.on('data', (t: string) => watch.stderr(t))
-    child.on('close', (code, signal) => {
-      early.closed = { code, signal }
-      watch.closed()
-    })
+    child.stderr!.on('data', onStderr)
+    child.on('close', onClose)
     return watch.outcome
   }
 
@@ -353,10 +279,16 @@ export class CommandTransport implements Transport {
     try {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       const bundle = await workerBundle()
+      if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
       let known: Probe | undefined
-      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched) {
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0) {
         const { running, probe } = await this.launch(bundle.hash)
+        if (running && this.closing) {
+          // close() came while it started: it ends with its input, as the workers close() ended do.
+          running.child.stdin!.end()
+          throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
+        }
         if (running) {
           this.launched = running
           this.facts = running.facts
@@ -376,15 +308,17 @@ export class CommandTransport implements Transport {
   }
 
   /**
-   * Starts the command with `script` appended, to be run by `sh -c` on the
-   * host: as the words `sh`, `-c`, `script` for engines that pass an argv
-   * on, or as the one word `sh -c '<script>'` for commands whose arguments a
-   * remote shell parses (ssh). The command's own environment is this
-   * process's: the workers get only `env`, on their command line.
+   * Starts the command with sh appended, which reads `script` from the first
+   * line of its stdin (written here first): as the words `sh`, `-c`,
+   * {@link SCRIPT_READER} for engines that pass an argv on, or as the one
+   * word {@link REMOTE_COMMAND} for commands whose arguments a remote shell
+   * parses (ssh), whatever shell that is. The command's own environment is
+   * this process's: the workers get only `env`, in their script.
    */
   private spawn(script: string): ChildProcess {
-    const tail = this.remoteShell ? [`sh -c ${shq(script)}`] : ['sh', '-c', script]
+    const tail = this.remoteShell ? [REMOTE_COMMAND] : ['sh', '-c', SCRIPT_READER]
     const child = spawn(this.program, [...this.args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
+    child.stdin!.write(scriptLine(script))
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
     child.on('close', () => {

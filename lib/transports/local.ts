@@ -1,7 +1,9 @@
 /**
  * The local transport: worker processes on this machine, started with this
  * process's own `node` (or the `node` option), speaking frames over their
- * stdin and stdout. The embedded default of `pool()`.
+ * stdin and a fourth stdio pipe, their descriptor 3 (see lib/worker/main.ts);
+ * what they write to their stdout and stderr outside the frames is their
+ * log. The embedded default of `pool()`.
  *
  * Workers always run on Node. A caller on Bun or Deno cannot start them with
  * its own executable (Bun would run the worker file as a script that exits at
@@ -14,10 +16,11 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import type { Readable } from 'node:stream'
 import { TransportError } from '../errors.ts'
 import type { Channel } from '../link.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /** Options of the local transport. */
 export interface LocalOptions {
@@ -172,25 +175,39 @@ export class LocalTransport implements Transport {
     const node = await this.nodePath()
     const { file } = await workerBundle()
     const child = spawn(node, ['--enable-source-maps', ...this.nodeArgs, file], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+      // stdin: frames in; stdout and stderr: what the worker prints outside the frames; descriptor 3: frames out.
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       env: this.env ? { ...process.env, ...this.env } : process.env,
       windowsHide: true,
+      // A session of its own, out of the caller's process group: a terminal's Ctrl-C (SIGINT to the whole
+      // foreground group) reaches the caller alone, which cancels its calls so that their finally blocks run.
+      // The worker still goes with the caller: it exits when its stdin ends, and onExit kills it.
+      detached: process.platform !== 'win32',
     })
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
     const where = `local/${index}`
     const tail = new StderrTail(STDERR_TAIL)
-    child.stdout!.on('data', (chunk: Buffer) => events.data(chunk))
-    child.stderr!.setEncoding('utf8')
-    child.stderr!.on('data', (text: string) => {
-      tail.push(text)
-      events.stderr(text)
+    const frames = child.stdio[3] as Readable
+    frames.on('data', (chunk: Buffer) => events.data(chunk))
+    // Closing the worker's descriptor 3 is its own doing; the close of the process says why.
+    frames.on('error', () => {})
+    // One line buffer each, so that a line on one is not cut by a line on the other.
+    const outputs = [child.stdout!, child.stderr!].map((stream) => {
+      const lines = new StderrLines((t) => events.stderr(t))
+      stream.setEncoding('utf8')
+      stream.on('data', (t: string) => {
+        tail.push(t)
+        lines.push(t)
+      })
+      return lines
     })
     // EPIPE on a dead worker's stdin is reported by 'close' below, with more to say.
     child.stdin!.on('error', () => {})
     let spawnError: Error | undefined
     child.on('error', (err) => (spawnError = err))
     child.on('close', (code, signal) => {
+      for (const lines of outputs) lines.flush()
       this.children.delete(child)
       if (this.children.size === 0) process.off('exit', this.onExit)
       const how = spawnError ? `could not start: ${spawnError.message}` : signal ? `was killed by ${signal}` : `exited with code ${code}`
@@ -209,7 +226,7 @@ export class LocalTransport implements Transport {
       destroy: () => child.kill('SIGKILL'),
       unref: () => {
         child.unref()
-        for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?(): void } | null)?.unref?.()
+        for (const s of child.stdio) (s as unknown as { unref?(): void } | null)?.unref?.()
       },
     }
   }

@@ -14,12 +14,13 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, launchCommand, LaunchWatch, workerCommand, type Exec, type HostFacts, type LaunchOutcome, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, REMOTE_COMMAND, scriptLine, workerCommand, type Exec, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
+import { LaunchWatch, type LaunchOutcome } from '../ssh/launch.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
@@ -43,6 +44,8 @@ interface Launched {
   stderr: string[]
   exit: { code: number | null; signal: string | undefined } | undefined
   closed: boolean
+  /** Removes the launcher's own listeners from the channel (and only those: ssh2's stay). */
+  detach(): void
 }
 
 interface Group {
@@ -100,11 +103,23 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
   return out
 }
 
+/**
+ * Starts `script` on a new exec channel (no pty): the login shell runs
+ * {@link REMOTE_COMMAND}, whose sh reads the script from the channel's first
+ * line, written here before anything else.
+ */
+function execScript(client: Client, script: string, done: (err: Error | undefined, ch: ClientChannel) => void): void {
+  client.exec(REMOTE_COMMAND, { pty: false }, (err, ch) => {
+    if (!err) ch.write(scriptLine(script))
+    done(err, ch)
+  })
+}
+
 /** Runs bootstrap's commands on exec channels of an ssh2 connection (no pty). */
 function sshExec(client: Client): Exec {
-  return (command, input) =>
+  return (script, input) =>
     new Promise((resolve, reject) => {
-      client.exec(command, { pty: false }, (err, ch) => {
+      execScript(client, script, (err, ch) => {
         if (err) return reject(err)
         const out: Buffer[] = []
         let errText = ''
@@ -194,18 +209,34 @@ export class SshTransport implements Transport {
     const host = { node: this.spec.node, cacheDir: this.cacheDir }
     const command = launchCommand(host, hash, this.spec.env, this.options.nodeArgs ?? [])
     return new Promise((resolve) => {
-      conn.client.exec(command, { pty: false }, (err, ch) => {
+      execScript(conn.client, command, (err, ch) => {
         if (err) return resolve({})
-        const early: Launched = { ch, data: [], stderr: [], exit: undefined, closed: false }
-        const watch = new LaunchWatch({ name: this.host, node: this.spec.node }, hash, early, () => ch.close())
-        ch.on('data', (d: Buffer) => early.data.push(d))
-        ch.stderr.setEncoding('utf8')
-        ch.stderr.on('data', (t: string) => watch.stderr(t))
-        ch.on('exit', (code: number | null, signal?: string) => (early.exit = { code, signal }))
-        ch.on('close', () => {
+        const onData = (d: Buffer) => early.data.push(d)
+        const onStderr = (t: string) => watch.stderr(t)
+        const onExit = (code: number | null, signal?: string) => (early.exit = { code, signal })
+        const onClose = () => {
           early.closed = true
           watch.closed()
-        })
+        }
+        const early: Launched = {
+          ch,
+          data: [],
+          stderr: [],
+          exit: undefined,
+          closed: false,
+          detach: () => {
+            ch.off('data', onData)
+            ch.stderr.off('data', onStderr)
+            ch.off('exit', onExit)
+            ch.off('close', onClose)
+          },
+        }
+        const watch = new LaunchWatch({ name: this.host, node: this.spec.node }, hash, early, () => ch.close())
+        ch.on('data', onData)
+        ch.stderr.setEncoding('utf8')
+        ch.stderr.on('data', onStderr)
+        ch.on('exit', onExit)
+        ch.on('close', onClose)
         resolve(watch.outcome)
       })
     })
@@ -220,22 +251,23 @@ export class SshTransport implements Transport {
     if (early) this.launched = undefined
     const ch = early?.ch ?? await new Promise<ClientChannel>((resolve, reject) => {
       const command = workerCommand(this.facts!, this.spec.env, this.options.nodeArgs ?? [])
-      conn.client.exec(command, { pty: false }, (err, stream) => {
+      execScript(conn.client, command, (err, stream) => {
         if (err) {
           const hint = /open failure|prohibited/i.test(err.message) ? ' (sshd may allow fewer sessions per connection: see MaxSessions)' : ''
           reject(new TransportError(`cannot start worker ${where}: ${err.message}${hint}`, { host: this.host, reason: 'closed', cause: err }))
         } else resolve(stream)
       })
     })
-    if (early) for (const name of ['data', 'exit', 'close'] as const) ch.removeAllListeners(name)
-    if (early) ch.stderr.removeAllListeners('data')
+    early?.detach()
     const tail = new StderrTail(STDERR_TAIL)
+    const lines = new StderrLines((text) => events.stderr(text))
     let exit: { code: number | null; signal: string | undefined } | undefined
     let closed = false
     const close = (error: Error) => {
       if (closed) return
       closed = true
       group.channels.delete(member)
+      lines.flush()
       events.close(error)
     }
     const member = { close }
@@ -245,7 +277,7 @@ export class SshTransport implements Transport {
     ch.stderr.setEncoding('utf8')
     ch.stderr.on('data', (text: string) => {
       tail.push(text)
-      events.stderr(text)
+      lines.push(text)
     })
     ch.on('exit', (code: number | null, signal?: string) => (exit = { code, signal }))
     if (early) {
@@ -253,7 +285,7 @@ export class SshTransport implements Transport {
       exit = early.exit
       for (const text of early.stderr) {
         tail.push(text)
-        events.stderr(text)
+        lines.push(text)
       }
       for (const d of early.data) events.data(d)
     }
@@ -304,8 +336,8 @@ export class SshTransport implements Transport {
       kill: (pid) => {
         if (!Number.isSafeInteger(pid) || pid < 2) return
         // sshd refuses signal requests for forced commands; a kill run over the same connection works everywhere.
-        conn.client.exec(`kill -KILL ${pid} 2>/dev/null`, (err, stream) => {
-          if (!err) stream.on('data', () => {}).on('close', () => {}).stderr.resume()
+        execScript(conn.client, `kill -KILL ${pid} 2>/dev/null`, (err, stream) => {
+          if (!err) stream.on('data', () => {}).on('close', () => {}).end().stderr.resume()
         })
       },
     }

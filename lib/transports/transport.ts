@@ -9,7 +9,11 @@ import type { Channel, ChannelEvents } from '../link.ts'
 
 /** What a transport reports about one worker's channel. */
 export interface TransportEvents extends ChannelEvents {
-  /** Text the worker process wrote to its stderr outside the frame channel (Node's own errors). */
+  /**
+   * Text the worker process wrote to its descriptors 1 and 2, outside the
+   * frame channel (user code writing there directly, Node's own errors), in
+   * whole lines: what is left without a newline comes when the process ends.
+   */
   stderr(text: string): void
 }
 
@@ -51,5 +55,41 @@ export class StderrTail {
   /** `; its stderr ended with: a | b | c` (the last five lines), or '' when it wrote nothing. */
   describe(): string {
     return this.#lines.length ? `; its stderr ended with: ${this.#lines.slice(-5).join(' | ')}` : ''
+  }
+}
+
+/**
+ * Passes on a worker process's text in whole lines, holding a line back
+ * until its newline arrives (or it grows past `max` characters, or
+ * {@link flush}). The session gives each piece to the call in flight when
+ * there is only one; a line cut where a chunk ended would otherwise be
+ * split between a call and no call when the call ends in between.
+ */
+export class StderrLines {
+  #held = ''
+  constructor(
+    private readonly emit: (text: string) => void,
+    private readonly max = 64 * 1024,
+  ) {}
+
+  /** Adds a chunk of text; passes on its whole lines. */
+  push(text: string): void {
+    const nl = text.lastIndexOf('\n')
+    if (nl < 0) {
+      this.#held += text
+      if (this.#held.length >= this.max) this.flush()
+      return
+    }
+    const lines = this.#held + text.slice(0, nl + 1)
+    this.#held = text.slice(nl + 1)
+    this.emit(lines)
+    if (this.#held.length >= this.max) this.flush()
+  }
+
+  /** Passes on what is held without its newline (the process ended). */
+  flush(): void {
+    const held = this.#held
+    this.#held = ''
+    if (held) this.emit(held)
   }
 }

@@ -1,13 +1,20 @@
 /**
- * The worker process's entry point: frames on stdin and stdout, the runtime
- * in between. Bundled into one file (`dist/worker.mjs`) and started with
- * `node` on the host.
+ * The worker process's entry point: frames in on descriptor 0 and out on
+ * descriptor 3, the runtime in between. Bundled into one file
+ * (`dist/worker.mjs`) and started with `node` on the host.
  *
- * stdout carries frames only. User code's `console.log`, `console.error`
- * and writes to `process.stdout`/`process.stderr` become log frames, which
- * the caller prints prefixed with where they ran; so nothing user code
- * prints can corrupt the frame channel. Node's own last words (a fatal
- * error) still reach the real stderr, which the caller also reads.
+ * Descriptor 3 carries frames only, and user code has no name for it: its
+ * `console.log`, `console.error` and writes to `process.stdout` and
+ * `process.stderr` become log frames, which the caller prints prefixed with
+ * where they ran and tagged with their call. What bypasses those (a logger
+ * writing with `fs.writeSync(1, …)`, a child process with inherited stdio)
+ * lands on the real descriptors 1 and 2, which the transport reads apart
+ * from the frames and passes on as the worker's stderr, as are Node's own
+ * last words (a fatal error). Transports set descriptor 3 up: local workers
+ * get a fourth stdio pipe; on SSH and command hosts the worker's script
+ * does `exec 3>&1 1>&2`, so frames go to the channel's stdout and
+ * descriptor 1 to its stderr. Node marks descriptor 3 close-on-exec at
+ * startup, so the worker's child processes never hold it.
  *
  * @module
  */
@@ -18,13 +25,22 @@ import { Readable, Writable } from 'node:stream'
 import type { Channel } from '../link.ts'
 import { WorkerRuntime } from './runtime.ts'
 
-/** Opens fd 1 for our frames before anything else can write to it. */
+/** The descriptor frames go out on; see the module's comment. */
+const FRAMES_OUT = 3
+
+/** Opens descriptor 3 for our frames; without one (not started by a transport), says so and exits. */
 function frameOutput(): NodeJS.WritableStream & { end(cb?: () => void): void } {
   try {
-    return new net.Socket({ fd: 1, readable: false, writable: true })
+    fs.fstatSync(FRAMES_OUT)
+  } catch {
+    process.stderr.write(`farpipe worker: descriptor ${FRAMES_OUT}, where its frames go, is not open; a farpipe transport starts workers with it\n`)
+    process.exit(2)
+  }
+  try {
+    return new net.Socket({ fd: FRAMES_OUT, readable: false, writable: true })
   } catch {
     // Not a pipe or socket (a file, say): write to it as a file.
-    return fs.createWriteStream('', { fd: 1 })
+    return fs.createWriteStream('', { fd: FRAMES_OUT })
   }
 }
 

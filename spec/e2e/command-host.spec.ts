@@ -6,14 +6,15 @@
 // the node upload, and hostile strings through both ways of appending the
 // worker's command line (separate words, or one word for a remote shell).
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync } from 'node:fs'
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
 import { createServer } from 'node:net'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, running, tempDir, thrown, until } from '../helpers.ts'
+import { collect, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 import { coreSuites } from './core.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
@@ -34,6 +35,9 @@ function hostile(marker: string): string[] {
     `\\'\\"$HOME*?[a]{b,c}~!`,
   ]
 }
+
+/** A preload that makes the launcher exit with code 7 right after its facts line. */
+const dyingLauncher = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
 
 /** A loopback port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -257,6 +261,91 @@ function failures(): void {
     }
   })
 
+  fold('opening and closing pools leaves no exit listener and no command process behind (regression: one leaked per pool)', async () => {
+    const cacheDir = tempDir()
+    // The first pool prepares the cache; the next ones start worker 0 with the launcher, which leaked.
+    await withPool(LOCAL_SH, { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => void warnings.push(w)
+    process.on('warning', onWarning)
+    const before = process.listenerCount('exit')
+    const children = new Set(workerChildren().map((c) => c.pid))
+    try {
+      for (let i = 0; i < 12; i++) await withPool(LOCAL_SH, { cacheDir }, async (p) => assert.is(await p.run(t.add, i, 1), i + 1))
+      // A warning is emitted on the next tick.
+      await new Promise((r) => setImmediate(r))
+      assert.is(process.listenerCount('exit'), before)
+      assert.equal(warnings.map((w) => w.message), [])
+      assert.equal(workerChildren().filter((c) => !children.has(c.pid)), [])
+    } finally {
+      process.off('warning', onWarning)
+    }
+  })
+
+  fold('probing a host again while its worker 0 runs starts no spare worker 0, and close() leaves nothing running', async () => {
+    const cacheDir = tempDir()
+    const node = path.join(tempDir(), 'node')
+    symlinkSync(process.execPath, node)
+    const host = { ...LOCAL_SH, node }
+    // Prepared, so that every probe of the host is made by a launcher.
+    await withPool(host, { cacheDir }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const before = new Set(workerChildren().map((c) => c.pid))
+    const ours = () => workerChildren().filter((c) => !before.has(c.pid) && c.state !== 'Z').map((c) => c.pid).sort()
+    const p = await pool({ hosts: [host], cacheDir, workers: 2, onLog: () => {} })
+    try {
+      const both = () => Promise.allSettled([p.run(t.pause, 200), p.run(t.pause, 200)])
+      const workers = () => p.stats().hosts[0]!.workers
+      await both()
+      const [first, second] = await until(() => workers().every((w) => w.up) && workers().map((w) => w.pid!), 10_000, 'both workers')
+      // Worker 1 dies, and its restart cannot find node: its command ends before it says anything, the host is down.
+      rmSync(node)
+      process.kill(second!, 'SIGKILL')
+      await until(() => !running(second!), 10_000, 'worker 1 to die')
+      // Calls on both workers start worker 1 again, which fails.
+      for (let tries = 0; p.hosts[0]!.up; tries++) {
+        assert.ok(tries < 50, 'the host did not go down')
+        await both()
+      }
+      // node is back: the pool probes the host again while worker 0 still runs, and calls start worker 1 again.
+      symlinkSync(process.execPath, node)
+      for (let tries = 0; !(p.hosts[0]!.up && workers().every((w) => w.up)); tries++) {
+        assert.ok(tries < 150, 'the host did not come back with both workers')
+        await both()
+        await sleep(200)
+      }
+      const pids = workers().map((w) => w.pid!)
+      assert.is(pids[0], first, 'worker 0 kept running')
+      assert.equal(ours(), [...pids].sort(), 'every process the host runs is a worker of the pool')
+    } finally {
+      await p.close()
+    }
+    assert.equal(ours(), [], 'close() left processes running')
+  })
+
+  fold('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {
+    const cacheDir = tempDir()
+    const host = { ...LOCAL_SH, cacheDir, env: { NODE_OPTIONS: `--require ${dyingLauncher}` } }
+    // Prepared first, so that the next connect() starts worker 0 with the launcher.
+    await withPool(host, {}, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const transport = new CommandTransport(host)
+    try {
+      const before = process.listenerCount('exit')
+      assert.ok((await transport.connect()) >= 1)
+      // The launcher reported its facts and died: once its command is closed, the transport has let go of it.
+      await until(() => process.listenerCount('exit') === before, 10_000, 'the launcher to exit')
+      const closed: Error[] = []
+      const stderr: string[] = []
+      await transport.open(0, { data: () => {}, close: (err) => void closed.push(err!), stderr: (text) => void stderr.push(text) })
+      const [err] = await until(() => closed.length > 0 && closed, 10_000, 'the death of worker 0 to be reported')
+      assert.instance(err, TransportError)
+      // It said nothing on its channel: the host counts as down until it is probed again.
+      assert.match(err!.message, 'worker local-sh/0 exited with code 7 before it said anything; its stderr ended with: worker 0 dies after its facts')
+      assert.match(stderr.join(''), 'worker 0 dies after its facts')
+    } finally {
+      await transport.close()
+    }
+  })
+
   fold.run()
 
   const f = suite('command hosts: failures')
@@ -343,6 +432,21 @@ function quoting(sshd: Sshd | undefined): void {
         assert.is(cached(cacheDir).length, 2, `cacheDir ${JSON.stringify(value)} holds the worker and the bundle`)
       }
       assert.not.ok(existsSync(marker), 'a shell ran something it was given as data')
+    })
+
+    q(`a node path with = in it runs workers with env set through ${target.name} (regression: env took it for an assignment)`, async () => {
+      const dir = path.join(tempDir(), 'node=20', 'bin')
+      mkdirSync(dir, { recursive: true })
+      const node = path.join(dir, 'node')
+      symlinkSync(process.execPath, node)
+      const cacheDir = tempDir()
+      // Twice: the long way, then worker 0 through the launcher.
+      for (let round = 0; round < 2; round++) {
+        await withPool({ ...target, node, env: { FARPIPE_A: 'a=b' } }, { cacheDir }, async (p) => {
+          const { value, argv0 } = await p.run(t.readEnv, 'FARPIPE_A')
+          assert.equal({ value, argv0 }, { value: 'a=b', argv0: node })
+        })
+      }
     })
   }
 

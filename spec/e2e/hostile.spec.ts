@@ -76,9 +76,10 @@ start('a worker that never says hello fails pool() after startTimeout, saying it
 })
 
 start('a worker that stops mid-hello fails after startTimeout, quoting what it sent', async () => {
-  const err = await rejection(hostile('partial-hello', { startTimeout: 500 }))
+  // Long enough for the fixture to start under tsx on a busy machine and send its 3 bytes (with 500 ms, it sometimes had not).
+  const err = await rejection(hostile('partial-hello', { startTimeout: 5000 }))
   assert.instance(err, TransportError)
-  assert.match(err.message, 'did not say hello within 500 ms; it sent 3 bytes first: "\\u0005\\u0000\\u0000"')
+  assert.match(err.message, 'did not say hello within 5000 ms; it sent 3 bytes first: "\\u0005\\u0000\\u0000"')
 })
 
 start('startTimeout above the longest timer is refused with the limit', async () => {

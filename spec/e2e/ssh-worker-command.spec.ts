@@ -5,11 +5,13 @@
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs'
 import * as path from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { FarpipeError, pool, TransportError, type PoolOptions } from 'farpipe'
+import { FarpipeError, pool, SshTransport, TransportError, type PoolOptions } from 'farpipe'
+import { resolveHost } from '../../lib/ssh/config.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, tempDir } from '../helpers.ts'
+import { collect, rejection, running, sleep, tempDir, until } from '../helpers.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
 if (!findSshd()) {
@@ -40,6 +42,23 @@ function hostile(marker: string): string[] {
     `a  b\tc $(touch ${marker})`,
     `\\'\\"$HOME*?[a]{b,c}~!`,
   ]
+}
+
+/** The node processes the sshd's sessions run (its workers, and any launcher), by pid. */
+function nodesOf(sshd: Sshd): number[] {
+  const sessions = new Set(sshd.sessionPids())
+  const out: number[] = []
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+      if (state !== 'Z' && sessions.has(Number(ppid)) && readFileSync(`/proc/${name}/comm`, 'utf8').trim() === 'node') out.push(Number(name))
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out.sort()
 }
 
 /** Files in `dir` named like a bundle (`<sha256>.mjs`). */
@@ -180,6 +199,58 @@ function cacheSuite(sshd: Sshd): void {
     const again = await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }], workers: 2 }, firstWorker)
     assert.ok(again[0]!.includes('farpipe-facts'), 'worker 0 was started by the launcher')
     assert.ok(again.slice(1).every((c) => c === '' || !c.includes('farpipe-facts')))
+  })
+
+  c('reconnecting to a prepared host after its connection dropped starts no spare worker 0, and close() leaves nothing running', async () => {
+    const cacheDir = tempDir()
+    const host = { host: sshd.alias, cacheDir }
+    // Prepared, so that a probe of the host would be made by a launcher.
+    await withPool({ hosts: [host] }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const p = await pool({ hosts: [host], workers: 2, onLog: () => {} })
+    try {
+      const both = () => Promise.allSettled([p.run(t.pause, 200), p.run(t.pause, 200)])
+      const workers = () => p.stats().hosts[0]!.workers
+      await both()
+      await until(() => workers().every((w) => w.up), 10_000, 'both workers')
+      // The connection drops: every worker goes with it, and the pool reconnects.
+      for (const pid of sshd.sessionPids()) process.kill(pid, 'SIGKILL')
+      await until(() => !p.hosts[0]!.up || workers().some((w) => !w.up), 10_000, 'the drop to be noticed')
+      for (let tries = 0; !(p.hosts[0]!.up && workers().every((w) => w.up)); tries++) {
+        assert.ok(tries < 150, 'the host did not come back with both workers')
+        await both()
+        await sleep(200)
+      }
+      const pids = workers().map((w) => w.pid!).sort()
+      await until(() => String(nodesOf(sshd)) === String(pids), 10_000, `the host to run only the workers ${pids} (it runs ${nodesOf(sshd)})`)
+    } finally {
+      await p.close()
+    }
+    await until(() => nodesOf(sshd).length === 0, 10_000, 'the workers on the host to exit after close()')
+  })
+
+  c('a worker 0 that dies after its facts, before the pool opens it, is reported at once with its exit code and stderr (regression: unnoticed until startTimeout)', async () => {
+    const dir = tempDir()
+    const pidFile = path.join(dir, 'launcher.pid')
+    const dying = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
+    // Prepared first, so that the next connect() starts worker 0 with the launcher.
+    await withPool({ hosts: [{ host: sshd.alias, cacheDir: dir }] }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
+    const transport = new SshTransport(await resolveHost({ host: sshd.alias, cacheDir: dir, env: { NODE_OPTIONS: `--require ${dying}`, FARPIPE_DYING_PID: pidFile } }))
+    try {
+      assert.ok((await transport.connect()) >= 1)
+      const pid = Number(await until(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8'), 10_000, 'the launcher to report its facts'))
+      await until(() => !running(pid), 10_000, 'the launcher to exit')
+      // Its exit status and the close of its channel are on their way; the pool opens worker 0 after them.
+      await sleep(300)
+      const closed: Error[] = []
+      const stderr: string[] = []
+      await transport.open(0, { data: () => {}, close: (err) => void closed.push(err!), stderr: (text) => void stderr.push(text) })
+      const [err] = await until(() => closed.length > 0 && closed, 10_000, 'the death of worker 0 to be reported')
+      assert.instance(err, TransportError)
+      assert.match(err!.message, 'worker farpipe-cmd/0 exited with code 7; its stderr ended with: worker 0 dies after its facts')
+      assert.match(stderr.join(''), 'worker 0 dies after its facts')
+    } finally {
+      await transport.close()
+    }
   })
 
   c('a launcher that finds an old node falls back to the long way, which names the version', async () => {

@@ -1,7 +1,7 @@
 // The test sshd harness against the OpenSSH client: logins, the remote HOME,
 // two sshds sharing a client HOME, session processes, stop(), the agent.
 import { execFile } from 'node:child_process'
-import { readFileSync, renameSync } from 'node:fs'
+import { existsSync, readFileSync, renameSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { promisify } from 'node:util'
 import { suite } from 'uvu'
@@ -151,6 +151,27 @@ it('authenticates through an ssh-agent holding the key', async () => {
     await agent.stop()
   }
   assert.not.ok(running(agent.pid))
+})
+
+it('runs commands with the login shell given as shell, from the remote HOME (csh and fish syntax, when installed)', async () => {
+  const shells = [
+    ['tcsh', 'set x = "from csh"; echo $x in `pwd`'],
+    ['fish', 'set x "from fish"; echo $x in (pwd)'],
+  ] as const
+  for (const [name, command] of shells) {
+    const shell = ['/usr/bin', '/bin'].map((d) => `${d}/${name}`).find((f) => existsSync(f))
+    if (!shell) {
+      console.log(`${name} is not installed: its case of the shell option is skipped`)
+      continue
+    }
+    const other = await startSshd({ alias: `farpipe-${name}`, home: sshd.home, shell })
+    try {
+      const r = await other.ssh([command])
+      assert.is(r.stdout.toString(), `from ${name === 'tcsh' ? 'csh' : 'fish'} in ${other.remoteHome}\n`, r.stderr)
+    } finally {
+      await other.stop()
+    }
+  }
 })
 
 harness.run()

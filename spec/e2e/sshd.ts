@@ -20,6 +20,9 @@
 // "$0" stays what sshd sets. An `eval` instead would cost an extra bash
 // process above the command. With exec the pids and process tree are the
 // ones plain sshd makes, and the command sees the same environment (SHLVL=1).
+// The login shell can be another one (`shell`, set with SetEnv SHELL, as a
+// user whose passwd entry names csh, tcsh or fish would have it): the
+// wrapper then execs it plainly, `$SHELL -c "$SSH_ORIGINAL_COMMAND"`.
 // The wrapper also records its pid, which is the command's session id (sshd
 // setsid()s each command), so stop() can kill what a session left behind even
 // after its sshd was killed. What it does not keep: the sftp subsystem
@@ -101,6 +104,12 @@ export interface SshdOptions {
   extraConfig?: string
   /** More environment for remote sessions (one SetEnv line with HOME), e.g. a PATH without node. */
   env?: Record<string, string>
+  /**
+   * The remote user's login shell, which runs every command (`$SHELL -c
+   * command`), e.g. '/usr/bin/tcsh' or '/usr/bin/fish'.
+   * @default the user's own (from the passwd file)
+   */
+  shell?: string
   /**
    * Write the host key into the client's known_hosts.
    * @default true
@@ -337,14 +346,17 @@ async function checkConfig(sshd: string, config: string): Promise<void> {
   }
 }
 
-function sshdConfig(o: { address: string; port: number; dir: string; user: string; remoteHome: string; version: number; extra?: string; env?: Record<string, string> }): string {
+function sshdConfig(o: { address: string; port: number; dir: string; user: string; remoteHome: string; version: number; extra?: string; env?: Record<string, string>; shell?: string }): string {
   const q = (s: string) => `"${s}"`
   // Runs the requested command the way sshd would (`$SHELL -c`), but from
   // the remote HOME; see the comment at the top of this file.
+  // The bash case applies when bash runs the wrapper and is also the login
+  // shell; another login shell given with `shell` (SetEnv SHELL) is run
+  // plainly, as sshd would.
   const wrapper =
     `echo $$ >> '${o.dir}/sessions'; cd "$HOME" || exit 1; ` +
     'if [ -z "${SSH_ORIGINAL_COMMAND+set}" ]; then exec "$SHELL" -l; ' +
-    'elif [ -n "$BASH_VERSION" ]; then exec -a "${SHELL##*/}" "$SHELL" --norc -c "$SSH_ORIGINAL_COMMAND"; ' +
+    'elif [ -n "$BASH_VERSION" ] && [ "${SHELL##*/}" = bash ]; then exec -a "${SHELL##*/}" "$SHELL" --norc -c "$SSH_ORIGINAL_COMMAND"; ' +
     'else exec "$SHELL" -c "$SSH_ORIGINAL_COMMAND"; fi'
   return [
     '# Written by spec/e2e/sshd.ts for one test sshd.',
@@ -378,7 +390,7 @@ function sshdConfig(o: { address: string; port: number; dir: string; user: strin
     'X11Forwarding no',
     'AllowTcpForwarding yes',
     'LogLevel VERBOSE',
-    `SetEnv ${[`HOME=${o.remoteHome}`, ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`)].map(q).join(' ')}`,
+    `SetEnv ${[`HOME=${o.remoteHome}`, ...(o.shell ? [`SHELL=${o.shell}`] : []), ...Object.entries(o.env ?? {}).map(([k, v]) => `${k}=${v}`)].map(q).join(' ')}`,
     `ForceCommand ${wrapper}`,
     '',
   ].join('\n')
@@ -447,7 +459,7 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   let port = 0
   for (let attempt = 1; !child; attempt++) {
     port = await freePort(address)
-    writeFileSync(config, sshdConfig({ address, port, dir, user, remoteHome, version, extra: options.extraConfig, env: options.env }))
+    writeFileSync(config, sshdConfig({ address, port, dir, user, remoteHome, version, extra: options.extraConfig, env: options.env, shell: options.shell }))
     if (attempt === 1) await checkConfig(sshd, config)
     writeFileSync(logFile, '')
     const started = await listen(sshd, config, logFile, address, port)
