@@ -7,7 +7,7 @@
  * @module
  */
 import { bundleModule } from './bundle.ts'
-import { CallCore, captureCallSite, coreOf, RemoteCall, type AnyFunction, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
+import { CallCore, captureCallSite, coreOf, RemoteCall, type AnyFunction, type CallArg, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
 import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
 import { checkOptional, describe, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'
@@ -104,7 +104,7 @@ export interface Runner {
    */
   map<F extends Remote<(item: any) => unknown>>(
     fn: F,
-    source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
+    source: Iterable<CallArg<Parameters<F>[0]>> | AsyncIterable<CallArg<Parameters<F>[0]>> | Iterator<CallArg<Parameters<F>[0]>>,
     options?: MapOptions,
   ): MapStream<MapItem<F>>
   /** A view of the pool whose calls use these options (over the pool's defaults). */
@@ -484,7 +484,7 @@ export class Pool extends EventTarget implements Runner, AsyncDisposable {
   /** @inheritDoc Runner.map */
   map<F extends Remote<(item: any) => unknown>>(
     fn: F,
-    source: Iterable<Parameters<F>[0]> | AsyncIterable<Parameters<F>[0]> | Iterator<Parameters<F>[0]>,
+    source: Iterable<CallArg<Parameters<F>[0]>> | AsyncIterable<CallArg<Parameters<F>[0]>> | Iterator<CallArg<Parameters<F>[0]>>,
     options?: MapOptions,
   ): MapStream<MapItem<F>> {
     return this.#map(undefined, fn, source, options)

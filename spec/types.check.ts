@@ -70,6 +70,9 @@ export async function checks(): Promise<void> {
   expectType<Equal<typeof rg, RemoteCall<never, number, string>>>(true)
   const mapped: ReadableStream<number> = p.map(returnsGen, [1, 2])
   void mapped
+  // map's items may be what run() takes for the parameter: an iterator or a ReadableStream for an AsyncIterable one.
+  const sums = p.map(remote(async (data: AsyncIterable<number>) => data), [[1, 2].values(), ReadableStream.from([3])])
+  void sums
 
   // The pool's events are typed.
   p.addEventListener('hostdown', (e) => void e.detail.error?.message.toUpperCase())

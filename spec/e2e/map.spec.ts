@@ -91,7 +91,7 @@ rerun('regression: a worker that dies while close() waits does not crash the pro
   const closing = q.close()
   await sleep(50)
   process.kill(JSON.parse(readFileSync(marker, 'utf8')).pid, 'SIGKILL')
-  const err = await results
+  const err = (await results) as MapError
   await closing
   assert.instance(err, MapError)
   assert.match(err.message, /running it again failed: this pool is closed/)

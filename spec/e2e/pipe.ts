@@ -108,7 +108,7 @@ function chains(target: Target): void {
       await rejection(pending)
       return readable
     }
-    const piped = await collect((await released()).pipeThrough(p.run(pt.pass, input)))
+    const piped = (await collect((await released()).pipeThrough(p.run(pt.pass, input)))) as Item[]
     assert.equal(piped.map((x) => x.i), [0, 1, 2, 3, 4])
     const iterated = await collect(await released())
     assert.equal(iterated.map((x) => x.i), [0, 1, 2, 3, 4])
