@@ -4,9 +4,15 @@
 // streaming examples, a remote error and a cancel on local workers (which run
 // on Node), then, with no node on PATH, pool()'s error and pool({ node }).
 // The caller prints one JSON line per case; each test checks one.
+//
+// And the README's own project (its tasks.ts, main.ts and tsconfig.json, as
+// spec/readme.ts reads them), copied as they are into a folder of this
+// repository (where `farpipe` resolves to the build), runs the four ways the
+// README gives: tsx, tsc then node, Bun, and Deno.
 import { tempDir, markerPath } from './helpers.ts'
 import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { readmeProject } from './readme.ts'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
@@ -162,3 +168,60 @@ for (const rt of runtimes) {
 
   s.run()
 }
+
+const readme = suite('runtimes: the README\'s main.ts, the four ways it gives')
+/** The folder the README's files are copied to (inside the repository: see the top of this file). */
+const app = path.join(root, 'spec', '.readme-app')
+const FIBONACCI = ['0', '1', '1', '2', '3', '5', '8', '13', '21', '34']
+
+/** Runs a command in the app's folder; resolves with its exit code and output (killed with its workers past LIMIT). */
+function inApp(cmd: string, args: string[]): Promise<{ code: number | null; stdout: string; report: string }> {
+  return new Promise((resolve) => {
+    // Without FORCE_COLOR, which the test runner sets to 0: Deno colours its console for any value of it.
+    const { FORCE_COLOR: _, ...env } = process.env
+    const child = spawn(cmd, args, { cwd: app, env: { ...env, NO_COLOR: '1', XDG_CACHE_HOME: tempDir() }, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d))
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL')
+      } catch {}
+    }, LIMIT)
+    const done = (code: number | null, how: string) => {
+      clearTimeout(timer)
+      resolve({ code, stdout, report: `${cmd} ${args.join(' ')} ${how}\n--- stdout ---\n${stdout}--- stderr ---\n${stderr}` })
+    }
+    child.on('error', (err) => done(null, `could not start: ${err.message}`))
+    child.on('close', (code, signal) => done(code, `exited with ${code ?? signal}`))
+  })
+}
+
+readme.before(() => {
+  rmSync(app, { recursive: true, force: true })
+  mkdirSync(app, { recursive: true })
+  for (const f of readmeProject().quickStart) writeFileSync(path.join(app, f.name), f.text)
+})
+
+readme('npx tsx main.ts', async () => {
+  const r = await inApp(path.join(root, 'node_modules', '.bin', 'tsx'), ['main.ts'])
+  assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
+})
+
+readme('npx tsc && node main.js (target es2022: Node 20 runs what tsc made of await using)', async () => {
+  const tsc = await inApp(process.execPath, [path.join(root, 'node_modules', 'typescript', 'bin', 'tsc')])
+  assert.is(tsc.code, 0, tsc.report)
+  const r = await inApp(process.execPath, ['main.js'])
+  assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
+})
+
+for (const rt of runtimes) {
+  const test = existsSync(rt.bin) ? readme : readme.skip
+  test(rt.name === 'Bun' ? 'bun main.ts' : 'deno run -A main.ts', async () => {
+    const r = await inApp(rt.bin, [...(rt.name === 'Deno' ? ['run', '-A'] : []), 'main.ts'])
+    assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
+  })
+}
+
+readme.run()
