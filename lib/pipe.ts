@@ -19,7 +19,24 @@
  *
  * @module
  */
-import type { ItemQueue } from './queue.ts'
+
+/**
+ * What a pipe reads behind a stream whose items may bypass it: the stream's
+ * queue (an ItemQueue of lib/queue.ts, which declares this pipe's entry
+ * points; declared here so that this room does not reach back up for it).
+ */
+export interface DirectSource<T> {
+  /** Items queued now. */
+  readonly size: number
+  /** True once the stream ended, failed or was cancelled (queued items may still be read). */
+  readonly closed: boolean
+  /** The stream's error, once it failed. */
+  readonly failed: { error: unknown } | undefined
+  /** The next queued item (the caller checked `size`). */
+  poll(): T | symbol
+  /** Resolves once an item is queued or the stream is closed. */
+  whenReady(): Promise<void>
+}
 
 /** What a pipe needs of a writable that items may bypass (a call's `writable`; see CallCore). */
 export interface DirectSink {
@@ -80,7 +97,7 @@ interface Interrupt {
  * `sink`. The caller checked that neither stream is locked and that the
  * sink is idle.
  */
-export async function pipeQueue<T>(source: ReadableStream<T>, queue: ItemQueue<T>, destination: WritableStream<T>, sink: DirectSink, o: PipeFlags): Promise<void> {
+export async function pipeQueue<T>(source: ReadableStream<T>, queue: DirectSource<T>, destination: WritableStream<T>, sink: DirectSink, o: PipeFlags): Promise<void> {
   const reader = source.getReader()
   const writer = destination.getWriter()
   let shuttingDown = false
