@@ -31,18 +31,8 @@ export {
 export { MapStream, type MapProgress } from './map.ts'
 export { input, type Input, type StreamSource } from './input.ts'
 export { context, type CallContext } from './context.ts'
-export {
-  RemoteCall,
-  type ThenableCall,
-  type CallOf,
-  type CallArgs,
-  type CallArg,
-  type InputOf,
-  type YieldOf,
-  type ResultOf,
-  type IsGenerator,
-  type AnyFunction,
-} from './call.ts'
+export { RemoteCall } from './call/remote-call.ts'
+export type { ThenableCall, CallOf, CallArgs, CallArg, InputOf, YieldOf, ResultOf, IsGenerator, AnyFunction } from './call/types.ts'
 export type { CallOptions, Limits } from './options.ts'
 export type { HostOptions, KnownHostsPolicy } from './ssh/config.ts'
 export type { CommandHost } from './transports/command.ts'

@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { coreOf, type RemoteCall } from './call.ts'
+import { coreOf, type RemoteCall } from './call/remote-call.ts'
 import type { UnderlyingSource } from 'node:stream/web'
 import { MapError, TransportError } from './errors.ts'
 

@@ -7,7 +7,10 @@
  * @module
  */
 import { bundleModule } from './bundle.ts'
-import { CallCore, captureCallSite, coreOf, RemoteCall, type AnyFunction, type CallArg, type CallArgs, type CallOf, type CallTarget, type IsGenerator, type ResultOf, type YieldOf } from './call.ts'
+import { CallCore, type CallTarget } from './call/core.ts'
+import { captureCallSite } from './call/remote-error.ts'
+import { RemoteCall } from './call/remote-call.ts'
+import type { AnyFunction, CallArg, CallArgs, CallOf, IsGenerator, ResultOf, YieldOf } from './call/types.ts'
 import { CancelError, FarpipeError, TransportError } from './errors.ts'
 import { isStreamSource } from './input.ts'
 import { checkOptional, describe, MAX_TIMER_MS, resolveCallOptions, resolveLimits, type CallOptions, type Limits } from './options.ts'

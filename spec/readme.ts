@@ -153,17 +153,18 @@ function exportsOf(text: string): string[] {
 export function readmeProject(markdown = readmeText()): ReadmeProject {
   const all = blocks(markdown)
   const files = new Map<string, { imports: Imports; bodies: string[] }>()
+  const fresh = (): Imports => ({ named: new Map(), other: [] })
   const quickStart: ProjectFile[] = []
   const fragments: Fragment[] = []
   for (const b of all) {
     if (b.file) {
       if (!quickStart.some((f) => f.name === b.file)) quickStart.push({ name: b.file, text: `${b.text.trimEnd()}\n` })
       if (/\.json$|\.jsonc$/.test(b.file)) {
-        if (!files.has(b.file)) files.set(b.file, { imports: { named: new Map(), other: [] }, bodies: [b.text] })
+        if (!files.has(b.file)) files.set(b.file, { imports: fresh(), bodies: [b.text] })
         continue
       }
       const { imports, body } = splitImports(b.text)
-      const f = files.get(b.file) ?? { imports: { named: new Map(), other: [] }, bodies: [] }
+      const f = files.get(b.file) ?? { imports: fresh(), bodies: [] as string[] }
       files.set(b.file, f)
       mergeImports(f.imports, imports)
       f.bodies.push(body.trim())
@@ -178,7 +179,7 @@ export function readmeProject(markdown = readmeText()): ReadmeProject {
     if (b.file || (b.lang !== 'ts' && b.lang !== 'typescript')) continue
     const { imports, body } = splitImports(b.text)
     const harness: Imports = { named: new Map([['farpipe', new Map([['pool', 'pool']])]]), other: [] }
-    if (taskNames.length > 0) harness.named.set('./tasks.ts', new Map(taskNames.map((n) => [n, n])))
+    if (taskNames.length > 0) harness.named.set('./tasks.ts', new Map(taskNames.map((n): [string, string] => [n, n])))
     mergeImports(harness, imports)
     const trial: Trial = b.flags.includes('types') ? 'types' : b.flags.includes('ssh') ? 'ssh' : 'local'
     const text = [

@@ -9,7 +9,7 @@
 import { existsSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { AnyFunction } from '../call.ts'
+import type { AnyFunction } from '../call/types.ts'
 import { remoteInfo, type Remote } from '../remote.ts'
 
 /** A mistake in how the command was called: printed with a hint, exit status 2. */

@@ -7,7 +7,8 @@
  *
  * @module
  */
-import { coreOf, type AnyFunction, type RemoteCall } from '../call.ts'
+import { coreOf, type RemoteCall } from '../call/remote-call.ts'
+import type { AnyFunction } from '../call/types.ts'
 import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
 import { pool, type Pool } from '../pool.ts'
