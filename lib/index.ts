@@ -13,22 +13,10 @@
 
 // What users write.
 export { remote, type Remote } from './remote.ts'
-export {
-  pool,
-  Pool,
-  type PoolOptions,
-  type Runner,
-  type MapOptions,
-  type MapItem,
-  type HostStatus,
-  type PoolStats,
-  type HostStats,
-  type WorkerStats,
-  type HostEventDetail,
-  type WorkerExitDetail,
-  type PoolEventMap,
-} from './pool.ts'
-export { MapStream, type MapProgress } from './map.ts'
+export { pool, Pool } from './pool/pool.ts'
+export type { PoolOptions, Runner, MapOptions, MapItem } from './pool/options.ts'
+export type { HostStatus, PoolStats, HostStats, WorkerStats, HostEventDetail, WorkerExitDetail, PoolEventMap } from './pool/stats.ts'
+export { MapStream, type MapProgress } from './pool/map.ts'
 export { input, type Input, type StreamSource } from './input.ts'
 export { context, type CallContext } from './context.ts'
 export { RemoteCall } from './call/remote-call.ts'

@@ -8,9 +8,9 @@
  *
  * @module
  */
-import { coreOf, type RemoteCall } from './call/remote-call.ts'
+import { coreOf, type RemoteCall } from '../call/remote-call.ts'
 import type { UnderlyingSource } from 'node:stream/web'
-import { MapError, TransportError } from './errors.ts'
+import { MapError, TransportError } from '../errors.ts'
 
 /** How far a map has got; read it from {@link MapStream.progress} while it runs. */
 export interface MapProgress {

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import type { PoolOptions } from './pool.ts'
-import type { HostOptions } from './ssh/config.ts'
-import type { CommandHost } from './transports/command.ts'
-import type { Transport } from './transports/transport.ts'
+import type { PoolOptions } from './options.ts'
+import type { HostOptions } from '../ssh/config.ts'
+import type { CommandHost } from '../transports/command.ts'
+import type { Transport } from '../transports/transport.ts'
 
 /** A host object that names a command rather than an SSH destination. */
 function isCommandHost(h: unknown): h is CommandHost {
@@ -27,8 +27,8 @@ export async function hostTransports(hosts: (string | HostOptions | CommandHost)
   const commands = hosts.filter(isCommandHost)
   // The SSH modules load only for pools that use SSH, the command transport only for pools that use commands.
   const [sshModules, commandModule] = await Promise.all([
-    ssh.length > 0 ? Promise.all([import('./ssh/config.ts'), import('./transports/ssh.ts')]) : undefined,
-    commands.length > 0 ? import('./transports/command.ts') : undefined,
+    ssh.length > 0 ? Promise.all([import('../ssh/config.ts'), import('../transports/ssh.ts')]) : undefined,
+    commands.length > 0 ? import('../transports/command.ts') : undefined,
   ])
   const byHost = new Map<unknown, Transport>()
   for (const h of commands) {
