@@ -46,7 +46,7 @@ export {
 export type { CallOptions, Limits } from './options.ts'
 export type { HostOptions, KnownHostsPolicy } from './ssh/config.ts'
 export type { CommandHost } from './transports/command.ts'
-export type { LogEntry } from './session.ts'
+export type { LogEntry, WorkerCounters } from './session.ts'
 export {
   FarpipeError,
   RemoteError,

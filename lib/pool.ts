@@ -123,7 +123,7 @@ export interface MapOptions extends CallOptions {
 }
 
 /** Counts of one worker process (its slot: they add up across the processes that filled it). */
-export interface WorkerStats {
+export interface WorkerStats extends WorkerCounters {
   /** The worker's index on its host. */
   index: number
   /** True while a worker process is running in this slot. */
@@ -132,20 +132,6 @@ export interface WorkerStats {
   pid: number | undefined
   /** Calls in flight now (a streaming call counts until its stream ends). */
   inFlight: number
-  /** Calls sent to it. */
-  calls: number
-  /** Calls that failed (remote errors, timeouts, lost workers; not cancels). */
-  errors: number
-  /** Items it yielded to this side. */
-  itemsIn: number
-  /** Their bytes on the wire. */
-  bytesIn: number
-  /** Items of streamed arguments sent to it. */
-  itemsOut: number
-  /** Their bytes on the wire. */
-  bytesOut: number
-  /** Worker processes that ended in this slot (died, were replaced, or closed). */
-  exits: number
   /** Why the last start of a worker in this slot failed, while none runs there (it is started again after a backoff). */
   error?: string
 }

@@ -11,7 +11,6 @@ import { streamsInItems } from './codec.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import type { Limits } from './options.ts'
-import type { WorkerStats } from './pool.ts'
 import { Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from './wire.ts'
 import type { CallerHello, WorkerHello } from './worker/runtime.ts'
 
@@ -41,8 +40,26 @@ export interface SessionCall {
   lost(error: TransportError): void
 }
 
-/** What a worker slot counts (see `Pool.stats()`, whose fields these are); the sessions that fill it add to the same counters. */
-export type WorkerCounters = Pick<WorkerStats, 'calls' | 'errors' | 'itemsIn' | 'bytesIn' | 'itemsOut' | 'bytesOut' | 'exits'>
+/**
+ * What a worker slot counts (`Pool.stats()` shows them, as part of each
+ * worker's stats); the sessions that fill the slot add to the same counters.
+ */
+export interface WorkerCounters {
+  /** Calls sent to it. */
+  calls: number
+  /** Calls that failed (remote errors, timeouts, lost workers; not cancels). */
+  errors: number
+  /** Items it yielded to this side. */
+  itemsIn: number
+  /** Their bytes on the wire. */
+  bytesIn: number
+  /** Items of streamed arguments sent to it. */
+  itemsOut: number
+  /** Their bytes on the wire. */
+  bytesOut: number
+  /** Worker processes that ended in this slot (died, were replaced, or closed). */
+  exits: number
+}
 
 /** Options of a session. */
 export interface SessionOptions {
