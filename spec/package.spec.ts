@@ -1,13 +1,19 @@
 // The package as people install it. `npm pack` runs from a temporary copy of
 // the repository (its prepack build deletes and rewrites dist/, which other
-// processes may be using here), then a fresh app in a temporary folder
-// installs the tarball with the latest TypeScript, @types/node and tsx,
-// compiles the README's first example under a plain strict nodenext
-// tsconfig (no skipLibCheck, no `types`) and runs it with node and with tsx.
+// processes may be using here), then two fresh apps in temporary folders
+// install the tarball, one with the latest TypeScript and @types/node, one
+// with an older pair (TOOLCHAINS: typescript 5.9, @types/node 20). In each, tsc
+// compiles the README's project (spec/readme.ts: its tsconfig.json, tasks.ts,
+// main.ts and every block as a module) under the README's tsconfig, and every
+// declaration the tarball ships under strict with no skipLibCheck and only
+// the package's dependencies installed. In the latest app the README's quick
+// start also compiles under a bare strict nodenext tsconfig, and runs with
+// `tsc && node` and with the tsx farpipe brings.
 // Installing needs the npm registry: without it those tests are skipped.
 import { tempDir } from './helpers.ts'
+import { readmeProject } from './readme.ts'
 import { spawn } from 'node:child_process'
-import { cpSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
@@ -80,26 +86,6 @@ async function must(cmd: string, args: string[], cwd: string): Promise<Ran> {
   return r
 }
 
-/**
- * The README's first example, as a tsc user writes it (`./tasks.js`
- * imports): the code under its first `// tasks.ts` and `// main.ts` lines,
- * each up to the next such file name or the end of its ```ts block.
- */
-function readmeExample(): { tasks: string; main: string } {
-  const readme = readFileSync(path.join(root, 'README.md'), 'utf8')
-  const parts = new Map<string, string>()
-  for (const [, code = ''] of readme.matchAll(/```ts\n([\s\S]*?)```/g)) {
-    for (const part of code.split(/^(?=\/\/ [\w-]+\.ts\b)/m)) {
-      const name = /^\/\/ ([\w-]+\.ts)\b/.exec(part)?.[1]
-      if (name && !parts.has(name)) parts.set(name, part)
-    }
-  }
-  const tasks = parts.get('tasks.ts')
-  const main = parts.get('main.ts')
-  if (!tasks || !main) throw new Error('README.md has no ```ts code under a `// tasks.ts` and a `// main.ts` line (its first example)')
-  return { tasks, main: main.replaceAll(`'./tasks.ts'`, `'./tasks.js'`) }
-}
-
 interface Packed {
   tarball: string
   files: string[]
@@ -124,37 +110,74 @@ function pack(): Promise<Packed> {
   })())
 }
 
-let installed: Promise<{ app: string; install: Ran }> | undefined
-/** A fresh ESM app with the tarball, the latest typescript and @types/node, and tsx installed (once). */
-function install(): Promise<{ app: string; install: Ran }> {
-  return (installed ??= (async () => {
-    const { tarball } = await pack()
-    // Not named after farpipe, so that a warning naming farpipe is about the package.
-    const app = temp('fp-consumer-')
-    writeFileSync(path.join(app, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }, null, 2))
-    const r = await must(
-      'npm',
-      ['install', '--no-audit', '--no-fund', '--loglevel=warn', tarball, 'typescript@latest', '@types/node@latest', 'tsx'],
-      app,
-    )
-    const { tasks, main } = readmeExample()
-    writeFileSync(path.join(app, 'tasks.ts'), tasks)
-    writeFileSync(path.join(app, 'main.ts'), main)
-    const compilerOptions = {
-      strict: true,
-      module: 'nodenext',
-      moduleResolution: 'nodenext',
-      target: 'es2022',
-      // es2023: what farpipe is built with (Node 20's language);
-      // esnext.disposable: `await using` (which @types/node adds anyway).
-      lib: ['es2023', 'esnext.disposable'],
-    }
-    writeFileSync(path.join(app, 'tsconfig.json'), JSON.stringify({ compilerOptions }, null, 2))
-    // The least a consumer writes: the README says no `lib` is needed either.
-    const plain = { compilerOptions: { strict: true, module: 'nodenext', noEmit: true } }
-    writeFileSync(path.join(app, 'tsconfig.plain.json'), JSON.stringify(plain, null, 2))
-    return { app, install: r }
-  })())
+/** A consumer's toolchain: what an app installs beside the tarball. */
+interface Toolchain {
+  /** How test names say it. */
+  label: string
+  packages: string[]
+}
+
+/**
+ * What consumers install: the newest TypeScript and Node types, and an
+ * older pair: the TypeScript the package is built with (5.9, still the
+ * JavaScript compiler) and the types of its oldest Node (20). No tsx: the
+ * README says farpipe brings it.
+ */
+const TOOLCHAINS = {
+  latest: { label: 'latest typescript and @types/node', packages: ['typescript@latest', '@types/node@latest'] },
+  older: { label: 'typescript@5.9 and @types/node@20', packages: ['typescript@5.9', '@types/node@20'] },
+} satisfies Record<string, Toolchain>
+type ToolchainName = keyof typeof TOOLCHAINS
+
+interface App {
+  toolchain: ToolchainName
+  dir: string
+  install: Ran
+}
+
+const apps = new Map<ToolchainName, Promise<App>>()
+/** A fresh ESM app with the tarball and `toolchain` installed (once each). */
+function install(toolchain: ToolchainName): Promise<App> {
+  let app = apps.get(toolchain)
+  if (!app) {
+    app = (async () => {
+      const { tarball } = await pack()
+      // Not named after farpipe, so that a warning naming farpipe is about the package.
+      const dir = temp(`fp-consumer-${toolchain}-`)
+      writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: 'consumer', version: '1.0.0', private: true, type: 'module' }, null, 2))
+      const began = Date.now()
+      const r = await must('npm', ['install', '--no-audit', '--no-fund', '--loglevel=warn', tarball, ...TOOLCHAINS[toolchain].packages], dir)
+      console.log(`  ${toolchain} app (${TOOLCHAINS[toolchain].packages.join(', ')}): installed in ${((Date.now() - began) / 1000).toFixed(1)} s`)
+      return { toolchain, dir, install: r }
+    })()
+    apps.set(toolchain, app)
+  }
+  return app
+}
+
+/** A file to write: a name relative to its folder, and its text. */
+interface ExampleFile {
+  name: string
+  text: string
+}
+
+/**
+ * Writes `files` (a tsconfig.json among them) into the folder `folder` of
+ * the app, and compiles them there with the app's own tsc (whatever version
+ * the toolchain installed); `args` go to tsc after `-p`. Resolves with the
+ * run, which passed when it exited 0 and printed nothing.
+ */
+async function compileExamples(app: App, folder: string, files: ExampleFile[], args: string[] = []): Promise<Ran> {
+  const dir = path.join(app.dir, folder)
+  if (!files.some((f) => f.name === 'tsconfig.json')) throw new Error(`compileExamples: no tsconfig.json among ${files.map((f) => f.name).join(', ')}`)
+  for (const f of files) {
+    mkdirSync(path.dirname(path.join(dir, f.name)), { recursive: true })
+    writeFileSync(path.join(dir, f.name), f.text)
+  }
+  const began = Date.now()
+  const r = await run(path.join(app.dir, 'node_modules', '.bin', 'tsc'), ['-p', path.join(folder, 'tsconfig.json'), ...args], app.dir)
+  console.log(`  ${app.toolchain} app: tsc -p ${folder} in ${((Date.now() - began) / 1000).toFixed(1)} s`)
+  return r
 }
 
 /** Whether the npm registry answers; the reason to skip when it does not. */
@@ -187,44 +210,110 @@ s('the package runs no script of its own when installed', async () => {
 const offline = await registry()
 if (offline) console.log(`skipping the install tests: ${offline}`)
 const online = offline ? s.skip : s
+// Both apps install side by side from the start: an install mostly waits on
+// the registry, and one after the other they would not fit in the file's time.
+// (The catch only marks the promise handled; the tests await it themselves.)
+if (!offline) for (const name of Object.keys(TOOLCHAINS) as ToolchainName[]) install(name).catch(() => {})
 
-online('installs into a fresh app with no npm warning about farpipe', async () => {
-  const { install: r } = await install()
-  const warnings = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /^npm warn/i.test(l) && /farpipe/i.test(l))
-  assert.equal(warnings, [], r.report)
-})
+const project = readmeProject()
+/** The README's project as spec/readme.ts reads it: its tsconfig.json, tasks.ts and main.ts, and every other block as a module of its own. */
+const readme: ExampleFile[] = [...project.files, ...project.fragments]
+/** The "Use it in your project" files (its first tasks.ts and main.ts blocks, and its tsconfig.json), as a user copies them. */
+const quickStart: ExampleFile[] = project.quickStart
 
-let compiled: Promise<Ran> | undefined
-/** The app's `tsc` run (once). */
-async function compile(): Promise<Ran> {
-  const { app } = await install()
-  return (compiled ??= run('npx', ['tsc', '-p', 'tsconfig.json'], app))
+/** A relative module specifier ending in a TypeScript extension (`'./remote.ts'`), outside comment lines. */
+const RELATIVE_TS = /['"](\.{1,2}\/[^'"]*?(?<!\.d)\.[mc]?tsx?)['"]/g
+
+/** Every `.d.ts` under `dir`, relative to it. */
+function declarationsIn(dir: string): string[] {
+  return (readdirSync(dir, { recursive: true }) as string[]).filter((f) => /\.d\.[mc]?ts$/.test(f)).sort()
 }
 
-online('tsc compiles the README example: strict nodenext, no skipLibCheck, no types', async () => {
-  const r = await compile()
+for (const name of Object.keys(TOOLCHAINS) as ToolchainName[]) {
+  const { label } = TOOLCHAINS[name]
+
+  online(`installs into a fresh app with ${label}, with no npm warning about farpipe`, async () => {
+    const { install: r } = await install(name)
+    const warnings = `${r.stdout}\n${r.stderr}`.split('\n').filter((l) => /^npm warn/i.test(l) && /farpipe/i.test(l))
+    assert.equal(warnings, [], r.report)
+  })
+
+  online(`tsc (${label}) compiles the README's project and every block of it under the README's tsconfig.json`, async () => {
+    const r = await compileExamples(await install(name), 'readme', readme, ['--noEmit'])
+    assert.is(r.code, 0, r.report)
+    assert.is(r.stdout + r.stderr, '', r.report)
+  })
+
+  online(`tsc (${label}) compiles every declaration the tarball ships with only its dependencies: no @types/ssh2, strict, no skipLibCheck`, async () => {
+    const app = await install(name)
+    const dist = path.join(app.dir, 'node_modules', 'farpipe', 'dist')
+    assert.not.ok(existsSync(path.join(app.dir, 'node_modules', '@types', 'ssh2')), '@types/ssh2 came with the package: this test would prove nothing')
+    const shipped = declarationsIn(dist)
+    const compilerOptions = {
+      strict: true,
+      target: 'es2022',
+      module: 'nodenext',
+      // No DOM and no `types`: the node types come from index.d.ts's reference, as for any consumer.
+      lib: ['es2023', 'esnext.disposable'],
+      types: [],
+      skipLibCheck: false,
+      noEmit: true,
+    }
+    // Every shipped declaration, not only what index.d.ts reaches: tools that
+    // walk the package, and the legacy `node10` resolution, ignore `exports`.
+    const files = ['consumer.ts', ...shipped.map((f) => `../node_modules/farpipe/dist/${f}`)]
+    const r = await compileExamples(app, 'declarations', [
+      { name: 'tsconfig.json', text: JSON.stringify({ compilerOptions, files }, null, 2) },
+      { name: 'consumer.ts', text: "import * as farpipe from 'farpipe'\nexport type Api = typeof farpipe\n" },
+    ])
+    assert.is(r.code, 0, r.report)
+    assert.is(r.stdout + r.stderr, '', r.report)
+  })
+}
+
+online('the declarations the tarball ships import each other by their .js names', async () => {
+  // tsc reads `./remote.ts` in a .d.ts as `./remote.d.ts`; editors and declaration tools look for the file named.
+  const dist = path.join((await install('latest')).dir, 'node_modules', 'farpipe', 'dist')
+  const named: string[] = []
+  for (const f of declarationsIn(dist)) {
+    for (const line of readFileSync(path.join(dist, f), 'utf8').split('\n')) {
+      if (/^\s*(\*|\/\/|\/\*)/.test(line)) continue
+      for (const [, spec] of line.matchAll(RELATIVE_TS)) named.push(`dist/${f}: '${spec}'`)
+    }
+  }
+  assert.equal(named, [], `declarations that import a .ts file, which dist does not have:\n${named.join('\n')}`)
+})
+
+online(`tsc (${TOOLCHAINS.latest.label}) compiles the README's main.ts with only strict and module nodenext (no lib, no target, no types)`, async () => {
+  // The least a consumer writes; without allowImportingTsExtensions, main.ts imports ./tasks.js as tsc users write it.
+  const plain = { compilerOptions: { strict: true, module: 'nodenext', noEmit: true } }
+  const files = quickStart.map((f) =>
+    f.name === 'tsconfig.json' ? { name: f.name, text: JSON.stringify(plain, null, 2) } : { name: f.name, text: f.text.replaceAll(`'./tasks.ts'`, `'./tasks.js'`) },
+  )
+  const r = await compileExamples(await install('latest'), 'plain', files)
   assert.is(r.code, 0, r.report)
   assert.is(r.stdout + r.stderr, '', r.report)
 })
 
-online('tsc compiles it with only strict and module nodenext (no lib, no target)', async () => {
-  const { app } = await install()
-  const r = await run('npx', ['tsc', '-p', 'tsconfig.plain.json'], app)
-  assert.is(r.code, 0, r.report)
-  assert.is(r.stdout + r.stderr, '', r.report)
-})
+let quick: Promise<{ app: App; tsc: Ran }> | undefined
+/** The README's quick-start files compiled (and emitted) as they are, in the latest app (once). */
+function compileQuickStart(): Promise<{ app: App; tsc: Ran }> {
+  return (quick ??= (async () => {
+    const app = await install('latest')
+    return { app, tsc: await compileExamples(app, 'quick', quickStart) }
+  })())
+}
 
-online('node runs the compiled example: it prints the fibonacci numbers', async () => {
-  const { app } = await install()
-  const c = await compile()
-  if (c.code !== 0) throw new Error(c.report)
-  const r = await must(process.execPath, ['main.js'], app)
+online('npx tsc && node main.js, as the README says: it prints the fibonacci numbers', async () => {
+  const { app, tsc } = await compileQuickStart()
+  assert.is(tsc.code, 0, tsc.report)
+  const r = await must(process.execPath, ['main.js'], path.join(app.dir, 'quick'))
   assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
 })
 
-online('tsx runs main.ts the same', async () => {
-  const { app } = await install()
-  const r = await must('npx', ['tsx', 'main.ts'], app)
+online('npx tsx main.ts runs it the same, with the tsx farpipe brings', async () => {
+  const { app } = await compileQuickStart()
+  const r = await must('npx', ['--no-install', 'tsx', 'main.ts'], path.join(app.dir, 'quick'))
   assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
 })
 
