@@ -1,8 +1,9 @@
 /**
  * The `farpipe` command's arguments: what each subcommand takes, parsed
- * without I/O into a typed object, and the help texts. Anything wrong is a
- * {@link UsageError}, which the command reports with exit status 2. And
- * `module#export` itself: {@link loadRemote} finds the function it names.
+ * without I/O into a typed object (the help texts are help.ts's). Anything
+ * wrong is a {@link UsageError}, which the command reports with exit status
+ * 2. And `module#export` itself: {@link loadRemote} finds the function it
+ * names.
  *
  * @module
  */
@@ -11,6 +12,7 @@ import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { AnyFunction } from '../call/types.ts'
 import { remoteInfo, type Remote } from '../remote.ts'
+import { HOSTS_HELP, MAIN_HELP, PIPE_HELP, RUN_HELP } from './help.ts'
 
 /** A mistake in how the command was called: printed with a hint, exit status 2. */
 export class UsageError extends Error {
@@ -60,97 +62,6 @@ export interface HelpCommand {
 }
 
 export type Command = CallCommand | HostsCommand | HelpCommand
-
-/** The exit statuses of `farpipe run` and `farpipe pipe` (`farpipe hosts` has its own, in {@link HOSTS_HELP}). */
-export const EXIT_CODES = `Exit status:
-  0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
-       the call is cancelled first
-  1    the remote function threw (its message and remote stack go to stderr), the call timed out,
-       or writing stdout failed otherwise than by its reader leaving (a full disk: the call is
-       cancelled)
-  2    usage error, bad module#export, a value the output format cannot carry, a line of stdin
-       that does not parse or a stdin that cannot be read (the call is cancelled), or a
-       host/transport error (unreachable host, unknown or changed host key, lost connection:
-       the host is named)
-  130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
-
-const CALL_OPTIONS = `Options:
-  --host <dest>            run on this SSH destination (repeatable; user@host, ssh://host:port,
-                           an alias of ~/.ssh/config). Default: local worker processes
-  --workers <n>            worker processes per host (default 1: the command makes one call)
-  --timeout <ms>           fail the call after this many milliseconds
-  --idle-timeout <ms>      fail the call when nothing moves for this many milliseconds
-  --high-water-mark <n>    items each side queues at most (default 4096)
-  --bytes                  raw bytes: stdin chunks go in as Uint8Array, yielded Uint8Array chunks
-                           are written to stdout as they are
-  --format json|devalue    items as JSON lines (default), or one devalue.stringify line per item
-                           (BigInt, Map, Set, Date, undefined, typed arrays, cycles)
-  -h, --help               this help`
-
-export const MAIN_HELP = `farpipe: a Unix pipe through a remote function.
-
-Usage:
-  farpipe run  <module#export> [args...] [options]      print what the function yields (or returns)
-  farpipe pipe <module#export> [args...] - [options]    stream stdin into the '-' argument
-  farpipe hosts <dest...>                               check hosts: reachable, node, cores, cache
-
-The module (TypeScript or JavaScript, relative to the working directory)
-exports the function, made with remote(). Arguments that parse as JSON are
-JSON (\`10\`, \`"10"\`, \`[1,2]\`), others are strings.
-
-Examples:
-  farpipe run tasks.ts#fibonacci 10
-  printf '1\\n2\\n3\\n' | farpipe pipe tasks.ts#movingAverage - 3
-  farpipe pipe tasks.ts#gzip - --bytes --host gpu-1 < big.tar > big.tar.gz
-  farpipe run tasks.ts#endless | head -n 3
-  farpipe hosts gpu-1 gpu-2
-
-Run \`farpipe <command> --help\` for a command's options.
-
-${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts --help gives those of hosts):')}
-`
-
-export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
-
-Calls the function once and writes each item it yields (or what it returns)
-to stdout, one line per item. Remote logs go to stderr as [host/worker] line.
-
-${CALL_OPTIONS}
-
-${EXIT_CODES}
-`
-
-export const PIPE_HELP = `Usage: farpipe pipe <module#export> [args...] - [args...] [options]
-
-Like run, with stdin streamed into the argument given as '-' (exactly once):
-one item per line (JSON, or devalue with --format devalue; empty lines are
-skipped), or raw chunks with --bytes. Stdin is read only as fast as the
-remote function consumes it; stdout is written only as fast as it is read.
-
-${CALL_OPTIONS}
-
-${EXIT_CODES}
-`
-
-export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [options]
-
-Opens a pool on each host, all at once, and prints a line per host in the
-order given: whether it is reachable (or why not), its node version,
-platform/arch, worker count and cache dir. A destination is what --host of
-farpipe run takes (user@host, ssh://host:port, an alias of ~/.ssh/config).
-
-Options:
-  --workers <n>    worker processes to start on each host (default: one per core)
-  -h, --help       this help
-
-Exit status (the worst among the hosts):
-  0    every host is reachable and answered the probe
-  1    a host is reachable, but the probe failed there (it threw, timed out after
-       30 s, or lost its connection): its line says why
-  2    usage error, or a host is unreachable (no connection, login, host key or node
-       there): its line says why
-  130  interrupted (Ctrl-C)
-`
 
 /** An argument as the function receives it: JSON when it parses as JSON, else the string itself. */
 export function parseValue(text: string): unknown {

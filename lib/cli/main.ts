@@ -160,7 +160,7 @@ async function probe(host: string, workers: number | undefined): Promise<Outcome
 
 /**
  * Probes every host at once; prints them in the order given. The exit
- * status is the worst case among the hosts (HOSTS_HELP in args.ts says it):
+ * status is the worst case among the hosts (HOSTS_HELP in help.ts says it):
  * 0 when every host answered, 1 when a reachable host's probe failed, 2
  * when a host is unreachable.
  */

@@ -1,7 +1,7 @@
 /**
  * What the command tells the user when a command fails: a message on
  * stderr, and the exit status that goes with it (the table is
- * {@link EXIT_CODES} in args.ts, printed by `--help`).
+ * {@link EXIT_CODES} in help.ts, printed by `--help`).
  *
  * @module
  */
