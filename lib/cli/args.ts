@@ -2,16 +2,17 @@
  * The `farpipe` command's arguments: what each subcommand takes, parsed
  * without I/O into a typed object (the help texts are help.ts's). Anything
  * wrong is a {@link UsageError}, which the command reports with exit status
- * 2. And `module#export` itself: {@link loadRemote} finds the function it
- * names.
+ * 2. And what the arguments name: {@link checkSshConfig} checks the file of
+ * `-F`, {@link loadRemote} finds the function `module#export` names.
  *
  * @module
  */
-import { existsSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { AnyFunction } from '../call/types.ts'
 import { remoteInfo, type Remote } from '../remote.ts'
+import type { KnownHostsPolicy } from '../ssh/config.ts'
 import { HOSTS_HELP, MAIN_HELP, PIPE_HELP, RUN_HELP } from './help.ts'
 
 /** A mistake in how the command was called: printed with a hint, exit status 2. */
@@ -24,8 +25,18 @@ export class UsageError extends Error {
 /** How items are written to stdout and read from stdin. */
 export type Format = 'json' | 'devalue'
 
+/** What `farpipe run`, `farpipe pipe` and `farpipe hosts` share: which hosts, and how to reach them. */
+export interface HostsOptions {
+  hosts: string[]
+  workers: number | undefined
+  /** The SSH client configuration to read instead of ~/.ssh/config (`-F`, `--ssh-config`). */
+  sshConfig: string | undefined
+  /** How host keys are checked (`--known-hosts`); undefined leaves it to the SSH config, else strict. */
+  knownHosts: KnownHostsPolicy | undefined
+}
+
 /** What `farpipe run` and `farpipe pipe` were asked to do. */
-export interface CallCommand {
+export interface CallCommand extends HostsOptions {
   command: 'run' | 'pipe'
   /** `module#export` as given. */
   target: string
@@ -33,8 +44,6 @@ export interface CallCommand {
   args: unknown[]
   /** Index of the `-` argument in `args` (pipe only). */
   stdinIndex: number | undefined
-  hosts: string[]
-  workers: number | undefined
   timeout: number | undefined
   idleTimeout: number | undefined
   highWaterMark: number | undefined
@@ -43,10 +52,8 @@ export interface CallCommand {
 }
 
 /** What `farpipe hosts` was asked to do. */
-export interface HostsCommand {
+export interface HostsCommand extends HostsOptions {
   command: 'hosts'
-  hosts: string[]
-  workers: number | undefined
 }
 
 /** A request for help: the text to print (on stdout, exit 0). */
@@ -80,10 +87,34 @@ function positiveInteger(name: string, text: string | undefined, min = 1): numbe
   return n
 }
 
+type CommandName = 'run' | 'pipe' | 'hosts'
+
+/** The options that take a value, and the commands that take each. */
+const VALUED: Record<string, readonly CommandName[]> = {
+  host: ['run', 'pipe'],
+  'ssh-config': ['run', 'pipe', 'hosts'],
+  'known-hosts': ['run', 'pipe', 'hosts'],
+  workers: ['run', 'pipe', 'hosts'],
+  timeout: ['run', 'pipe'],
+  'idle-timeout': ['run', 'pipe'],
+  'high-water-mark': ['run', 'pipe'],
+  format: ['run', 'pipe'],
+}
+
+const POLICIES: readonly string[] = ['strict', 'accept-new', 'off']
+
+/** How messages name an option: `-F` is `--ssh-config`. */
+const shown = (name: string) => (name === 'ssh-config' ? '--ssh-config (-F)' : `--${name}`)
+
 /**
  * Parses the command line (without `node` and the script). Options start
- * with `--` (or are `-h`); `-` alone is stdin; anything else, `-3` included,
- * is an argument. After `--`, everything is an argument.
+ * with `--` (or are `-h`, or `-F` with its file as the next argument or
+ * glued to it, as ssh takes it); `-` alone is stdin; anything else, `-3`
+ * included, is an argument. After `--`, everything is an argument.
+ *
+ * An option that takes one value may be given twice only with the same
+ * value: which of two the user meant cannot be told, and in a pipeline a
+ * guess shows only as wrong data.
  */
 export function parseArgs(argv: string[]): Command {
   const [command, ...rest] = argv
@@ -98,7 +129,6 @@ export function parseArgs(argv: string[]): Command {
   const hosts: string[] = []
   let bytes = false
   let stdinIndex: number | undefined
-  const valued = new Set(['host', 'workers', 'timeout', 'idle-timeout', 'high-water-mark', 'format'])
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i]!
     if (arg === '--') {
@@ -106,7 +136,16 @@ export function parseArgs(argv: string[]): Command {
       break
     }
     if (arg === '-h' || arg === '--help') return { command: 'help', text: help, missing: false }
-    if (!arg.startsWith('--')) {
+    let name: string
+    let inline: string | undefined
+    if (arg.startsWith('-F')) {
+      name = 'ssh-config'
+      if (arg.length > 2) inline = arg.slice(2)
+    } else if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=')
+      name = arg.slice(2, eq === -1 ? undefined : eq)
+      if (eq !== -1) inline = arg.slice(eq + 1)
+    } else {
       if (arg === '-') {
         if (command !== 'pipe') throw new UsageError(`'-' (stdin) is an argument of \`farpipe pipe\`, not of \`farpipe ${command}\``)
         if (stdinIndex !== undefined) throw new UsageError(`'-' (stdin) may be given once; it was given twice`)
@@ -115,25 +154,46 @@ export function parseArgs(argv: string[]): Command {
       positional.push(arg)
       continue
     }
-    const eq = arg.indexOf('=')
-    const name = arg.slice(2, eq === -1 ? undefined : eq)
-    if (name === 'bytes' && command !== 'hosts' && eq === -1) {
+    if (name === 'bytes' && command !== 'hosts') {
+      if (inline !== undefined) throw new UsageError(`option --bytes takes no value, got '${inline}'`)
       bytes = true
       continue
     }
-    if (!valued.has(name) || (command === 'hosts' && name !== 'workers')) {
+    if (!VALUED[name]?.includes(command)) {
       throw new UsageError(`unknown option --${name} for \`farpipe ${command}\` (see farpipe ${command} --help)`)
     }
-    const value = eq === -1 ? rest[++i] : arg.slice(eq + 1)
-    if (value === undefined) throw new UsageError(`option --${name} expects a value`)
-    if (name === 'host') hosts.push(value)
-    else values.set(name, value)
+    let value = inline
+    if (value === undefined) {
+      const next = rest[i + 1]
+      // The next option is not this one's value: `--format --host gpu-1` lacks the value of --format.
+      if (next === undefined || next.startsWith('--') || next === '-h' || next.startsWith('-F')) {
+        throw new UsageError(`option ${shown(name)} expects a value${next === undefined ? '' : `, got the option ${next}`}`)
+      }
+      value = next
+      i++
+    }
+    if (name === 'host') {
+      hosts.push(value)
+      continue
+    }
+    const before = values.get(name)
+    if (before !== undefined && before !== value) {
+      throw new UsageError(`option ${shown(name)} is given twice, as '${before}' and as '${value}'; give it once`)
+    }
+    values.set(name, value)
   }
   const num = (name: string) => (values.has(name) ? positiveInteger(name, values.get(name)) : undefined)
   const workers = num('workers')
+  const sshConfig = values.get('ssh-config')
+  if (sshConfig === '') throw new UsageError('option --ssh-config (-F) expects a file, got an empty string')
+  const knownHosts = values.get('known-hosts')
+  if (knownHosts !== undefined && !POLICIES.includes(knownHosts)) {
+    throw new UsageError(`option --known-hosts expects strict, accept-new or off, got '${knownHosts}'`)
+  }
+  const reach: HostsOptions = { hosts, workers, sshConfig, knownHosts: knownHosts as KnownHostsPolicy | undefined }
   if (command === 'hosts') {
     if (positional.length === 0) throw new UsageError('farpipe hosts expects at least one host (e.g. farpipe hosts gpu-1 gpu-2)')
-    return { command, hosts: positional, workers }
+    return { command, ...reach, hosts: positional }
   }
   const target = positional[0]
   if (target === undefined) throw new UsageError(`farpipe ${command} expects module#export (e.g. farpipe ${command} tasks.ts#fibonacci)`)
@@ -148,13 +208,41 @@ export function parseArgs(argv: string[]): Command {
     target,
     args: positional.slice(1).map((a, i) => (i === stdinIndex ? undefined : parseValue(a))),
     stdinIndex,
-    hosts,
-    workers,
+    ...reach,
     timeout: num('timeout'),
     idleTimeout: num('idle-timeout'),
     highWaterMark: num('high-water-mark'),
     bytes,
     format,
+  }
+}
+
+/**
+ * Checks the file given to `-F` before anything connects: one that is
+ * missing, a directory or unreadable is a usage error naming it. The pool
+ * reads the file itself (and only when there are SSH hosts); this makes a
+ * mistake in it show the same way with or without hosts. `/dev/null` is
+ * the usual way to say "no config", as with ssh.
+ */
+export function checkSshConfig(file: string): void {
+  const full = path.resolve(file)
+  const named = full === file ? file : `${file} (${full})`
+  const fail = (what: string, cause?: unknown) => new UsageError(`option --ssh-config (-F): ${named} ${what}`, { cause })
+  let isFile: boolean
+  try {
+    const st = statSync(full)
+    if (st.isDirectory()) throw fail('is a directory, not an SSH config file')
+    isFile = st.isFile()
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    throw fail(code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read: ${(err as Error).message}`, err)
+  }
+  if (!isFile && full !== '/dev/null') throw fail('is not a regular file (a pipe, socket or device); give a config file, or /dev/null for none')
+  try {
+    closeSync(openSync(full, 'r'))
+  } catch (err) {
+    throw fail(`cannot be read: ${(err as Error).message}`, err)
   }
 }
 

@@ -20,9 +20,18 @@ export const EXIT_CODES = `Exit status:
        the host is named)
   130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
 
+/** How to reach the hosts: shared by every command's help. */
+const HOST_OPTIONS = `  -F, --ssh-config <file>  the SSH client config to read instead of ~/.ssh/config (as ssh -F);
+                           -F /dev/null reads none
+  --known-hosts <policy>   how host keys are checked (as ssh -o StrictHostKeyChecking=...):
+                           strict: only keys already in known_hosts; accept-new: a host's first
+                           key is accepted and recorded, a changed key is still refused; off: no
+                           check. Default: StrictHostKeyChecking of the SSH config, else strict`
+
 const CALL_OPTIONS = `Options:
   --host <dest>            run on this SSH destination (repeatable; user@host, ssh://host:port,
-                           an alias of ~/.ssh/config). Default: local worker processes
+                           an alias of the SSH config). Default: local worker processes
+${HOST_OPTIONS}
   --workers <n>            worker processes per host (default 1: the command makes one call)
   --timeout <ms>           fail the call after this many milliseconds
   --idle-timeout <ms>      fail the call when nothing moves for this many milliseconds
@@ -38,7 +47,7 @@ export const MAIN_HELP = `farpipe: a Unix pipe through a remote function.
 Usage:
   farpipe run  <module#export> [args...] [options]      print what the function yields (or returns)
   farpipe pipe <module#export> [args...] - [options]    stream stdin into the '-' argument
-  farpipe hosts <dest...>                               check hosts: reachable, node, cores, cache
+  farpipe hosts <dest...> [options]                     check hosts: reachable, node, cores, cache
 
 The module (TypeScript or JavaScript, relative to the working directory)
 exports the function, made with remote(). Arguments that parse as JSON are
@@ -51,7 +60,12 @@ Examples:
   farpipe run tasks.ts#endless | head -n 3
   farpipe hosts gpu-1 gpu-2
 
-Run \`farpipe <command> --help\` for a command's options.
+Options (-F and --known-hosts for every command, --host for run and pipe):
+  --host <dest>            run on this SSH destination (repeatable); default: local workers
+  -F, --ssh-config <file>  the SSH config to read instead of ~/.ssh/config
+  --known-hosts <policy>   how host keys are checked: strict, accept-new or off
+
+Run \`farpipe <command> --help\` for all of a command's options.
 
 ${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts --help gives those of hosts):')}
 `
@@ -83,11 +97,12 @@ export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [options]
 Opens a pool on each host, all at once, and prints a line per host in the
 order given: whether it is reachable (or why not), its node version,
 platform/arch, worker count and cache dir. A destination is what --host of
-farpipe run takes (user@host, ssh://host:port, an alias of ~/.ssh/config).
+farpipe run takes (user@host, ssh://host:port, an alias of the SSH config).
 
 Options:
-  --workers <n>    worker processes to start on each host (default: one per core)
-  -h, --help       this help
+${HOST_OPTIONS}
+  --workers <n>            worker processes to start on each host (default: one per core)
+  -h, --help               this help
 
 Exit status (the worst among the hosts):
   0    every host is reachable and answered the probe

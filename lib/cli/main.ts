@@ -11,14 +11,15 @@ import { coreOf, type RemoteCall } from '../call/remote-call.ts'
 import type { AnyFunction } from '../call/types.ts'
 import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
+import type { PoolOptions } from '../pool/options.ts'
 import { pool, type Pool } from '../pool/pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
-import { loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand } from './args.ts'
+import { checkSshConfig, loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
 import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
-import { EXIT, report } from './report.ts'
+import { EXIT, messageOf, report } from './report.ts'
 
 /**
  * The command's outputs, made before anything is written: each keeps an
@@ -66,8 +67,10 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   let p: Pool | undefined
   let status: number = EXIT.ok
   try {
+    // Whether or not there are hosts: a typo in -F is a usage error, not a silent run on local workers.
+    if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
     const { fn } = await loadRemote(cmd.target)
-    p = await pool({ ...(cmd.hosts.length > 0 ? { hosts: cmd.hosts } : {}), workers: cmd.workers ?? 1, onLog })
+    p = await pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
     const runner = p.with({
       ...(cmd.timeout !== undefined ? { timeout: cmd.timeout } : {}),
       ...(cmd.idleTimeout !== undefined ? { idleTimeout: cmd.idleTimeout } : {}),
@@ -128,6 +131,20 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   return status
 }
 
+/**
+ * The pool options that say where to run and how to reach the hosts. A
+ * `--known-hosts` policy goes on every host, where it beats the config's
+ * StrictHostKeyChecking, as ssh's `-o` beats its config file. (The SSH
+ * config itself is checked before, once: see {@link checkSshConfig}.)
+ */
+function poolHosts(cmd: HostsOptions, hosts = cmd.hosts): Pick<PoolOptions, 'hosts' | 'sshConfig'> {
+  const policy = cmd.knownHosts
+  return {
+    ...(hosts.length > 0 ? { hosts: policy ? hosts.map((host) => ({ host, knownHosts: policy })) : hosts } : {}),
+    ...(cmd.sshConfig !== undefined ? { sshConfig: cmd.sshConfig } : {}),
+  }
+}
+
 // -- farpipe hosts --------------------------------------------------------------
 
 /**
@@ -137,12 +154,10 @@ async function callCommand(cmd: CallCommand): Promise<number> {
  */
 type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; unreachable: string } | { host: string; failed: string }
 
-const messageOf = (err: unknown) => (err as Error)?.message ?? String(err)
-
-async function probe(host: string, workers: number | undefined): Promise<Outcome> {
+async function probe(host: string, cmd: HostsCommand): Promise<Outcome> {
   let p: Pool
   try {
-    p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
+    p = await pool({ ...poolHosts(cmd, [host]), ...(cmd.workers !== undefined ? { workers: cmd.workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
   } catch (err) {
     return { host, unreachable: messageOf(err) }
   }
@@ -165,12 +180,18 @@ async function probe(host: string, workers: number | undefined): Promise<Outcome
  * when a host is unreachable.
  */
 export async function hostsCommand(cmd: HostsCommand): Promise<number> {
+  // A bad -F is the command's mistake, said once, not on each host's line.
+  try {
+    if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
+  } catch (err) {
+    return report(err, stderr)
+  }
   // Nothing to cancel but the probes, whose connections end with the process.
   const onSigint = () => process.exit(EXIT.interrupted)
   process.on('SIGINT', onSigint)
   let outcomes: Outcome[]
   try {
-    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
+    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd)))
   } finally {
     process.off('SIGINT', onSigint)
   }
