@@ -119,7 +119,7 @@ g.run()
 async function fed(chunks: Iterable<Buffer> | Readable, options?: { maxLine?: number }): Promise<unknown[]> {
   const got: unknown[] = []
   const stdin = chunks instanceof Readable ? chunks : Readable.from(chunks)
-  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', false, counts(), options)
+  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', counts(), options)
   return got
 }
 
@@ -167,7 +167,7 @@ f('a stdin that fails rejects with a StdinError naming the cause', async () => {
 f('a writable that fails (the call ended) is not taken for a failure of stdin', async () => {
   const stdin = Readable.from([Buffer.from('1\n2\n')])
   const writable = new WritableStream({ write: () => Promise.reject(new Error('the call failed')) })
-  const err = await rejection(feed(stdin, writable, 'json', false, counts()))
+  const err = await rejection(feed(stdin, writable, 'json', counts()))
   assert.not.instance(err, StdinError)
   assert.not.instance(err, FormatError)
 })

@@ -22,8 +22,11 @@ export class UsageError extends Error {
   }
 }
 
-/** How items are written to stdout and read from stdin. */
-export type Format = 'json' | 'devalue'
+/** How one side of the pipe carries items: a line per item (JSON or devalue), or raw bytes. */
+export type Format = 'bytes' | 'json' | 'devalue'
+
+/** The formats that are lines of text: what a line of stdin is parsed as. */
+export type LineFormat = Exclude<Format, 'bytes'>
 
 /** What `farpipe run`, `farpipe pipe` and `farpipe hosts` share: which hosts, and how to reach them. */
 export interface HostsOptions {
@@ -47,8 +50,10 @@ export interface CallCommand extends HostsOptions {
   timeout: number | undefined
   idleTimeout: number | undefined
   highWaterMark: number | undefined
-  bytes: boolean
-  format: Format
+  /** How stdin is read into the `-` argument (`--in`, or both sides with `--bytes` or `--format`). */
+  input: Format
+  /** How items are written to stdout (`--out`, or both sides with `--bytes` or `--format`). */
+  output: Format
 }
 
 /** What `farpipe hosts` was asked to do. */
@@ -98,9 +103,12 @@ const VALUED: Record<string, readonly CommandName[]> = {
   timeout: ['run', 'pipe'],
   'idle-timeout': ['run', 'pipe'],
   'high-water-mark': ['run', 'pipe'],
+  in: ['pipe'],
+  out: ['run', 'pipe'],
   format: ['run', 'pipe'],
 }
 
+const FORMATS: readonly string[] = ['bytes', 'json', 'devalue']
 const POLICIES: readonly string[] = ['strict', 'accept-new', 'off']
 
 /** How messages name an option: `-F` is `--ssh-config`. */
@@ -155,9 +163,12 @@ export function parseArgs(argv: string[]): Command {
       continue
     }
     if (name === 'bytes' && command !== 'hosts') {
-      if (inline !== undefined) throw new UsageError(`option --bytes takes no value, got '${inline}'`)
+      if (inline !== undefined) throw new UsageError(`option --bytes takes no value, got '${inline}' (for one side only: --in bytes or --out bytes)`)
       bytes = true
       continue
+    }
+    if (name === 'in' && command === 'run') {
+      throw new UsageError('option --in is for `farpipe pipe`: `farpipe run` reads no stdin (--out says how items are written)')
     }
     if (!VALUED[name]?.includes(command)) {
       throw new UsageError(`unknown option --${name} for \`farpipe ${command}\` (see farpipe ${command} --help)`)
@@ -165,7 +176,7 @@ export function parseArgs(argv: string[]): Command {
     let value = inline
     if (value === undefined) {
       const next = rest[i + 1]
-      // The next option is not this one's value: `--format --host gpu-1` lacks the value of --format.
+      // The next option is not this one's value: `--in --out json` lacks the value of --in.
       if (next === undefined || next.startsWith('--') || next === '-h' || next.startsWith('-F')) {
         throw new UsageError(`option ${shown(name)} expects a value${next === undefined ? '' : `, got the option ${next}`}`)
       }
@@ -200,9 +211,7 @@ export function parseArgs(argv: string[]): Command {
   if (command === 'pipe' && stdinIndex === undefined) {
     throw new UsageError(`farpipe pipe needs '-' among the arguments, where stdin goes (e.g. farpipe pipe tasks.ts#movingAverage - 3)`)
   }
-  const format = values.get('format') ?? 'json'
-  if (format !== 'json' && format !== 'devalue') throw new UsageError(`option --format expects json or devalue, got '${format}'`)
-  if (bytes && values.has('format')) throw new UsageError('--bytes and --format do not go together: --bytes writes raw bytes, not lines')
+  const { input, output } = formats(values, bytes)
   return {
     command,
     target,
@@ -212,9 +221,37 @@ export function parseArgs(argv: string[]): Command {
     timeout: num('timeout'),
     idleTimeout: num('idle-timeout'),
     highWaterMark: num('high-water-mark'),
-    bytes,
-    format,
+    input,
+    output,
   }
+}
+
+/**
+ * Each side's format: `--in` and `--out` set one side each, `--bytes` and
+ * `--format` both. A side set both ways must agree: `--bytes --in json`
+ * asks for two things at once, and neither can be guessed as the one meant.
+ */
+function formats(values: Map<string, string>, bytes: boolean): { input: Format; output: Format } {
+  const format = values.get('format')
+  if (format !== undefined && format !== 'json' && format !== 'devalue') {
+    throw new UsageError(`option --format expects json or devalue, got '${format}' (for raw bytes: --bytes, or --in bytes / --out bytes for one side)`)
+  }
+  if (bytes && format !== undefined) {
+    throw new UsageError(`--bytes and --format ${format} do not go together: each sets both sides; for bytes one way and lines the other, give --in and --out`)
+  }
+  const both: Format | undefined = bytes ? 'bytes' : format
+  const side = (name: 'in' | 'out'): Format => {
+    const value = values.get(name)
+    if (value === undefined) return both ?? 'json'
+    if (!FORMATS.includes(value)) throw new UsageError(`option --${name} expects bytes, json or devalue, got '${value}'`)
+    if (both !== undefined && value !== both) {
+      throw new UsageError(
+        `--${name} ${value} contradicts ${bytes ? '--bytes' : `--format ${format}`}, which makes both sides ${both}; give --in and --out alone for a different format each way`,
+      )
+    }
+    return value as Format
+  }
+  return { input: side('in'), output: side('out') }
 }
 
 /**

@@ -5,7 +5,7 @@
  * @module
  */
 import * as devalue from 'devalue'
-import type { Format } from './args.ts'
+import type { Format, LineFormat } from './args.ts'
 
 /** An item the chosen output cannot carry, or a line of stdin that does not parse: exit status 2. */
 export class FormatError extends Error {
@@ -59,28 +59,31 @@ export function jsonTrouble(value: unknown, at: string, seen = new Set<object>()
   }
 }
 
-/** One item as it goes to stdout: a line, or (with `--bytes`) the bytes themselves. */
-export function encodeItem(value: unknown, index: number, format: Format, bytes: boolean): string | Uint8Array {
-  if (bytes) {
+/**
+ * One item as it goes to stdout: a line, or (with `--out bytes`) the bytes
+ * themselves. `where` names it in messages (`item 3`).
+ */
+export function encodeItem(value: unknown, where: string, format: Format): string | Uint8Array {
+  if (format === 'bytes') {
     if (value instanceof Uint8Array) return value
     if (value instanceof ArrayBuffer) return new Uint8Array(value)
     const type = value === null ? 'null' : typeof value === 'object' ? `instance of ${value.constructor?.name ?? 'Object'}` : typeof value
-    throw new FormatError(`item ${index} is ${type}, not bytes: with --bytes the function must yield Uint8Array chunks (drop --bytes for JSON lines)`)
+    throw new FormatError(`${where} is ${type}, not bytes: with --out bytes (or --bytes) the function must yield Uint8Array chunks (--out json writes JSON lines)`)
   }
   const trouble = jsonTrouble(value, 'item')
   if (format === 'devalue' && !trouble?.includes('ReadableStream')) return devalue.stringify(value) + '\n'
   if (trouble) {
-    if (trouble.includes('ReadableStream')) throw new FormatError(`item ${index} cannot be written as a line: ${trouble}`)
+    if (trouble.includes('ReadableStream')) throw new FormatError(`${where} cannot be written as a line: ${trouble}`)
     throw new FormatError(
-      `item ${index} cannot be written as a JSON line (${trouble}); use --format devalue (one devalue.stringify line per item)` +
-        ' or, for bytes, --bytes (raw chunks)',
+      `${where} cannot be written as a JSON line (${trouble}); use --out devalue (one devalue.stringify line per item)` +
+        ' or, for bytes, --out bytes (raw chunks)',
     )
   }
   return JSON.stringify(value) + '\n'
 }
 
 /** Parses one line of stdin (numbered from 1, for messages). */
-export function decodeLine(line: string, n: number, format: Format): unknown {
+export function decodeLine(line: string, n: number, format: LineFormat): unknown {
   try {
     return format === 'devalue' ? devalue.parse(line) : JSON.parse(line)
   } catch (err) {

@@ -28,7 +28,9 @@ const HOST_OPTIONS = `  -F, --ssh-config <file>  the SSH client config to read i
                            key is accepted and recorded, a changed key is still refused; off: no
                            check. Default: StrictHostKeyChecking of the SSH config, else strict`
 
-const CALL_OPTIONS = `Options:
+/** The options of `farpipe run` (`stdin` false) and `farpipe pipe`. */
+function callOptions(stdin: boolean): string {
+  return `Options:
   --host <dest>            run on this SSH destination (repeatable; user@host, ssh://host:port,
                            an alias of the SSH config). Default: local worker processes
 ${HOST_OPTIONS}
@@ -36,11 +38,20 @@ ${HOST_OPTIONS}
   --timeout <ms>           fail the call after this many milliseconds
   --idle-timeout <ms>      fail the call when nothing moves for this many milliseconds
   --high-water-mark <n>    items each side queues at most (default 4096)
-  --bytes                  raw bytes: stdin chunks go in as Uint8Array, yielded Uint8Array chunks
-                           are written to stdout as they are
-  --format json|devalue    items as JSON lines (default), or one devalue.stringify line per item
-                           (BigInt, Map, Set, Date, undefined, typed arrays, cycles)
+${
+  stdin
+    ? `  --in <format>            how stdin is read: json, a JSON value a line (default); devalue, a
+                           devalue.stringify line (see --out); bytes, raw chunks, each a Uint8Array
+`
+    : ''
+}  --out <format>           how items are written to stdout: json, a JSON line each (default);
+                           devalue, a devalue.stringify line each (BigInt, Map, Set, Date,
+                           undefined, typed arrays, cycles); bytes, the bytes of Uint8Array items
+                           as they are
+  --bytes                  ${stdin ? 'both sides raw bytes: --in bytes --out bytes' : 'the same as --out bytes'}
+  --format json|devalue    ${stdin ? 'both sides that format: --in F --out F' : 'the same as --out json or --out devalue'}
   -h, --help               this help`
+}
 
 export const MAIN_HELP = `farpipe: a Unix pipe through a remote function.
 
@@ -57,13 +68,17 @@ Examples:
   farpipe run tasks.ts#fibonacci 10
   printf '1\\n2\\n3\\n' | farpipe pipe tasks.ts#movingAverage - 3
   farpipe pipe tasks.ts#gzip - --bytes --host gpu-1 < big.tar > big.tar.gz
+  farpipe pipe tasks.ts#countBytes - --in bytes --out json < big.tar
   farpipe run tasks.ts#endless | head -n 3
   farpipe hosts gpu-1 gpu-2
 
-Options (-F and --known-hosts for every command, --host for run and pipe):
+Options (-F and --known-hosts for every command, the others for run and pipe):
   --host <dest>            run on this SSH destination (repeatable); default: local workers
   -F, --ssh-config <file>  the SSH config to read instead of ~/.ssh/config
   --known-hosts <policy>   how host keys are checked: strict, accept-new or off
+  --in <format>            how stdin is read (pipe): json (default), devalue or bytes
+  --out <format>           how items are written to stdout: json (default), devalue or bytes
+  --bytes, --format <f>    both sides at once: bytes, or json or devalue lines
 
 Run \`farpipe <command> --help\` for all of a command's options.
 
@@ -75,7 +90,7 @@ export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
 Calls the function once and writes each item it yields (or what it returns)
 to stdout, one line per item. Remote logs go to stderr as [host/worker] line.
 
-${CALL_OPTIONS}
+${callOptions(false)}
 
 ${EXIT_CODES}
 `
@@ -83,11 +98,13 @@ ${EXIT_CODES}
 export const PIPE_HELP = `Usage: farpipe pipe <module#export> [args...] - [args...] [options]
 
 Like run, with stdin streamed into the argument given as '-' (exactly once):
-one item per line (JSON, or devalue with --format devalue; empty lines are
-skipped), or raw chunks with --bytes. Stdin is read only as fast as the
-remote function consumes it; stdout is written only as fast as it is read.
+one item per line (JSON, or devalue with --in devalue; empty lines are
+skipped), or raw chunks with --in bytes. Each side has its own format:
+--in bytes --out json reads bytes and writes JSON lines. Stdin is read only
+as fast as the remote function consumes it; stdout is written only as fast
+as it is read.
 
-${CALL_OPTIONS}
+${callOptions(true)}
 
 ${EXIT_CODES}
 `

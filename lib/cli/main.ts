@@ -86,7 +86,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     let inputError: unknown
     let callFailed = false
     if (cmd.stdinIndex !== undefined) {
-      feed(process.stdin, current.writable, cmd.format, cmd.bytes, counts).catch((err) => {
+      feed(process.stdin, current.writable, cmd.input, counts).catch((err) => {
         // A call that ended also fails the writer: that is the call's error, reported as such.
         if ((err instanceof FormatError || err instanceof StdinError) && !callFailed) {
           inputError = err
@@ -100,7 +100,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       for (;;) {
         const { done, value } = await reader.read()
         if (done) break
-        const data = encodeItem(value, index++, cmd.format, cmd.bytes)
+        const data = encodeItem(value, `item ${index++}`, cmd.output)
         counts.itemsOut++
         counts.bytesOut += data.length
         await stdout.write(data)
@@ -109,7 +109,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
       // What the call did decides, not how the function was declared: a plain
       // function that returns a generator streams, and then its result is the
       // generator's return value, which is not an item (as for a function*).
-      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
+      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, `item ${index}`, cmd.output))
     } catch (err) {
       callFailed = true
       if (err instanceof ClosedOutput) stdoutGone()

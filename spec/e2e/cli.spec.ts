@@ -179,13 +179,16 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.match(r.stderr, 'cli-tasks.ts')
   })
 
-  s('a value JSON cannot carry names the item; --format devalue carries it', async () => {
+  s('a value JSON cannot carry names the item; --out devalue carries it, as --format devalue does', async () => {
     const r = await run(['run', 'cli-tasks.ts#bigint'])
     assert.is(r.code, 2)
     assert.equal(lines(r.stdout), ['1'])
     assert.match(r.stderr, 'item 1')
     assert.match(r.stderr, 'BigInt')
-    assert.match(r.stderr, '--format devalue')
+    assert.match(r.stderr, '--out devalue')
+    const out = await run(['run', 'cli-tasks.ts#bigint', '--out', 'devalue'])
+    assert.is(out.code, 0, out.stderr)
+    assert.equal(lines(out.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
     const d = await run(['run', 'cli-tasks.ts#bigint', '--format', 'devalue'])
     assert.is(d.code, 0, d.stderr)
     assert.equal(lines(d.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
@@ -198,6 +201,23 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
       assert.equal(lines(r.stdout), [])
       assert.match(r.stderr, 'item 0 cannot be written as a line: item.body: a ReadableStream', format)
     }
+  })
+
+  s('--in bytes --out json: raw chunks of stdin in, a JSON line per yielded number out', async () => {
+    const file = path.join(tempDir(), 'in.bin')
+    const data = randomBytes(1 << 20)
+    writeFileSync(file, data)
+    const r = await run(['pipe', 'cli-tasks.ts#countBytes', '-', '--in', 'bytes', '--out', 'json'], openSync(file, 'r'))
+    assert.is(r.code, 0, r.stderr)
+    const counts = lines(r.stdout).map((l) => JSON.parse(l) as unknown)
+    assert.ok(counts.length > 0 && counts.every((n) => typeof n === 'number' && n > 0), r.stdout.toString().slice(0, 200))
+    assert.is((counts as number[]).reduce((a, b) => a + b, 0), data.length)
+  })
+
+  s('--in json --out bytes: a JSON value a line in, the bytes of the yielded chunks out as they are', async () => {
+    const r = await run(['pipe', 'cli-tasks.ts#asText', '-', '--in', 'json', '--out', 'bytes'], '"héllo"\n"wörld"\n')
+    assert.is(r.code, 0, r.stderr)
+    assert.is(r.stdout.toString(), 'héllo\nwörld\n')
   })
 
   s.run()
@@ -236,6 +256,45 @@ function localOnly(): void {
       assert.is(r.code, 2, args.join(' '))
       assert.match(r.stderr, /^farpipe: /, args.join(' '))
     }
+  })
+
+  s('--in and --out each set one side; --bytes and --format both; a side set two ways, --in on run, or a bad value is a usage error naming it', async () => {
+    const cases: [string[], string][] = [
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes', '--in', 'json'], '--in json contradicts --bytes, which makes both sides bytes'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--format', 'devalue', '--out', 'bytes'], '--out bytes contradicts --format devalue'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes', '--format', 'json'], '--bytes and --format json do not go together'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', 'bytes', '--in', 'json'], "option --in is given twice, as 'bytes' and as 'json'"],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', 'xml'], "option --in expects bytes, json or devalue, got 'xml'"],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--out'], 'option --out expects a value'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', '--out', 'json'], 'option --in expects a value, got the option --out'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes=yes'], 'option --bytes takes no value'],
+      [['run', 'cli-tasks.ts#fibonacci', '3', '--in', 'bytes'], 'option --in is for `farpipe pipe`'],
+      [['hosts', 'gpu-1', '--out', 'json'], 'unknown option --out for `farpipe hosts`'],
+    ]
+    for (const [args, message] of cases) {
+      const r = await farpipe(args, {}, '')
+      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, `farpipe: ${message}`, args.join(' '))
+    }
+    // Agreeing twice is no contradiction.
+    const same = await farpipe(['pipe', 'cli-tasks.ts#sum', '-', '--format', 'json', '--in', 'json', '--in', 'json'], {}, '1\n2\n')
+    assert.is(same.code, 0, same.stderr)
+    assert.equal(lines(same.stdout), ['3'])
+  })
+
+  s('the helps list --in (pipe only), --out, --bytes and --format', async () => {
+    const pipe = (await farpipe(['pipe', '--help'])).stdout.toString()
+    const run = (await farpipe(['run', '--help'])).stdout.toString()
+    const main = (await farpipe(['--help'])).stdout.toString()
+    for (const help of [pipe, run, main]) {
+      assert.match(help, /--out <format> +how items are written to stdout/)
+      assert.match(help, /--bytes/)
+      assert.match(help, /--format /)
+    }
+    assert.match(pipe, /--in <format> +how stdin is read: json/)
+    assert.match(main, /--in <format> +how stdin is read \(pipe\)/)
+    assert.not.match(run, '--in ')
+    assert.match(main, '--in bytes --out json')
   })
 
   s('--help prints usage and the exit codes', async () => {
