@@ -9,7 +9,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rejection, tempDir } from './helpers.ts'
 import { UsageError } from '../lib/cli/args.ts'
-import { FormatError } from '../lib/cli/format.ts'
+import { encodeItem, FormatError } from '../lib/cli/format.ts'
 import { feed, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
 import { EXIT, messageOf, report } from '../lib/cli/report.ts'
 import { HostKeyError, RemoteError, TransportError } from '../lib/errors.ts'
@@ -209,3 +209,44 @@ k('other errors keep their messages', () => {
 })
 
 k.run()
+
+const e = suite('cli item encoding')
+
+/** The FormatError message `encodeItem` throws for `value`. */
+function refusal(value: unknown, format: 'json' | 'devalue' | 'bytes'): string {
+  try {
+    encodeItem(value, 'item 4', format)
+  } catch (err) {
+    assert.instance(err, FormatError)
+    return (err as Error).message
+  }
+  throw new Error(`${format} took ${String(value)}`)
+}
+
+e('a stream nested anywhere in an item is refused in every format with its path, never an internal class name', () => {
+  const body = new ReadableStream()
+  for (const [value, path] of [
+    [{ name: 'a', body }, 'item.body'],
+    [[1, { parts: [body] }], 'item[1].parts[0]'],
+    [new Map([['k', body]]), 'item.get("k")'],
+    [{ 'odd key': body }, 'item["odd key"]'],
+  ] as const) {
+    for (const format of ['json', 'devalue', 'bytes'] as const) {
+      const message = refusal(value, format)
+      assert.match(message, `item 4 holds a ReadableStream at ${path}:`, format)
+      assert.match(message, 'yield the stream itself or its chunks', format)
+    }
+  }
+})
+
+e('a value no line carries (an Error) is a FormatError in devalue too (regression: a crash with exit 1), and JSON does not send the user to devalue for it', () => {
+  assert.match(refusal(new RangeError('x'), 'devalue'), 'item 4 cannot be written as a devalue line')
+  const json = refusal(new RangeError('x'), 'json')
+  assert.match(json, 'instance of RangeError')
+  assert.not.match(json, '--out devalue (one')
+  assert.match(refusal({ n: 1n }, 'json'), 'use --out devalue')
+  assert.match(refusal(7, 'bytes'), 'item 4 is number, not bytes')
+  assert.match(refusal(new Date(0), 'bytes'), 'item 4 is an instance of Date, not bytes')
+})
+
+e.run()

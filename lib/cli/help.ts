@@ -88,7 +88,9 @@ ${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts
 export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
 
 Calls the function once and writes each item it yields (or what it returns)
-to stdout, one line per item. Remote logs go to stderr as [host/worker] line.
+to stdout, one line per item. A function that returns a ReadableStream, or
+yields one as an item, has that stream's chunks written as items (with
+--out bytes, its bytes). Remote logs go to stderr as [host/worker] line.
 
 ${callOptions(false)}
 

@@ -39,9 +39,18 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
   let cancelled: Promise<void> | undefined
-  /** Cancels the call, once it exists; the first reason is the one the remote sees. */
+  /**
+   * The streams being written out (an item or a result that is a stream):
+   * they outlive the call, so cancelling the call does not reach them.
+   */
+  const streams = new Set<ReadableStreamDefaultReader<unknown>>()
+  /** Why the command stopped the call, once it did: a stream it cancelled then ends early, which is no success. */
+  let stopped: { reason: unknown } | undefined
+  /** Cancels the call, once it exists, and the streams being written; the first reason is the one the remote sees. */
   const cancel = (reason: unknown) => {
+    stopped ??= { reason }
     if (call) cancelled ??= call.cancel(reason).catch(() => {})
+    for (const reader of streams) reader.cancel(reason).catch(() => {})
   }
   // A reader of stdout or stderr that went away ends the pipeline: the call
   // is cancelled (its finally blocks run) and the command exits 0, as a
@@ -94,22 +103,46 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         }
       })
     }
+    /** Writes one item; an item that is a stream is written chunk by chunk, each chunk as an item (read as fast as stdout takes it). */
+    const put = async (value: unknown, where: string): Promise<void> => {
+      if (!(value instanceof ReadableStream)) {
+        const data = encodeItem(value, where, cmd.output)
+        counts.itemsOut++
+        counts.bytesOut += data.length
+        return stdout.write(data)
+      }
+      const reader = (value as ReadableStream<unknown>).getReader()
+      streams.add(reader)
+      try {
+        for (let chunk = 0; ; chunk++) {
+          const { done, value: v } = await reader.read()
+          // A read pending when the stream was cancelled ends as if the stream had: it was cut short instead.
+          if (done && stopped) throw stopped.reason
+          if (done) return
+          await put(v, `chunk ${chunk} of ${where} (a stream)`)
+        }
+      } catch (err) {
+        // Its source on the other side stops (its cancel, a generator's finally, runs) rather than waiting for the pool to close.
+        await reader.cancel(err).catch(() => {})
+        throw err
+      } finally {
+        streams.delete(reader)
+      }
+    }
     let index = 0
     try {
       const reader = current.readable.getReader()
       for (;;) {
         const { done, value } = await reader.read()
         if (done) break
-        const data = encodeItem(value, `item ${index++}`, cmd.output)
-        counts.itemsOut++
-        counts.bytesOut += data.length
-        await stdout.write(data)
+        await put(value, `item ${index++}`)
       }
       const result = await current.result
       // What the call did decides, not how the function was declared: a plain
       // function that returns a generator streams, and then its result is the
       // generator's return value, which is not an item (as for a function*).
-      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, `item ${index}`, cmd.output))
+      // A result that is a stream is written as yielded items are.
+      if (!coreOf(current).streamed && result !== undefined) await put(result, 'the result')
     } catch (err) {
       callFailed = true
       if (err instanceof ClosedOutput) stdoutGone()
