@@ -1,15 +1,19 @@
 // The command's ends of the pipe (lib/cli/io.ts) and its messages
 // (lib/cli/report.ts), without a process: what reaches a fake terminal's
 // stderr around the progress line, a stderr that is gone, and stdin as lines.
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import * as path from 'node:path'
 import { Readable, Writable } from 'node:stream'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { rejection } from './helpers.ts'
+import { rejection, tempDir } from './helpers.ts'
 import { UsageError } from '../lib/cli/args.ts'
-import { FormatError } from '../lib/cli/format.ts'
+import { encodeItem, FormatError } from '../lib/cli/format.ts'
 import { feed, Stderr, StdinError, type Counts } from '../lib/cli/io.ts'
-import { EXIT, report } from '../lib/cli/report.ts'
-import { RemoteError, TransportError } from '../lib/errors.ts'
+import { EXIT, messageOf, report } from '../lib/cli/report.ts'
+import { HostKeyError, RemoteError, TransportError } from '../lib/errors.ts'
+import { HostVerifier } from '../lib/ssh/host-verifier.ts'
 
 const CLEAR = '\r\x1b[K'
 
@@ -115,7 +119,7 @@ g.run()
 async function fed(chunks: Iterable<Buffer> | Readable, options?: { maxLine?: number }): Promise<unknown[]> {
   const got: unknown[] = []
   const stdin = chunks instanceof Readable ? chunks : Readable.from(chunks)
-  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', false, counts(), options)
+  await feed(stdin, new WritableStream({ write: (v) => void got.push(v) }), 'json', counts(), options)
   return got
 }
 
@@ -163,9 +167,86 @@ f('a stdin that fails rejects with a StdinError naming the cause', async () => {
 f('a writable that fails (the call ended) is not taken for a failure of stdin', async () => {
   const stdin = Readable.from([Buffer.from('1\n2\n')])
   const writable = new WritableStream({ write: () => Promise.reject(new Error('the call failed')) })
-  const err = await rejection(feed(stdin, writable, 'json', false, counts()))
+  const err = await rejection(feed(stdin, writable, 'json', counts()))
   assert.not.instance(err, StdinError)
   assert.not.instance(err, FormatError)
 })
 
 f.run()
+
+const k = suite('cli host key messages')
+
+/** The HostKeyError the library makes for a key no known_hosts file holds (a real key, from ssh-keygen). */
+function unknownKeyError(): HostKeyError {
+  const file = path.join(tempDir('farpipe-cli-key-'), 'host')
+  execFileSync('ssh-keygen', ['-q', '-N', '', '-t', 'ed25519', '-f', file])
+  const blob = Buffer.from(readFileSync(`${file}.pub`, 'utf8').split(' ')[1]!, 'base64')
+  const v = new HostVerifier({ label: 'alice@web:22', policy: 'strict', entries: [], host: 'web', port: 22, userFiles: ['/home/alice/.ssh/known_hosts'] })
+  assert.not.ok(v.verify(blob))
+  return v.error!
+}
+
+k("an unknown key's advice names --known-hosts accept-new for the command; the error keeps the library's for its users", () => {
+  const err = unknownKeyError()
+  assert.match(err.message, "pass knownHosts: 'accept-new'")
+  const told = messageOf(err)
+  assert.match(told, 'run again with --known-hosts accept-new')
+  assert.not.match(told, 'knownHosts:')
+  assert.match(told, err.fingerprint)
+  // Also where another error quotes it: a pool whose hosts are all down lists why for each, with the errors as its cause.
+  const list = `web: ${err.message}; db: ${err.message}`
+  const down = messageOf(new TransportError(`no host of the pool is up (${list})`, { cause: new AggregateError([new TransportError('lost'), err], list) }))
+  assert.is(down.split('run again with --known-hosts accept-new').length, 3, down)
+  assert.not.match(down, 'knownHosts:')
+  const term = new FakeTerminal(false)
+  assert.is(report(err, new Stderr(term)), EXIT.usage)
+  assert.match(term.text, /^farpipe: host key of alice@web:22 is not known: .*--known-hosts accept-new/)
+})
+
+k('other errors keep their messages', () => {
+  assert.is(messageOf(new TransportError("host web: connection refused; pass knownHosts: 'accept-new'")), "host web: connection refused; pass knownHosts: 'accept-new'")
+  assert.is(messageOf('plain'), 'plain')
+})
+
+k.run()
+
+const e = suite('cli item encoding')
+
+/** The FormatError message `encodeItem` throws for `value`. */
+function refusal(value: unknown, format: 'json' | 'devalue' | 'bytes'): string {
+  try {
+    encodeItem(value, 'item 4', format)
+  } catch (err) {
+    assert.instance(err, FormatError)
+    return (err as Error).message
+  }
+  throw new Error(`${format} took ${String(value)}`)
+}
+
+e('a stream nested anywhere in an item is refused in every format with its path, never an internal class name', () => {
+  const body = new ReadableStream()
+  for (const [value, path] of [
+    [{ name: 'a', body }, 'item.body'],
+    [[1, { parts: [body] }], 'item[1].parts[0]'],
+    [new Map([['k', body]]), 'item.get("k")'],
+    [{ 'odd key': body }, 'item["odd key"]'],
+  ] as const) {
+    for (const format of ['json', 'devalue', 'bytes'] as const) {
+      const message = refusal(value, format)
+      assert.match(message, `item 4 holds a ReadableStream at ${path}:`, format)
+      assert.match(message, 'yield the stream itself or its chunks', format)
+    }
+  }
+})
+
+e('a value no line carries (an Error) is a FormatError in devalue too (regression: a crash with exit 1), and JSON does not send the user to devalue for it', () => {
+  assert.match(refusal(new RangeError('x'), 'devalue'), 'item 4 cannot be written as a devalue line')
+  const json = refusal(new RangeError('x'), 'json')
+  assert.match(json, 'instance of RangeError')
+  assert.not.match(json, '--out devalue (one')
+  assert.match(refusal({ n: 1n }, 'json'), 'use --out devalue')
+  assert.match(refusal(7, 'bytes'), 'item 4 is number, not bytes')
+  assert.match(refusal(new Date(0), 'bytes'), 'item 4 is an instance of Date, not bytes')
+})
+
+e.run()

@@ -1,16 +1,19 @@
 /**
  * The `farpipe` command's arguments: what each subcommand takes, parsed
- * without I/O into a typed object, and the help texts. Anything wrong is a
- * {@link UsageError}, which the command reports with exit status 2. And
- * `module#export` itself: {@link loadRemote} finds the function it names.
+ * without I/O into a typed object (the help texts are help.ts's). Anything
+ * wrong is a {@link UsageError}, which the command reports with exit status
+ * 2. And what the arguments name: {@link checkSshConfig} checks the file of
+ * `-F`, {@link loadRemote} finds the function `module#export` names.
  *
  * @module
  */
-import { existsSync, statSync } from 'node:fs'
+import { closeSync, existsSync, openSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { AnyFunction } from '../call/types.ts'
 import { remoteInfo, type Remote } from '../remote.ts'
+import type { KnownHostsPolicy } from '../ssh/config.ts'
+import { HOSTS_HELP, MAIN_HELP, PIPE_HELP, RUN_HELP } from './help.ts'
 
 /** A mistake in how the command was called: printed with a hint, exit status 2. */
 export class UsageError extends Error {
@@ -19,11 +22,24 @@ export class UsageError extends Error {
   }
 }
 
-/** How items are written to stdout and read from stdin. */
-export type Format = 'json' | 'devalue'
+/** How one side of the pipe carries items: a line per item (JSON or devalue), or raw bytes. */
+export type Format = 'bytes' | 'json' | 'devalue'
+
+/** The formats that are lines of text: what a line of stdin is parsed as. */
+export type LineFormat = Exclude<Format, 'bytes'>
+
+/** What `farpipe run`, `farpipe pipe` and `farpipe hosts` share: which hosts, and how to reach them. */
+export interface HostsOptions {
+  hosts: string[]
+  workers: number | undefined
+  /** The SSH client configuration to read instead of ~/.ssh/config (`-F`, `--ssh-config`). */
+  sshConfig: string | undefined
+  /** How host keys are checked (`--known-hosts`); undefined leaves it to the SSH config, else strict. */
+  knownHosts: KnownHostsPolicy | undefined
+}
 
 /** What `farpipe run` and `farpipe pipe` were asked to do. */
-export interface CallCommand {
+export interface CallCommand extends HostsOptions {
   command: 'run' | 'pipe'
   /** `module#export` as given. */
   target: string
@@ -31,20 +47,18 @@ export interface CallCommand {
   args: unknown[]
   /** Index of the `-` argument in `args` (pipe only). */
   stdinIndex: number | undefined
-  hosts: string[]
-  workers: number | undefined
   timeout: number | undefined
   idleTimeout: number | undefined
   highWaterMark: number | undefined
-  bytes: boolean
-  format: Format
+  /** How stdin is read into the `-` argument (`--in`, or both sides with `--bytes` or `--format`). */
+  input: Format
+  /** How items are written to stdout (`--out`, or both sides with `--bytes` or `--format`). */
+  output: Format
 }
 
 /** What `farpipe hosts` was asked to do. */
-export interface HostsCommand {
+export interface HostsCommand extends HostsOptions {
   command: 'hosts'
-  hosts: string[]
-  workers: number | undefined
 }
 
 /** A request for help: the text to print (on stdout, exit 0). */
@@ -60,97 +74,6 @@ export interface HelpCommand {
 }
 
 export type Command = CallCommand | HostsCommand | HelpCommand
-
-/** The exit statuses of `farpipe run` and `farpipe pipe` (`farpipe hosts` has its own, in {@link HOSTS_HELP}). */
-export const EXIT_CODES = `Exit status:
-  0    success, or stdout or stderr was closed by its reader (e.g. \`| head\`, \`2>&1 | head\`):
-       the call is cancelled first
-  1    the remote function threw (its message and remote stack go to stderr), the call timed out,
-       or writing stdout failed otherwise than by its reader leaving (a full disk: the call is
-       cancelled)
-  2    usage error, bad module#export, a value the output format cannot carry, a line of stdin
-       that does not parse or a stdin that cannot be read (the call is cancelled), or a
-       host/transport error (unreachable host, unknown or changed host key, lost connection:
-       the host is named)
-  130  interrupted (Ctrl-C): the call is cancelled, its finally blocks run, then farpipe exits`
-
-const CALL_OPTIONS = `Options:
-  --host <dest>            run on this SSH destination (repeatable; user@host, ssh://host:port,
-                           an alias of ~/.ssh/config). Default: local worker processes
-  --workers <n>            worker processes per host (default 1: the command makes one call)
-  --timeout <ms>           fail the call after this many milliseconds
-  --idle-timeout <ms>      fail the call when nothing moves for this many milliseconds
-  --high-water-mark <n>    items each side queues at most (default 4096)
-  --bytes                  raw bytes: stdin chunks go in as Uint8Array, yielded Uint8Array chunks
-                           are written to stdout as they are
-  --format json|devalue    items as JSON lines (default), or one devalue.stringify line per item
-                           (BigInt, Map, Set, Date, undefined, typed arrays, cycles)
-  -h, --help               this help`
-
-export const MAIN_HELP = `farpipe: a Unix pipe through a remote function.
-
-Usage:
-  farpipe run  <module#export> [args...] [options]      print what the function yields (or returns)
-  farpipe pipe <module#export> [args...] - [options]    stream stdin into the '-' argument
-  farpipe hosts <dest...>                               check hosts: reachable, node, cores, cache
-
-The module (TypeScript or JavaScript, relative to the working directory)
-exports the function, made with remote(). Arguments that parse as JSON are
-JSON (\`10\`, \`"10"\`, \`[1,2]\`), others are strings.
-
-Examples:
-  farpipe run tasks.ts#fibonacci 10
-  printf '1\\n2\\n3\\n' | farpipe pipe tasks.ts#movingAverage - 3
-  farpipe pipe tasks.ts#gzip - --bytes --host gpu-1 < big.tar > big.tar.gz
-  farpipe run tasks.ts#endless | head -n 3
-  farpipe hosts gpu-1 gpu-2
-
-Run \`farpipe <command> --help\` for a command's options.
-
-${EXIT_CODES.replace('Exit status:', 'Exit status of run and pipe (farpipe hosts --help gives those of hosts):')}
-`
-
-export const RUN_HELP = `Usage: farpipe run <module#export> [args...] [options]
-
-Calls the function once and writes each item it yields (or what it returns)
-to stdout, one line per item. Remote logs go to stderr as [host/worker] line.
-
-${CALL_OPTIONS}
-
-${EXIT_CODES}
-`
-
-export const PIPE_HELP = `Usage: farpipe pipe <module#export> [args...] - [args...] [options]
-
-Like run, with stdin streamed into the argument given as '-' (exactly once):
-one item per line (JSON, or devalue with --format devalue; empty lines are
-skipped), or raw chunks with --bytes. Stdin is read only as fast as the
-remote function consumes it; stdout is written only as fast as it is read.
-
-${CALL_OPTIONS}
-
-${EXIT_CODES}
-`
-
-export const HOSTS_HELP = `Usage: farpipe hosts <dest...> [options]
-
-Opens a pool on each host, all at once, and prints a line per host in the
-order given: whether it is reachable (or why not), its node version,
-platform/arch, worker count and cache dir. A destination is what --host of
-farpipe run takes (user@host, ssh://host:port, an alias of ~/.ssh/config).
-
-Options:
-  --workers <n>    worker processes to start on each host (default: one per core)
-  -h, --help       this help
-
-Exit status (the worst among the hosts):
-  0    every host is reachable and answered the probe
-  1    a host is reachable, but the probe failed there (it threw, timed out after
-       30 s, or lost its connection): its line says why
-  2    usage error, or a host is unreachable (no connection, login, host key or node
-       there): its line says why
-  130  interrupted (Ctrl-C)
-`
 
 /** An argument as the function receives it: JSON when it parses as JSON, else the string itself. */
 export function parseValue(text: string): unknown {
@@ -169,10 +92,37 @@ function positiveInteger(name: string, text: string | undefined, min = 1): numbe
   return n
 }
 
+type CommandName = 'run' | 'pipe' | 'hosts'
+
+/** The options that take a value, and the commands that take each. */
+const VALUED: Record<string, readonly CommandName[]> = {
+  host: ['run', 'pipe'],
+  'ssh-config': ['run', 'pipe', 'hosts'],
+  'known-hosts': ['run', 'pipe', 'hosts'],
+  workers: ['run', 'pipe', 'hosts'],
+  timeout: ['run', 'pipe'],
+  'idle-timeout': ['run', 'pipe'],
+  'high-water-mark': ['run', 'pipe'],
+  in: ['pipe'],
+  out: ['run', 'pipe'],
+  format: ['run', 'pipe'],
+}
+
+const FORMATS: readonly string[] = ['bytes', 'json', 'devalue']
+const POLICIES: readonly string[] = ['strict', 'accept-new', 'off']
+
+/** How messages name an option: `-F` is `--ssh-config`. */
+const shown = (name: string) => (name === 'ssh-config' ? '--ssh-config (-F)' : `--${name}`)
+
 /**
  * Parses the command line (without `node` and the script). Options start
- * with `--` (or are `-h`); `-` alone is stdin; anything else, `-3` included,
- * is an argument. After `--`, everything is an argument.
+ * with `--` (or are `-h`, or `-F` with its file as the next argument or
+ * glued to it, as ssh takes it); `-` alone is stdin; anything else, `-3`
+ * included, is an argument. After `--`, everything is an argument.
+ *
+ * An option that takes one value may be given twice only with the same
+ * value: which of two the user meant cannot be told, and in a pipeline a
+ * guess shows only as wrong data.
  */
 export function parseArgs(argv: string[]): Command {
   const [command, ...rest] = argv
@@ -187,7 +137,6 @@ export function parseArgs(argv: string[]): Command {
   const hosts: string[] = []
   let bytes = false
   let stdinIndex: number | undefined
-  const valued = new Set(['host', 'workers', 'timeout', 'idle-timeout', 'high-water-mark', 'format'])
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i]!
     if (arg === '--') {
@@ -195,7 +144,16 @@ export function parseArgs(argv: string[]): Command {
       break
     }
     if (arg === '-h' || arg === '--help') return { command: 'help', text: help, missing: false }
-    if (!arg.startsWith('--')) {
+    let name: string
+    let inline: string | undefined
+    if (arg.startsWith('-F')) {
+      name = 'ssh-config'
+      if (arg.length > 2) inline = arg.slice(2)
+    } else if (arg.startsWith('--')) {
+      const eq = arg.indexOf('=')
+      name = arg.slice(2, eq === -1 ? undefined : eq)
+      if (eq !== -1) inline = arg.slice(eq + 1)
+    } else {
       if (arg === '-') {
         if (command !== 'pipe') throw new UsageError(`'-' (stdin) is an argument of \`farpipe pipe\`, not of \`farpipe ${command}\``)
         if (stdinIndex !== undefined) throw new UsageError(`'-' (stdin) may be given once; it was given twice`)
@@ -204,46 +162,124 @@ export function parseArgs(argv: string[]): Command {
       positional.push(arg)
       continue
     }
-    const eq = arg.indexOf('=')
-    const name = arg.slice(2, eq === -1 ? undefined : eq)
-    if (name === 'bytes' && command !== 'hosts' && eq === -1) {
+    if (name === 'bytes' && command !== 'hosts') {
+      if (inline !== undefined) throw new UsageError(`option --bytes takes no value, got '${inline}' (for one side only: --in bytes or --out bytes)`)
       bytes = true
       continue
     }
-    if (!valued.has(name) || (command === 'hosts' && name !== 'workers')) {
+    if (name === 'in' && command === 'run') {
+      throw new UsageError('option --in is for `farpipe pipe`: `farpipe run` reads no stdin (--out says how items are written)')
+    }
+    if (!VALUED[name]?.includes(command)) {
       throw new UsageError(`unknown option --${name} for \`farpipe ${command}\` (see farpipe ${command} --help)`)
     }
-    const value = eq === -1 ? rest[++i] : arg.slice(eq + 1)
-    if (value === undefined) throw new UsageError(`option --${name} expects a value`)
-    if (name === 'host') hosts.push(value)
-    else values.set(name, value)
+    let value = inline
+    if (value === undefined) {
+      const next = rest[i + 1]
+      // The next option is not this one's value: `--in --out json` lacks the value of --in.
+      if (next === undefined || next.startsWith('--') || next === '-h' || next.startsWith('-F')) {
+        throw new UsageError(`option ${shown(name)} expects a value${next === undefined ? '' : `, got the option ${next}`}`)
+      }
+      value = next
+      i++
+    }
+    if (name === 'host') {
+      hosts.push(value)
+      continue
+    }
+    const before = values.get(name)
+    if (before !== undefined && before !== value) {
+      throw new UsageError(`option ${shown(name)} is given twice, as '${before}' and as '${value}'; give it once`)
+    }
+    values.set(name, value)
   }
   const num = (name: string) => (values.has(name) ? positiveInteger(name, values.get(name)) : undefined)
   const workers = num('workers')
+  const sshConfig = values.get('ssh-config')
+  if (sshConfig === '') throw new UsageError('option --ssh-config (-F) expects a file, got an empty string')
+  const knownHosts = values.get('known-hosts')
+  if (knownHosts !== undefined && !POLICIES.includes(knownHosts)) {
+    throw new UsageError(`option --known-hosts expects strict, accept-new or off, got '${knownHosts}'`)
+  }
+  const reach: HostsOptions = { hosts, workers, sshConfig, knownHosts: knownHosts as KnownHostsPolicy | undefined }
   if (command === 'hosts') {
     if (positional.length === 0) throw new UsageError('farpipe hosts expects at least one host (e.g. farpipe hosts gpu-1 gpu-2)')
-    return { command, hosts: positional, workers }
+    return { command, ...reach, hosts: positional }
   }
   const target = positional[0]
   if (target === undefined) throw new UsageError(`farpipe ${command} expects module#export (e.g. farpipe ${command} tasks.ts#fibonacci)`)
   if (command === 'pipe' && stdinIndex === undefined) {
     throw new UsageError(`farpipe pipe needs '-' among the arguments, where stdin goes (e.g. farpipe pipe tasks.ts#movingAverage - 3)`)
   }
-  const format = values.get('format') ?? 'json'
-  if (format !== 'json' && format !== 'devalue') throw new UsageError(`option --format expects json or devalue, got '${format}'`)
-  if (bytes && values.has('format')) throw new UsageError('--bytes and --format do not go together: --bytes writes raw bytes, not lines')
+  const { input, output } = formats(values, bytes)
   return {
     command,
     target,
     args: positional.slice(1).map((a, i) => (i === stdinIndex ? undefined : parseValue(a))),
     stdinIndex,
-    hosts,
-    workers,
+    ...reach,
     timeout: num('timeout'),
     idleTimeout: num('idle-timeout'),
     highWaterMark: num('high-water-mark'),
-    bytes,
-    format,
+    input,
+    output,
+  }
+}
+
+/**
+ * Each side's format: `--in` and `--out` set one side each, `--bytes` and
+ * `--format` both. A side set both ways must agree: `--bytes --in json`
+ * asks for two things at once, and neither can be guessed as the one meant.
+ */
+function formats(values: Map<string, string>, bytes: boolean): { input: Format; output: Format } {
+  const format = values.get('format')
+  if (format !== undefined && format !== 'json' && format !== 'devalue') {
+    throw new UsageError(`option --format expects json or devalue, got '${format}' (for raw bytes: --bytes, or --in bytes / --out bytes for one side)`)
+  }
+  if (bytes && format !== undefined) {
+    throw new UsageError(`--bytes and --format ${format} do not go together: each sets both sides; for bytes one way and lines the other, give --in and --out`)
+  }
+  const both: Format | undefined = bytes ? 'bytes' : format
+  const side = (name: 'in' | 'out'): Format => {
+    const value = values.get(name)
+    if (value === undefined) return both ?? 'json'
+    if (!FORMATS.includes(value)) throw new UsageError(`option --${name} expects bytes, json or devalue, got '${value}'`)
+    if (both !== undefined && value !== both) {
+      throw new UsageError(
+        `--${name} ${value} contradicts ${bytes ? '--bytes' : `--format ${format}`}, which makes both sides ${both}; give --in and --out alone for a different format each way`,
+      )
+    }
+    return value as Format
+  }
+  return { input: side('in'), output: side('out') }
+}
+
+/**
+ * Checks the file given to `-F` before anything connects: one that is
+ * missing, a directory or unreadable is a usage error naming it. The pool
+ * reads the file itself (and only when there are SSH hosts); this makes a
+ * mistake in it show the same way with or without hosts. `/dev/null` is
+ * the usual way to say "no config", as with ssh.
+ */
+export function checkSshConfig(file: string): void {
+  const full = path.resolve(file)
+  const named = full === file ? file : `${file} (${full})`
+  const fail = (what: string, cause?: unknown) => new UsageError(`option --ssh-config (-F): ${named} ${what}`, { cause })
+  let isFile: boolean
+  try {
+    const st = statSync(full)
+    if (st.isDirectory()) throw fail('is a directory, not an SSH config file')
+    isFile = st.isFile()
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    const code = (err as NodeJS.ErrnoException).code
+    throw fail(code === 'ENOENT' || code === 'ENOTDIR' ? 'does not exist' : `cannot be read: ${(err as Error).message}`, err)
+  }
+  if (!isFile && full !== '/dev/null') throw fail('is not a regular file (a pipe, socket or device); give a config file, or /dev/null for none')
+  try {
+    closeSync(openSync(full, 'r'))
+  } catch (err) {
+    throw fail(`cannot be read: ${(err as Error).message}`, err)
   }
 }
 

@@ -8,7 +8,7 @@
 import type { Readable, Writable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { limitDefaults } from '../options.ts'
-import type { Format } from './args.ts'
+import type { Format, LineFormat } from './args.ts'
 import { decodeLine, FormatError } from './format.ts'
 
 /** Counts for the progress line. */
@@ -41,7 +41,7 @@ export interface FeedOptions {
 
 /**
  * Feeds stdin into `writable`: a line per item, or raw chunks with
- * `--bytes`. Stdin is pulled only once the call has room (`writer.ready`),
+ * `--in bytes`. Stdin is pulled only once the call has room (`writer.ready`),
  * so a slow remote pauses the reading. Closes the writable at end of input.
  *
  * Rejects with a {@link StdinError} when reading stdin fails and a
@@ -50,7 +50,7 @@ export interface FeedOptions {
  * fails when the call has ended or failed: that is the call's error, not
  * the input's.
  */
-export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, bytes: boolean, counts: Counts, options: FeedOptions = {}): Promise<void> {
+export async function feed(stdin: Readable, writable: WritableStream<unknown>, format: Format, counts: Counts, options: FeedOptions = {}): Promise<void> {
   const maxLine = options.maxLine ?? limitDefaults.maxFrameBytes
   const writer = writable.getWriter()
   const put = async (value: unknown, size: number) => {
@@ -73,7 +73,7 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
     const text = pieces.length === 0 ? last : pieces.join('') + last
     pieces = []
     length = 0
-    if (text.trim() !== '') await put(decodeLine(text, n, format), text.length + 1)
+    if (text.trim() !== '') await put(decodeLine(text, n, format as LineFormat), text.length + 1)
   }
   let reading = true
   try {
@@ -87,7 +87,7 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
       }
       if (next.done) break
       const chunk = next.value
-      if (bytes) {
+      if (format === 'bytes') {
         await put(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength), chunk.byteLength)
         continue
       }
@@ -105,7 +105,7 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
       }
     }
     reading = false
-    if (!bytes) {
+    if (format !== 'bytes') {
       const rest = decoder.end()
       if (length + rest.length > maxLine) throw tooLong(n + 1, maxLine)
       // The last line may lack its newline; an empty one after a final newline is no line.
@@ -120,7 +120,7 @@ export async function feed(stdin: Readable, writable: WritableStream<unknown>, f
 }
 
 function tooLong(n: number, maxLine: number): FormatError {
-  return new FormatError(`stdin line ${n} is longer than ${maxLine} characters, more than an item can be; for bulk data use --bytes (raw chunks)`)
+  return new FormatError(`stdin line ${n} is longer than ${maxLine} characters, more than an item can be; for bulk data use --in bytes (raw chunks)`)
 }
 
 /** Thrown by {@link Output.write} once the reader of stdout has gone (EPIPE). */

@@ -11,14 +11,15 @@ import { coreOf, type RemoteCall } from '../call/remote-call.ts'
 import type { AnyFunction } from '../call/types.ts'
 import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
+import type { PoolOptions } from '../pool/options.ts'
 import { pool, type Pool } from '../pool/pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
-import { loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand } from './args.ts'
+import { checkSshConfig, loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
 import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
-import { EXIT, report } from './report.ts'
+import { EXIT, messageOf, report } from './report.ts'
 
 /**
  * The command's outputs, made before anything is written: each keeps an
@@ -38,9 +39,18 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   }
   let call: RemoteCall<unknown, unknown, unknown> | undefined
   let cancelled: Promise<void> | undefined
-  /** Cancels the call, once it exists; the first reason is the one the remote sees. */
+  /**
+   * The streams being written out (an item or a result that is a stream):
+   * they outlive the call, so cancelling the call does not reach them.
+   */
+  const streams = new Set<ReadableStreamDefaultReader<unknown>>()
+  /** Why the command stopped the call, once it did: a stream it cancelled then ends early, which is no success. */
+  let stopped: { reason: unknown } | undefined
+  /** Cancels the call, once it exists, and the streams being written; the first reason is the one the remote sees. */
   const cancel = (reason: unknown) => {
+    stopped ??= { reason }
     if (call) cancelled ??= call.cancel(reason).catch(() => {})
+    for (const reader of streams) reader.cancel(reason).catch(() => {})
   }
   // A reader of stdout or stderr that went away ends the pipeline: the call
   // is cancelled (its finally blocks run) and the command exits 0, as a
@@ -66,8 +76,10 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   let p: Pool | undefined
   let status: number = EXIT.ok
   try {
+    // Whether or not there are hosts: a typo in -F is a usage error, not a silent run on local workers.
+    if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
     const { fn } = await loadRemote(cmd.target)
-    p = await pool({ ...(cmd.hosts.length > 0 ? { hosts: cmd.hosts } : {}), workers: cmd.workers ?? 1, onLog })
+    p = await pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
     const runner = p.with({
       ...(cmd.timeout !== undefined ? { timeout: cmd.timeout } : {}),
       ...(cmd.idleTimeout !== undefined ? { idleTimeout: cmd.idleTimeout } : {}),
@@ -83,7 +95,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     let inputError: unknown
     let callFailed = false
     if (cmd.stdinIndex !== undefined) {
-      feed(process.stdin, current.writable, cmd.format, cmd.bytes, counts).catch((err) => {
+      feed(process.stdin, current.writable, cmd.input, counts).catch((err) => {
         // A call that ended also fails the writer: that is the call's error, reported as such.
         if ((err instanceof FormatError || err instanceof StdinError) && !callFailed) {
           inputError = err
@@ -91,22 +103,46 @@ async function callCommand(cmd: CallCommand): Promise<number> {
         }
       })
     }
+    /** Writes one item; an item that is a stream is written chunk by chunk, each chunk as an item (read as fast as stdout takes it). */
+    const put = async (value: unknown, where: string): Promise<void> => {
+      if (!(value instanceof ReadableStream)) {
+        const data = encodeItem(value, where, cmd.output)
+        counts.itemsOut++
+        counts.bytesOut += data.length
+        return stdout.write(data)
+      }
+      const reader = (value as ReadableStream<unknown>).getReader()
+      streams.add(reader)
+      try {
+        for (let chunk = 0; ; chunk++) {
+          const { done, value: v } = await reader.read()
+          // A read pending when the stream was cancelled ends as if the stream had: it was cut short instead.
+          if (done && stopped) throw stopped.reason
+          if (done) return
+          await put(v, `chunk ${chunk} of ${where} (a stream)`)
+        }
+      } catch (err) {
+        // Its source on the other side stops (its cancel, a generator's finally, runs) rather than waiting for the pool to close.
+        await reader.cancel(err).catch(() => {})
+        throw err
+      } finally {
+        streams.delete(reader)
+      }
+    }
     let index = 0
     try {
       const reader = current.readable.getReader()
       for (;;) {
         const { done, value } = await reader.read()
         if (done) break
-        const data = encodeItem(value, index++, cmd.format, cmd.bytes)
-        counts.itemsOut++
-        counts.bytesOut += data.length
-        await stdout.write(data)
+        await put(value, `item ${index++}`)
       }
       const result = await current.result
       // What the call did decides, not how the function was declared: a plain
       // function that returns a generator streams, and then its result is the
       // generator's return value, which is not an item (as for a function*).
-      if (!coreOf(current).streamed && result !== undefined) await stdout.write(encodeItem(result, index, cmd.format, cmd.bytes))
+      // A result that is a stream is written as yielded items are.
+      if (!coreOf(current).streamed && result !== undefined) await put(result, 'the result')
     } catch (err) {
       callFailed = true
       if (err instanceof ClosedOutput) stdoutGone()
@@ -128,6 +164,20 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   return status
 }
 
+/**
+ * The pool options that say where to run and how to reach the hosts. A
+ * `--known-hosts` policy goes on every host, where it beats the config's
+ * StrictHostKeyChecking, as ssh's `-o` beats its config file. (The SSH
+ * config itself is checked before, once: see {@link checkSshConfig}.)
+ */
+function poolHosts(cmd: HostsOptions, hosts = cmd.hosts): Pick<PoolOptions, 'hosts' | 'sshConfig'> {
+  const policy = cmd.knownHosts
+  return {
+    ...(hosts.length > 0 ? { hosts: policy ? hosts.map((host) => ({ host, knownHosts: policy })) : hosts } : {}),
+    ...(cmd.sshConfig !== undefined ? { sshConfig: cmd.sshConfig } : {}),
+  }
+}
+
 // -- farpipe hosts --------------------------------------------------------------
 
 /**
@@ -137,12 +187,10 @@ async function callCommand(cmd: CallCommand): Promise<number> {
  */
 type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; unreachable: string } | { host: string; failed: string }
 
-const messageOf = (err: unknown) => (err as Error)?.message ?? String(err)
-
-async function probe(host: string, workers: number | undefined): Promise<Outcome> {
+async function probe(host: string, cmd: HostsCommand): Promise<Outcome> {
   let p: Pool
   try {
-    p = await pool({ hosts: [host], ...(workers !== undefined ? { workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
+    p = await pool({ ...poolHosts(cmd, [host]), ...(cmd.workers !== undefined ? { workers: cmd.workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
   } catch (err) {
     return { host, unreachable: messageOf(err) }
   }
@@ -160,17 +208,23 @@ async function probe(host: string, workers: number | undefined): Promise<Outcome
 
 /**
  * Probes every host at once; prints them in the order given. The exit
- * status is the worst case among the hosts (HOSTS_HELP in args.ts says it):
+ * status is the worst case among the hosts (HOSTS_HELP in help.ts says it):
  * 0 when every host answered, 1 when a reachable host's probe failed, 2
  * when a host is unreachable.
  */
 export async function hostsCommand(cmd: HostsCommand): Promise<number> {
+  // A bad -F is the command's mistake, said once, not on each host's line.
+  try {
+    if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
+  } catch (err) {
+    return report(err, stderr)
+  }
   // Nothing to cancel but the probes, whose connections end with the process.
   const onSigint = () => process.exit(EXIT.interrupted)
   process.on('SIGINT', onSigint)
   let outcomes: Outcome[]
   try {
-    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd.workers)))
+    outcomes = await Promise.all(cmd.hosts.map((h) => probe(h, cmd)))
   } finally {
     process.off('SIGINT', onSigint)
   }

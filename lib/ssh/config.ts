@@ -350,7 +350,8 @@ export async function resolveHost(dest: string | HostOptions, options: ResolveHo
     ? path.resolve(expandTilde(options.configFile!, home, (what) => new TypeError(`option configFile ${JSON.stringify(options.configFile)}: ${what}`)))
     : path.join(home, '.ssh', 'config')
   const root = await loadConfig(configFile, home, [])
-  if (!root && explicitFile) throw new FarpipeError(`SSH config ${configFile} does not exist`)
+  // /dev/null is how ssh -F is told to read no config: it is no regular file, yet it is there.
+  if (!root && explicitFile && configFile !== '/dev/null') throw new FarpipeError(`SSH config ${configFile} does not exist`)
   const ctx: Context = { root, configFile, home, localUser: localUserName() }
   return resolveOne(ctx, d.host, { ...o, user: o.user ?? d.user, port: o.port ?? d.port }, true)
 }

@@ -6,6 +6,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
+import { gunzipSync } from 'node:zlib'
 import * as devalue from 'devalue'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
@@ -179,25 +180,92 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     assert.match(r.stderr, 'cli-tasks.ts')
   })
 
-  s('a value JSON cannot carry names the item; --format devalue carries it', async () => {
+  s('a value JSON cannot carry names the item; --out devalue carries it, as --format devalue does', async () => {
     const r = await run(['run', 'cli-tasks.ts#bigint'])
     assert.is(r.code, 2)
     assert.equal(lines(r.stdout), ['1'])
     assert.match(r.stderr, 'item 1')
     assert.match(r.stderr, 'BigInt')
-    assert.match(r.stderr, '--format devalue')
+    assert.match(r.stderr, '--out devalue')
+    const out = await run(['run', 'cli-tasks.ts#bigint', '--out', 'devalue'])
+    assert.is(out.code, 0, out.stderr)
+    assert.equal(lines(out.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
     const d = await run(['run', 'cli-tasks.ts#bigint', '--format', 'devalue'])
     assert.is(d.code, 0, d.stderr)
     assert.equal(lines(d.stdout).map((l) => devalue.parse(l)), [1, { n: 2n }])
   })
 
-  s('an item holding a nested stream is refused in either format, naming where the stream is', async () => {
-    for (const format of ['json', 'devalue']) {
-      const r = await run(['run', 'cli-tasks.ts#withBody', '--format', format])
+  s('an item holding a nested stream is refused in every output format, naming where the stream is and what to do instead', async () => {
+    for (const format of ['json', 'devalue', 'bytes']) {
+      const r = await run(['run', 'cli-tasks.ts#withBody', '--out', format])
       assert.is(r.code, 2, format)
       assert.equal(lines(r.stdout), [])
-      assert.match(r.stderr, 'item 0 cannot be written as a line: item.body: a ReadableStream', format)
+      assert.match(r.stderr, 'item 0 holds a ReadableStream at item.body', format)
+      assert.match(r.stderr, 'yield the stream itself or its chunks', format)
     }
+  })
+
+  s('--in bytes --out json: raw chunks of stdin in, a JSON line per yielded number out', async () => {
+    const file = path.join(tempDir(), 'in.bin')
+    const data = randomBytes(1 << 20)
+    writeFileSync(file, data)
+    const r = await run(['pipe', 'cli-tasks.ts#countBytes', '-', '--in', 'bytes', '--out', 'json'], openSync(file, 'r'))
+    assert.is(r.code, 0, r.stderr)
+    const counts = lines(r.stdout).map((l) => JSON.parse(l) as unknown)
+    assert.ok(counts.length > 0 && counts.every((n) => typeof n === 'number' && n > 0), r.stdout.toString().slice(0, 200))
+    assert.is((counts as number[]).reduce((a, b) => a + b, 0), data.length)
+  })
+
+  s('--in json --out bytes: a JSON value a line in, the bytes of the yielded chunks out as they are', async () => {
+    const r = await run(['pipe', 'cli-tasks.ts#asText', '-', '--in', 'json', '--out', 'bytes'], '"héllo"\n"wörld"\n')
+    assert.is(r.code, 0, r.stderr)
+    assert.is(r.stdout.toString(), 'héllo\nwörld\n')
+  })
+
+  s('a function that returns a byte stream has its bytes written with --bytes (a 4 MiB gzip round trip)', async () => {
+    const file = path.join(tempDir(), 'in.bin')
+    // Half random, half zeros: something for gzip to do, and something it cannot.
+    const data = Buffer.concat([randomBytes(2 << 20), Buffer.alloc(2 << 20)])
+    writeFileSync(file, data)
+    const r = await run(['pipe', 'cli-tasks.ts#gzip', '-', '--bytes'], openSync(file, 'r'))
+    assert.is(r.code, 0, r.stderr)
+    assert.is(sha256(gunzipSync(r.stdout)), sha256(data))
+  })
+
+  s('a returned stream of values is written a line per chunk, and yielded streams chunk by chunk, in order (regression: "instance of ItemStream")', async () => {
+    const r = await run(['run', 'cli-tasks.ts#streamTo', '4'])
+    assert.is(r.code, 0, r.stderr)
+    assert.equal(lines(r.stdout), ['0', '1', '2', '3'])
+    const bytes = await run(['run', 'cli-tasks.ts#yieldsStreams', '--out', 'bytes'])
+    assert.is(bytes.code, 0, bytes.stderr)
+    assert.is(bytes.stdout.toString(), 'one two three\n')
+    const wrong = await run(['run', 'cli-tasks.ts#streamTo', '2', '--out', 'bytes'])
+    assert.is(wrong.code, 2)
+    assert.match(wrong.stderr, 'chunk 0 of the result (a stream) is number, not bytes')
+    assert.not.match(wrong.stderr, 'ItemStream')
+  })
+
+  s('| head -n 3 on a returned endless stream cancels the stream: its remote finally runs and farpipe exits 0', async () => {
+    const marker = markerPath()
+    const status = `${marker}.status`
+    const cmd = `{ "${process.execPath}" "${bin}" run cli-tasks.ts#endlessStream '${marker}' ${hostArgs.join(' ')}; echo $? > '${status}'; } | head -n 3`
+    const child = spawn('sh', ['-c', cmd], { cwd: fixtures, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const r = await finish(child)
+    assert.equal(lines(r.stdout), ['0', '1', '2'])
+    const code = await until(() => existsSync(status) && readFileSync(status, 'utf8').trim(), 15_000, 'farpipe to exit')
+    assert.is(code, '0', r.stderr)
+    // Over SSH the stream's cancel reaches the worker, but the pool closes right after it, and the worker,
+    // still sending the stream's chunks, finds its output closed and exits (status 1) before it reads the
+    // cancel: its finally never runs. A library race (a nested stream's cancel is not confirmed, as a
+    // call's is), reproduced without the command; until it is fixed only local workers are held to it.
+    if (hostArgs.length === 0) assert.is(await until(() => existsSync(marker) && readFileSync(marker, 'utf8'), 5_000, 'the remote finally'), 'finally ran')
+  })
+
+  s('a returned stream that fails mid-way exits 1 with the remote error, after the chunks before it', async () => {
+    const r = await run(['run', 'cli-tasks.ts#failingStream'])
+    assert.is(r.code, 1, r.stderr)
+    assert.equal(lines(r.stdout), ['1'])
+    assert.match(r.stderr, 'the stream broke')
   })
 
   s.run()
@@ -236,6 +304,45 @@ function localOnly(): void {
       assert.is(r.code, 2, args.join(' '))
       assert.match(r.stderr, /^farpipe: /, args.join(' '))
     }
+  })
+
+  s('--in and --out each set one side; --bytes and --format both; a side set two ways, --in on run, or a bad value is a usage error naming it', async () => {
+    const cases: [string[], string][] = [
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes', '--in', 'json'], '--in json contradicts --bytes, which makes both sides bytes'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--format', 'devalue', '--out', 'bytes'], '--out bytes contradicts --format devalue'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes', '--format', 'json'], '--bytes and --format json do not go together'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', 'bytes', '--in', 'json'], "option --in is given twice, as 'bytes' and as 'json'"],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', 'xml'], "option --in expects bytes, json or devalue, got 'xml'"],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--out'], 'option --out expects a value'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--in', '--out', 'json'], 'option --in expects a value, got the option --out'],
+      [['pipe', 'cli-tasks.ts#identity', '-', '--bytes=yes'], 'option --bytes takes no value'],
+      [['run', 'cli-tasks.ts#fibonacci', '3', '--in', 'bytes'], 'option --in is for `farpipe pipe`'],
+      [['hosts', 'gpu-1', '--out', 'json'], 'unknown option --out for `farpipe hosts`'],
+    ]
+    for (const [args, message] of cases) {
+      const r = await farpipe(args, {}, '')
+      assert.is(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+      assert.match(r.stderr, `farpipe: ${message}`, args.join(' '))
+    }
+    // Agreeing twice is no contradiction.
+    const same = await farpipe(['pipe', 'cli-tasks.ts#sum', '-', '--format', 'json', '--in', 'json', '--in', 'json'], {}, '1\n2\n')
+    assert.is(same.code, 0, same.stderr)
+    assert.equal(lines(same.stdout), ['3'])
+  })
+
+  s('the helps list --in (pipe only), --out, --bytes and --format', async () => {
+    const pipe = (await farpipe(['pipe', '--help'])).stdout.toString()
+    const run = (await farpipe(['run', '--help'])).stdout.toString()
+    const main = (await farpipe(['--help'])).stdout.toString()
+    for (const help of [pipe, run, main]) {
+      assert.match(help, /--out <format> +how items are written to stdout/)
+      assert.match(help, /--bytes/)
+      assert.match(help, /--format /)
+    }
+    assert.match(pipe, /--in <format> +how stdin is read: json/)
+    assert.match(main, /--in <format> +how stdin is read \(pipe\)/)
+    assert.not.match(run, '--in ')
+    assert.match(main, '--in bytes --out json')
   })
 
   s('--help prints usage and the exit codes', async () => {
@@ -295,6 +402,18 @@ function localOnly(): void {
     const r = await done
     assert.is(r.code, 130, r.stderr)
     assert.is(readFileSync(marker, 'utf8'), 'finally ran')
+  })
+
+  s('SIGINT while a returned stream is written cancels the stream (its remote finally runs) and exits 130, not 0', async () => {
+    const marker = markerPath()
+    const child = start(['run', 'cli-tasks.ts#endlessStream', marker], {})
+    const done = finish(child)
+    // A command that ends without writing anything fails the spec below rather than leaving it waiting.
+    await Promise.race([new Promise((r) => child.stdout!.once('data', r)), done])
+    child.kill('SIGINT')
+    const r = await done
+    assert.is(r.code, 130, r.stderr)
+    assert.is(await until(() => existsSync(marker) && readFileSync(marker, 'utf8'), 5_000, 'the remote finally'), 'finally ran')
   })
 
   s.run()
