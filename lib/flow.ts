@@ -141,15 +141,24 @@ export function nestedInitial(marks: Watermarks): Credit {
  * adds a first window of its own, and a peer naming thousands of bodies
  * nobody reads would park thousands of windows (4,096 x 64 KiB).
  *
- * Both sides keep one and agree on it without a word: a stream's first
- * window is taken when it is named (the sender encodes, the receiver
- * decodes the value that names it) and given back when the stream ends,
- * fails or is cancelled. Ends and errors travel in order with the values
- * that name streams, so both sides see the same budget at each name; a
- * cancel is given back by the receiver when it sends it, before the sender
- * learns of it, so the sender's first windows are never larger than the
- * receiver's. A stream that gets no first window sends nothing until its
- * reader reads (which grants its whole window).
+ * Both sides keep one and must agree on it at every name, to the item and
+ * the byte: a stream's first window is taken when it is named (the sender
+ * encodes, the receiver decodes the value that names it, or drops it
+ * unread) and given back when its end or error crosses the channel (the
+ * sender gives it back when it sends that frame, the receiver when it reads
+ * it). Those frames travel in order with the values that name streams, so
+ * both sides see the same budget at each name. A cancel is not such a
+ * point: the sender learns of it a round trip after the receiver sent it,
+ * and names streams meanwhile. So the sender answers a cancel with an end
+ * (protocol 5), giving the window back as it sends it, and the receiver
+ * gives it back when that answer (or an end or error that crossed the
+ * cancel) arrives. Given back by the receiver at the cancel, a first window
+ * larger on one side than on the other at a name in between would make the
+ * budgets disagree at every name after: a stream the receiver thinks has
+ * credit its sender does not (a reader that waits for ever) or the other
+ * way round (a ProtocolError for a legitimate sender). A stream that gets
+ * no first window sends nothing until its reader reads (which grants its
+ * whole window).
  */
 export class NestedBudget {
   private items: number

@@ -141,6 +141,8 @@ export abstract class Link implements ChannelEvents {
    * nothing written when the item cannot be sent.
    */
   sendItem(call: number, stream: number, value: unknown, path: () => string, hooks?: StreamHooks): number {
+    // Encoding runs user code (a getter, a Proxy): what it sends cannot go into the frame being written.
+    if (this.encoding) throw new Error(`${path()}: an item cannot be sent while another is being encoded (by a getter or a Proxy of that item)`)
     if (this.openCall !== call || this.openStream !== stream || !this.out.open) {
       this.closeOpenFrame()
       this.out.begin(Kind.data, call, stream)
@@ -148,6 +150,7 @@ export abstract class Link implements ChannelEvents {
       this.openStream = stream
     }
     let bytes: number
+    this.encoding = true
     try {
       bytes = this.items.write(value, path, hooks)
     } catch (err) {
@@ -156,9 +159,30 @@ export abstract class Link implements ChannelEvents {
         this.openCall = this.openStream = -1
       }
       throw err
+    } finally {
+      this.encoding = false
+      this.sendDeferred()
     }
     this.wrote()
     return bytes
+  }
+
+  /**
+   * True while an item is being encoded. Encoding reads the value, which may
+   * run user code (a getter that logs, a Proxy): a frame that code sends (a
+   * log line) waits until the item is written, since writing it then would
+   * cut the item's data frame in two and the other side would cut this
+   * link off as corrupt.
+   */
+  private encoding = false
+  /** Frames (and a flush) asked for while an item was being encoded, in order. */
+  private deferred: (() => void)[] = []
+
+  private sendDeferred(): void {
+    if (this.deferred.length === 0) return
+    const later = this.deferred
+    this.deferred = []
+    for (const send of later) send()
   }
 
   /**
@@ -172,6 +196,10 @@ export abstract class Link implements ChannelEvents {
     if (size > this.limits.maxFrameBytes) {
       throw new SerializeError(`a ${kindName(kind)} frame of ${size} bytes exceeds maxFrameBytes ${this.limits.maxFrameBytes}`, kindName(kind))
     }
+    if (this.encoding) {
+      this.deferred.push(() => this.send(kind, call, stream, payload, urgent))
+      return
+    }
     this.closeOpenFrame()
     this.out.frame(kind, call, stream, payload)
     if (urgent) this.flush()
@@ -180,6 +208,10 @@ export abstract class Link implements ChannelEvents {
 
   /** Writes the batch out now. */
   flush(): void {
+    if (this.encoding) {
+      this.deferred.push(() => this.flush())
+      return
+    }
     this.closeOpenFrame()
     const parts = this.out.takeParts()
     this.policy.flushed()

@@ -132,6 +132,8 @@ export class CallInputs implements PumpOwner {
     this.pumps.delete(pump.id)
     this.budget.give(pump.id)
     pump.stop(err)
+    // The answer: the worker gives the stream's first window back when this arrives (see NestedBudget).
+    this.owner.sendFrame(Kind.end, pump.id)
     if (pump === this.inputPump) this.errorWritable(err)
     this.owner.checkForget()
   }

@@ -39,6 +39,12 @@ export interface ReceiverOwner {
 /** The open streams of one call that the worker sends, by id. */
 export class Receivers {
   private readonly queues = new Map<number, ItemQueue<unknown>>()
+  /**
+   * Streams this side stopped (cancelled, or dropped unread) whose end or
+   * error has not arrived yet: the worker answers a cancel with an end, and
+   * their first windows come back only then (see {@link NestedBudget}).
+   */
+  private readonly closing = new Set<number>()
   /** The highest id of a worker's stream seen so far (they only grow). */
   private highest = WORKER_STREAMS - 1
   /** First windows of these streams (see {@link NestedBudget}). */
@@ -67,7 +73,8 @@ export class Receivers {
     const { queue, stream } = openReceiver(this.marks, initial, {
       credit: (c) => this.owner.sendFrame(Kind.credit, id, payloads.credit(c.items, c.bytes), true),
       cancel: (reason) => {
-        if (!this.close(id)) return
+        if (!this.queues.delete(id)) return
+        this.closing.add(id)
         this.owner.sendFrame(Kind.cancel, id, this.owner.reasonBytes(reason))
         this.owner.checkForget()
       },
@@ -78,9 +85,15 @@ export class Receivers {
     return stream
   }
 
-  /** A stream named in a value that is dropped unread: the worker is told to stop it. */
+  /**
+   * A stream named in a value that is dropped unread: the worker is told to
+   * stop it. Its first window is taken all the same (the worker took it when
+   * it named the stream) and comes back with the worker's answer.
+   */
   drop(id: number): undefined {
     this.claim(id)
+    this.budget.take(id, nestedInitial(this.marks))
+    this.closing.add(id)
     this.owner.sendFrame(Kind.cancel, id)
     return undefined
   }
@@ -94,6 +107,8 @@ export class Receivers {
       // Cancelled or ended here already: its frames may have crossed the cancel. One never named is a lie.
       if (f.stream > this.highest) throw new ProtocolError(`worker ${this.owner.where} sent a ${kindName(f.kind)} frame for stream ${f.stream} of call ${this.owner.callId}, which it never named`)
       if (f.kind === Kind.data) streamsInItems(f.payload, (id) => this.drop(id))
+      // The end that answers a cancel (or an end or error that crossed it): the worker has let the stream go.
+      else if ((f.kind === Kind.end || f.kind === Kind.error) && this.closing.delete(f.stream)) this.budget.give(f.stream)
       return
     }
     switch (f.kind) {
@@ -121,9 +136,18 @@ export class Receivers {
   failAll(error: unknown): void {
     for (const q of this.queues.values()) q.fail(error)
     this.queues.clear()
+    this.closing.clear()
   }
 
-  /** Forgets a stream (it ended, failed or was cancelled), giving its first window back; false if it was gone. */
+  /**
+   * Forgets a stream whose end or error arrived, giving its first window
+   * back. Not when this side cancels it: the worker gives the window back
+   * when the cancel reaches it, and may name more streams meanwhile, so this
+   * side waits for its answer (an end), which comes after those names. Given
+   * back at once, the worker's budget would be smaller than this one at the
+   * names in between, and a first window larger here than there makes the
+   * two disagree at every name after (a hang, or a ProtocolError).
+   */
   private close(id: number): boolean {
     if (!this.queues.delete(id)) return false
     this.budget.give(id)

@@ -333,6 +333,8 @@ export function mapStream(deps: MapDeps, iterator: AsyncIterator<unknown> | Iter
             finished(task)
           }
         } catch (err) {
+          // A read cut short by the map's cancel (the item's call was cancelled with it) is not an item that failed.
+          if (state.stopped) return
           progress.failed++
           await stopAll(err)
           throw err

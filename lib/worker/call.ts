@@ -34,6 +34,8 @@ export class RunningCall implements PumpOwner {
   private readonly marks = new Map<number, { items: number; bytes: number }>()
   /** The highest id of a caller's stream seen so far (they only grow). */
   private highestInput = 0
+  /** Caller's streams this side stopped (cancelled, or dropped unread): their first windows come back with the caller's answer, an end (see Receivers.close). */
+  private readonly closingInputs = new Set<number>()
   /** Sending ends of the streams nested in what the function yields or returns, while they run. */
   private readonly senders = new Map<number, StreamPump>()
   private nextSender = WORKER_STREAMS
@@ -99,7 +101,7 @@ export class RunningCall implements PumpOwner {
       credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
       cancel: () => {
         if (!this.inputs.delete(id)) return
-        this.inputBudget.give(id)
+        this.closingInputs.add(id)
         this.rt.send(Kind.cancel, this.id, id)
         this.checkDone()
       },
@@ -131,7 +133,7 @@ export class RunningCall implements PumpOwner {
 
   inputEnd(stream: number): void {
     const q = this.input(stream, 'end')
-    if (!q) return
+    if (!q) return this.closedInput(stream)
     q.end()
     this.inputs.delete(stream)
     this.inputBudget.give(stream)
@@ -140,17 +142,28 @@ export class RunningCall implements PumpOwner {
 
   inputError(stream: number, error: unknown): void {
     const q = this.input(stream, 'error')
-    if (!q) return
+    if (!q) return this.closedInput(stream)
     q.fail(error)
     this.inputs.delete(stream)
     this.inputBudget.give(stream)
     this.checkDone()
   }
 
-  /** A stream named in an item dropped unread: the caller is told to stop feeding it. */
+  /** The end or error of a caller's stream this side stopped: the caller has let it go, and its first window comes back. */
+  private closedInput(stream: number): void {
+    if (this.closingInputs.delete(stream)) this.inputBudget.give(stream)
+  }
+
+  /**
+   * A stream named in an item dropped unread: the caller is told to stop
+   * feeding it. Its first window is taken all the same (the caller took it
+   * when it named the stream) and comes back with the caller's answer.
+   */
   private dropInput(id: number): undefined {
     if (id <= this.highestInput || id >= WORKER_STREAMS) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
     this.highestInput = id
+    this.inputBudget.take(id, nestedInitial(this.nestedMarks))
+    this.closingInputs.add(id)
     this.rt.send(Kind.cancel, this.id, id)
     return undefined
   }
@@ -181,6 +194,8 @@ export class RunningCall implements PumpOwner {
   cancelSender(stream: number, reason: unknown): void {
     const pump = this.sender(stream, 'cancel')
     if (!pump) return
+    // The answer (its first window comes back to this side's budget now, to the caller's when this arrives: see NestedBudget).
+    this.rt.send(Kind.end, this.id, stream)
     this.stopSender(pump, reason ?? new CancelError(`the caller cancelled the stream at ${pump.path()}`))
   }
 

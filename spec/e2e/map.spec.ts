@@ -183,5 +183,18 @@ cancel('returns a source that is not suspended (its finally runs before the canc
   assert.is(returned, true)
 })
 
+cancel('a cancel while a result is awaited counts no item as failed', async () => {
+  const m = c.map(t.pause, [50, 5000, 5000], { concurrency: 3 })
+  const reader = m.getReader()
+  assert.equal((await reader.read()).value, 50)
+  // The map waits for item 1's result when the reader gives up.
+  const pending = reader.read()
+  await sleep(50)
+  await reader.cancel('enough')
+  assert.equal(await pending, { done: true, value: undefined })
+  // Before: the read cut short by the cancel counted as a failed item.
+  assert.equal(m.progress, { started: 3, done: 1, inFlight: 0, rerun: 0, failed: 0 })
+})
+
 rerun.run()
 cancel.run()

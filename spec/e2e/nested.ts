@@ -2,6 +2,7 @@
 // written once and run on the embedded local pool (nested-local.spec.ts)
 // and over a real sshd (nested-ssh.spec.ts).
 import { createHash } from 'node:crypto'
+import { existsSync, writeFileSync } from 'node:fs'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { suite } from 'uvu'
@@ -9,7 +10,7 @@ import * as assert from 'uvu/assert'
 import { CancelError, RemoteError, SerializeError, TransportError, type Pool, type PoolOptions } from 'farpipe'
 import * as n from '../fixtures/nested.ts'
 import * as f from '../fixtures/trust.ts'
-import { rejection, sleep, tempDir, until } from '../helpers.ts'
+import { collect, markerPath, rejection, sleep, tempDir, until } from '../helpers.ts'
 
 /** Where the suites run. */
 export interface Target {
@@ -299,6 +300,103 @@ export function nestedSuites(target: Target): void {
     await items[0]!.body.cancel(new CancelError('not wanted'))
     assert.is(await call.result, undefined)
     assert.is(await sha(items[1]!.body), n.bodyHash(1, 1000))
+  })
+
+  s('regression: a body cancelled while the worker names more keeps both sides\' budgets of first windows equal (no ProtocolError, no hang)', async () => {
+    // Windows of 64 items: two bodies (32 items each to start) spend the budget of first windows.
+    const view = p.with({ highWaterMark: 64 })
+    const [blocked, go] = [markerPath(), markerPath()]
+    const it = view.run(n.bodiesAcrossACancel, blocked, go, MiB)[Symbol.asyncIterator]()
+    const first = (await it.next()).value
+    // The worker is held (it reads nothing) while the caller cancels `a`, and gives its first window back at once.
+    await until(() => existsSync(blocked), 10_000, 'the worker to be held')
+    await first.a.cancel()
+    writeFileSync(go, '')
+    const bodies = [first.b]
+    for (let r = await it.next(); !r.done; r = await it.next()) bodies.push(r.value)
+    assert.equal(bodies.map((x) => x.seed), [1, 2, 3, 4])
+    // Before: the worker named the third body with no first window (its budget was spent), the caller gave it one; once the cancel
+    // reached the worker, the fourth got a first window the caller had not given it, and its first chunk failed the call with ProtocolError.
+    for (const x of bodies.reverse()) assert.is(await sha(x.body), n.bodyHash(x.seed, MiB), `body ${x.seed}`)
+  })
+
+  s('regression: a body the remote cancels while the caller names more keeps both budgets of first windows equal (the other way round)', async () => {
+    const view = p.with({ highWaterMark: 64 })
+    const marker = markerPath()
+    let cancelled!: () => void
+    const cancelSeen = new Promise<void>((r) => (cancelled = r))
+    const endless = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.enqueue(new Uint8Array(1000))
+      },
+      cancel() {
+        cancelled()
+      },
+    }, { highWaterMark: 0 })
+    async function* items() {
+      yield { a: endless, seed: 1, body: localBody(1, MiB) }
+      // A turn of the event loop: the first item goes out before this side is held.
+      await sleep(0)
+      yield {
+        seed: 2,
+        // Read while the item is encoded: this side reads nothing (not the cancel of `a`) until the remote has cancelled it.
+        get body() {
+          const end = Date.now() + 20_000
+          while (!existsSync(marker) && Date.now() < end) {}
+          return localBody(2, MiB)
+        },
+      }
+      await cancelSeen
+      yield { seed: 3, body: localBody(3, MiB) }
+      yield { seed: 4, body: localBody(4, MiB) }
+    }
+    const out = await collect(view.run(n.cancelsFirstInputBody, items(), marker))
+    // Before: the fourth body got a first window here that the worker had not given it, and the worker cut the caller off with ProtocolError.
+    assert.equal(out, [4, 3, 2, 1].map((seed) => ({ seed, sha: n.bodyHash(seed, MiB) })))
+  })
+
+  s('300 bodies, some inside bodies, read whole in random order, read in part or cancelled: each one read whole is intact, the call ends', async () => {
+    const size = 200_000
+    for (const [window, seed] of [[4096, 2], [4096, 3], [200, 1], [200, 2]] as const) {
+      let x = seed
+      const random = () => (x = (x * 1103515245 + 12345) >>> 0) / 2 ** 32
+      const later: (() => Promise<void>)[] = []
+      let whole = 0
+      const take = async (seed: number, body: ReadableStream<Uint8Array>) => {
+        const r = random()
+        const check = async () => {
+          assert.is(await sha(body), n.bodyHash(seed, size), `body ${seed} (window ${window})`)
+          whole++
+        }
+        if (r < 0.25) await check()
+        else if (r < 0.45) {
+          const reader = body.getReader()
+          await reader.read()
+          await reader.cancel('enough')
+        } else if (r < 0.55) await body.cancel()
+        else later.push(check)
+      }
+      const call = p.with({ highWaterMark: window }).run(n.mixedBodies, 300, size, 7, 5)
+      for await (const item of call) {
+        if (!item.files) {
+          await take(item.seed, item.body!)
+          continue
+        }
+        const r = random()
+        if (r < 0.3) await item.files.cancel()
+        else if (r < 0.6) {
+          const reader = item.files.getReader()
+          const file = await reader.read()
+          if (!file.done) await take(file.value.seed, file.value.body)
+          await reader.cancel()
+        } else for await (const file of item.files) await take(file.seed, file.body)
+      }
+      later.sort(() => random() - 0.5)
+      await Promise.all(later.map((check) => check()))
+      // Before: with the caller's budget of first windows ahead of the worker's after a cancel, a legitimate body failed the call with ProtocolError.
+      assert.is(await call.result, 'sent')
+      assert.ok(whole > 100, `${whole} bodies read whole`)
+    }
   })
 
   s.run()

@@ -48,6 +48,20 @@ for (const [kind, fn] of [['sync', f.slowSyncItems], ['async', f.slowAsyncItems]
   })
 }
 
+// Not fixed (see the review's report): the pump reads the clock every `stride` items, up to 32 while items come fast, and the
+// flush policy every 8th addition; a producer that turns slow after a fast run (a cache, then the real work) is seen as slow
+// only that many items later. Measured: after 1,000 fast items, 18 to 22 items of 20 ms (about 0.4 s) went by before the
+// cancel stopped it, and its first slow item reached the caller some 100 ms after it was made. Reading the clock at every
+// item costs some 60 ns an item twice over (more than a small item costs to make), so the fix is a design choice, not a line.
+s.skip('a cancel reaches a producer that turns slow after a fast run within a few of its slow items', async () => {
+  const marker = markerPath()
+  const call = p.run(f.fastThenSlowItems, 1000, 20, marker)
+  for await (const x of call) if (x > 1000) break
+  assert.instance(await rejection(call.result), CancelError)
+  const { made } = await readMarker(marker)
+  assert.ok(made - 1000 <= 4, `made ${made - 1000} items of 20 ms after the fast ones before the cancel stopped it`)
+})
+
 s('a function whose module never names context() streams and is cancelled like any other', async () => {
   assert.equal(await collect(p.run(plain.countAsync, 5)), [0, 1, 2, 3, 4])
   const call = p.run(plain.endlessAsync)

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert'
 import { input, pool, type CommandHost, type LogEntry, type PoolOptions } from 'farpipe'
 import * as w from '../fixtures/fd-writes.ts'
 import * as t from '../fixtures/tasks.ts'
-import { tempDir, until } from '../helpers.ts'
+import { collect, tempDir, until } from '../helpers.ts'
 import { findSshd, startSshd } from './sshd.ts'
 
 interface Target {
@@ -106,6 +106,20 @@ for (const target of targets) {
       await first.writable.close()
       await second.writable.close()
       await Promise.all([first.result, second.result])
+    } finally {
+      await p.close()
+    }
+  })
+
+  s('regression: console.log in a getter read while an item is encoded reaches onLog, and the items arrive whole', async () => {
+    const p = await open()
+    try {
+      // Before: the log frame was written into the middle of the item's data frame, and the caller cut the worker off
+      // ("frame of 809116269 bytes exceeds maxFrameBytes"), failing every call on it.
+      const got = await collect(p.run(w.logsWhileEncoded, 3))
+      assert.equal(got, [0, 1, 2].map((i) => ({ i, traced: i * 2 })))
+      for (const i of [0, 1, 2]) await seen(`reading traced of item ${i}`)
+      assert.is(await p.run(t.add, 1, 1), 2)
     } finally {
       await p.close()
     }
