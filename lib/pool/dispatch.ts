@@ -137,8 +137,10 @@ export class Dispatch {
   /**
    * The least-loaded slot with room, or undefined when every worker has
    * `concurrency` calls. Running workers are preferred at equal load; an
-   * empty slot is started on demand, unless its last start failed (it is
-   * started again in the background after its backoff).
+   * empty slot is started on demand, unless its last start failed: it is
+   * started again in the background after its backoff, and takes calls only
+   * once that start succeeds (a restart can take as long as the start
+   * timeout to fail, while a running worker could have served the call).
    */
   private freeSlot(host: Host | undefined, avoid: string | undefined): Slot | undefined {
     let up = (host ? [host] : this.hosts.all).filter((h) => this.hosts.isUp(h))
@@ -152,7 +154,7 @@ export class Dispatch {
     for (let k = 0; k < n; k++) {
       const s = slots[(start + k) % n]!
       const usable = s.session?.usable ?? false
-      if (!usable && !s.starting && s.failures > 0) continue
+      if (!usable && s.failures > 0) continue
       const calls = (usable ? s.session!.load : 0) + s.reserved
       if (calls >= this.concurrency) continue
       // An empty slot costs a worker start: prefer a running worker with the same load.

@@ -113,6 +113,44 @@ slots('regression: a slot whose start failed is not handed calls while a worker 
   }
 })
 
+/** Local workers, but worker 1 never starts: its first start fails at once, every later one after `slowMs` (a worker that never says hello). */
+class SlowlyFailingSlot implements Transport {
+  readonly host = 'local'
+  readonly up = true
+  opens = 0
+  private readonly local = new LocalTransport({ workers: 2 })
+  constructor(private readonly slowMs: number) {}
+  connect(): Promise<number> {
+    return this.local.connect()
+  }
+  async open(index: number, events: TransportEvents): Promise<Channel> {
+    if (index !== 1) return this.local.open(index, events)
+    this.opens++
+    if (this.opens > 1) await sleep(this.slowMs)
+    throw new TransportError(`worker local/1 could not start (start ${this.opens})`, { host: 'local', reason: 'closed' })
+  }
+  close(): Promise<void> {
+    return this.local.close()
+  }
+}
+
+slots('regression: a call goes to the running worker, not to the restart of a slot whose start failed', async () => {
+  const transport = new SlowlyFailingSlot(20_000)
+  const p = await pool({ transports: [transport], cacheDir: tempDir(), onLog: () => {} })
+  try {
+    await until(() => p.stats().hosts[0]!.workers[1]!.error, 10_000, 'slot 1 to fail')
+    // Worker 0 has a call: an empty slot weighs less than it.
+    const busy = p.run(t.pause, 60_000)
+    await until(() => transport.opens >= 2, 10_000, 'slot 1 to be started again in the background')
+    // Before: the call was handed to slot 1 and waited for its restart (20 s here) to fail before it went to worker 0.
+    const outcome = await Promise.race([p.run(t.add, 1, 2), sleep(10_000).then(() => 'waited for the restart')])
+    assert.is(outcome, 3)
+    await busy.cancel()
+  } finally {
+    await p.close()
+  }
+})
+
 slots('a call waits for the running worker while the other slot backs off', async () => {
   const transport = new FailingSlot(1, 1000)
   const p = await pool({ transports: [transport], cacheDir: tempDir(), onLog: () => {}, concurrency: 1 })
