@@ -14,7 +14,7 @@ import { isInput, isStreamSource } from '../input.ts'
 import { WORKER_STREAMS } from '../nested.ts'
 import { registerSink } from '../pipe.ts'
 import { checkUnsent, pathTo, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire.ts'
+import { Kind, kindName, payloads, type Frame } from '../wire/frame.ts'
 
 /** What a call's inputs need from the call. */
 export interface InputOwner {

@@ -9,7 +9,7 @@
 import { readItems } from '../codec.ts'
 import type { Watermarks } from '../flow.ts'
 import { ItemQueue, ItemStream, type NestedRef, type QueueHooks } from '../queue.ts'
-import type { Frame } from '../wire.ts'
+import type { Frame } from '../wire/frame.ts'
 
 /** The output stream of one call. */
 export class CallOutput {

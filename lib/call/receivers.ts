@@ -12,7 +12,7 @@ import { ProtocolError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Watermarks } from '../flow.ts'
 import { openReceiver, WORKER_STREAMS } from '../nested.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire.ts'
+import { Kind, kindName, payloads, type Frame } from '../wire/frame.ts'
 
 /** What the receivers need from their call. */
 export interface ReceiverOwner {

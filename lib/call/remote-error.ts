@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { readValue } from '../codec.ts'
 import { FarpipeError, ProtocolError, RemoteError } from '../errors.ts'
 import { describe } from '../options.ts'
-import type { Frame } from '../wire.ts'
+import type { Frame } from '../wire/frame.ts'
 import type { ErrorPayload } from '../worker/runtime.ts'
 
 /** The library's own directories (built, and its sources, which source maps point to): their frames are left out of call sites. */

@@ -14,7 +14,7 @@ import { isStreamSource } from '../input.ts'
 import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
-import { HEADER_BYTES, Kind, payloads } from '../wire.ts'
+import { HEADER_BYTES, Kind, payloads } from '../wire/frame.ts'
 import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './runtime.ts'
 
 /**

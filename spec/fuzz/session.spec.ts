@@ -9,7 +9,7 @@ import fc from 'fast-check'
 import '../helpers.ts'
 import { FarpipeError, pool, type Channel, type Transport, type TransportEvents } from 'farpipe'
 import { valueBytes } from '../../lib/codec.ts'
-import { encodeFrame, FrameDecoder, Kind, payloads, PROTOCOL_VERSION } from '../../lib/wire.ts'
+import { encodeFrame, FrameDecoder, Kind, payloads, PROTOCOL_VERSION } from '../../lib/wire/frame.ts'
 import * as t from '../fixtures/tasks.ts'
 import { hasProtoKey, RUNS } from './arbitraries.ts'
 

@@ -3,7 +3,7 @@ import { suite } from 'uvu'
 import fc from 'fast-check'
 import '../helpers.ts'
 import { ProtocolError } from '../../lib/errors.ts'
-import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, payloads, type Frame } from '../../lib/wire.ts'
+import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, payloads, type Frame } from '../../lib/wire/frame.ts'
 import { allocations, onlyProtocolErrors, property, RUNS, thrown } from './arbitraries.ts'
 
 interface Spec {

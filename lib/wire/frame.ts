@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { ProtocolError } from './errors.ts'
+import { ProtocolError } from '../errors.ts'
 
 /** The protocol version both sides announce in their hello frames. */
 export const PROTOCOL_VERSION = 4

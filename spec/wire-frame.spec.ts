@@ -2,7 +2,7 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import './helpers.ts'
 import { ProtocolError } from '../lib/errors.ts'
-import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, Kind, payloads, type Frame } from '../lib/wire.ts'
+import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, Kind, payloads, type Frame } from '../lib/wire/frame.ts'
 
 /** Frames every decoder suite is fed, in several splits. */
 const fixtures: { name: string; kind: number; call: number; stream: number; payload: Uint8Array }[] = [
