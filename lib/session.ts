@@ -11,7 +11,8 @@ import { streamsInItems } from './codec.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import type { Limits } from './options.ts'
-import { Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
+import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
+import { payloads } from './wire/payloads.ts'
 import type { CallerHello, WorkerHello } from './worker/runtime.ts'
 
 /** A line a remote function printed. */

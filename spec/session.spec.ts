@@ -5,7 +5,8 @@ import * as assert from 'uvu/assert'
 import { collect, rejection, tempDir, thrown } from './helpers.ts'
 import { MemoryTransport, pool, ProtocolError, SerializeError, TransportError, type LogEntry, type Pool } from 'farpipe'
 import { Session } from '../lib/session.ts'
-import { encodeFrame, Kind, payloads, PROTOCOL_VERSION } from '../lib/wire/frame.ts'
+import { encodeFrame, Kind, PROTOCOL_VERSION } from '../lib/wire/frame.ts'
+import { payloads } from '../lib/wire/payloads.ts'
 import * as t from './fixtures/tasks.ts'
 
 const s = suite('session over memory')

@@ -14,7 +14,8 @@ import { isInput, isStreamSource } from '../input.ts'
 import { WORKER_STREAMS } from '../nested.ts'
 import { registerSink } from '../pipe.ts'
 import { checkUnsent, pathTo, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire/frame.ts'
+import { Kind, kindName, type Frame } from '../wire/frame.ts'
+import { payloads } from '../wire/payloads.ts'
 
 /** What a call's inputs need from the call. */
 export interface InputOwner {

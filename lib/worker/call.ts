@@ -14,7 +14,8 @@ import { isStreamSource } from '../input.ts'
 import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
-import { HEADER_BYTES, Kind, payloads } from '../wire/frame.ts'
+import { HEADER_BYTES, Kind } from '../wire/frame.ts'
+import { payloads } from '../wire/payloads.ts'
 import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './runtime.ts'
 
 /**

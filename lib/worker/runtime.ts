@@ -25,7 +25,8 @@ import { RunningCall } from './call.ts'
 import type { Limits } from '../options.ts'
 import { remote, remoteInfo } from '../remote.ts'
 import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
-import { asBuffer, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire/frame.ts'
+import { asBuffer, Kind, kindName, PROTOCOL_VERSION, type Frame } from '../wire/frame.ts'
+import { payloads } from '../wire/payloads.ts'
 
 /** What the caller says in its hello. */
 export interface CallerHello {
