@@ -15,7 +15,8 @@
  */
 import * as devalue from 'devalue'
 import { ProtocolError, SerializeError, wireErrorClasses, wireFarpipeErrors } from './errors.ts'
-import { asBuffer, HEADER_BYTES, type FrameWriter } from './wire/frame.ts'
+import { asBuffer, HEADER_BYTES } from './wire/frame.ts'
+import type { FrameWriter } from './wire/frame-writer.ts'
 
 /**
  * How items are encoded inside a data frame. Runs: `u8 numbers | u32 count | f64 × count` and

@@ -4,7 +4,8 @@ import { deepStrictEqual } from 'node:assert'
 import { thrown } from './helpers.ts'
 import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes } from '../lib/codec.ts'
 import { CancelError, ProtocolError, SerializeError, TimeoutError } from '../lib/errors.ts'
-import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind } from '../lib/wire/frame.ts'
+import { FrameDecoder, HEADER_BYTES, Kind } from '../lib/wire/frame.ts'
+import { FrameWriter } from '../lib/wire/frame-writer.ts'
 
 const cyclic: Record<string, unknown> = { name: 'loop' }
 cyclic.self = cyclic
