@@ -12,8 +12,7 @@ import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import type { Limits } from './options.ts'
 import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
-import { payloads } from './wire/payloads.ts'
-import type { CallerHello, WorkerHello } from './worker/runtime.ts'
+import { payloads, type CallerHello, type WorkerHello } from './wire/payloads.ts'
 
 /** A line a remote function printed. */
 export interface LogEntry {

@@ -1,12 +1,67 @@
 /**
- * The small fixed payloads of frames: credit, log lines, bundles, a call's
- * end flags, and JSON (the hellos, a call's header). They are read and
- * written here without the codec, which is for values.
+ * The payloads of frames, as both sides read them: the shapes of the JSON
+ * ones (the two hellos, a call's header) and of an error frame's value, and
+ * the small fixed payloads (credit, log lines, bundles, a call's end flags,
+ * JSON), read and written here without the codec, which is for values.
  *
  * @module
  */
 import { ProtocolError } from '../errors.ts'
+import type { Limits } from '../options.ts'
 import { asBuffer } from './frame.ts'
+
+/** What the caller says in its hello. */
+export interface CallerHello {
+  v: number
+  host: string
+  worker: number
+  workers: number
+  /** Where to cache bundles; the worker's default when absent. */
+  cacheDir?: string
+  /** Frame limits; both sides use the caller's. */
+  limits: Limits
+}
+
+/** What the worker answers. */
+export interface WorkerHello {
+  v: number
+  node: string
+  pid: number
+  platform: string
+  arch: string
+  cacheDir: string
+}
+
+/** The header of a call frame (JSON), followed in the payload by the encoded arguments. */
+export interface CallHeader {
+  /** Bundle hash. */
+  bundle: string
+  /** Export name of the function in the bundle. */
+  fn: string
+  /** The module's name, for messages. */
+  module: string
+  /** Credit the caller grants for the output at the start. */
+  out: { items: number; bytes: number }
+  /** Streamed arguments: their ids and the high-water marks of their queues here. */
+  streams: { id: number; items: number; bytes: number }[]
+  /**
+   * High-water marks of the queues of streams nested in values, on either
+   * side (a file's body in a yielded item, a stream inside an input's item);
+   * such a stream starts with `nestedInitial` (lib/flow.ts) of them.
+   */
+  nested: { items: number; bytes: number }
+  /** Send a `streams` frame when the function returns a generator (the caller's call is awaitable and must know). */
+  tell?: boolean
+}
+
+/** The payload of an error frame. */
+export interface ErrorPayload {
+  error: unknown
+  /** Items yielded before the error. */
+  index: number
+  /** True when farpipe itself failed (a value that cannot be sent), not the user's code. */
+  runtime: boolean
+}
 
 /** Reads and writes the small fixed payloads (credit, log, bundle) without a codec. */
 export const payloads = {

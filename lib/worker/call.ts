@@ -15,8 +15,8 @@ import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
 import { HEADER_BYTES, Kind } from '../wire/frame.ts'
-import { payloads } from '../wire/payloads.ts'
-import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './runtime.ts'
+import { payloads, type CallerHello, type CallHeader, type ErrorPayload } from '../wire/payloads.ts'
+import type { WorkerRuntime } from './runtime.ts'
 
 /**
  * How long (ms) a generator that never waits for anything runs before the
