@@ -16,7 +16,7 @@ import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.t
 import type { ItemQueue, NestedRef } from '../queue.ts'
 import { HEADER_BYTES, Kind } from '../wire/frame.ts'
 import { payloads, type CallerHello, type CallHeader, type ErrorPayload } from '../wire/payloads.ts'
-import type { WorkerRuntime } from './runtime.ts'
+import type { CallRuntime } from './call-runtime.ts'
 
 /**
  * How long (ms) a generator that never waits for anything runs before the
@@ -66,7 +66,7 @@ export class RunningCall implements PumpOwner {
   /** The same for the streams this side sends nested in what it yields or returns. */
   private readonly senderBudget: NestedBudget
 
-  constructor(private readonly rt: WorkerRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
+  constructor(private readonly rt: CallRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
     this.window = new CreditWindow(header.out)
     for (const s of header.streams) {
       this.marks.set(s.id, { items: s.items, bytes: s.bytes })

@@ -22,6 +22,7 @@ import { FarpipeError, ProtocolError } from '../errors.ts'
 import { input } from '../input.ts'
 import { Link, type Channel } from '../link.ts'
 import { RunningCall } from './call.ts'
+import type { CallRuntime } from './call-runtime.ts'
 import type { Limits } from '../options.ts'
 import { remote, remoteInfo } from '../remote.ts'
 import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
@@ -59,7 +60,7 @@ export function publishRuntime(): void {
 }
 
 /** The worker end of a session. */
-export class WorkerRuntime extends Link {
+export class WorkerRuntime extends Link implements CallRuntime {
   private hello: CallerHello | undefined
   private cacheDir = ''
   private readonly calls = new Map<number, RunningCall>()
