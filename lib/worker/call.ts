@@ -15,8 +15,9 @@ import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
 import { HEADER_BYTES, Kind } from '../wire/frame.ts'
-import { payloads, type CallerHello, type CallHeader, type ErrorPayload } from '../wire/payloads.ts'
+import { payloads, type CallerHello, type CallHeader } from '../wire/payloads.ts'
 import type { CallRuntime } from './call-runtime.ts'
+import { errorPayload } from './error-payload.ts'
 
 /**
  * How long (ms) a generator that never waits for anything runs before the
@@ -332,13 +333,13 @@ export class RunningCall implements PumpOwner {
   pumpFailed(pump: StreamPump, error: unknown): void {
     if (!this.senders.delete(pump.id)) return
     this.senderBudget.give(pump.id)
-    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, false))
+    this.rt.send(Kind.error, this.id, pump.id, errorPayload(error, pump.sent, false, this.rt.maxPayload))
     this.checkDone()
   }
 
   pumpBroke(pump: StreamPump, error: unknown): void {
     if (!this.senders.has(pump.id)) return
-    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, true))
+    this.rt.send(Kind.error, this.id, pump.id, errorPayload(error, pump.sent, true, this.rt.maxPayload))
     this.stopSender(pump, error)
   }
 
@@ -384,27 +385,9 @@ export class RunningCall implements PumpOwner {
     this.pending.start(() => 'return', value, this.senders)
   }
 
-  /** The payload of an error frame: the error, the items sent before it, and whether farpipe itself failed. */
-  private errorPayload(error: unknown, index: number, runtime: boolean): Buffer {
-    const body: ErrorPayload = { error, index, runtime: runtime || error instanceof ProtocolError }
-    let payload: Buffer | undefined
-    try {
-      payload = valueBytes(body, 'error')
-    } catch {
-      payload = undefined
-    }
-    if (!payload || payload.byteLength > this.rt.maxPayload) {
-      // An error must always get through: fall back to its name and the start of its message.
-      const e = error instanceof Error ? error : undefined
-      const plain = new Error(`${e ? e.name : typeof error}: ${String(e ? e.message : error).slice(0, 4096)}`)
-      payload = valueBytes({ error: plain, index, runtime }, 'error')
-    }
-    return payload
-  }
-
   /** Sends the error frame. `runtime` marks farpipe's own failures (a value that cannot be sent). */
   fail(error: unknown, runtime: boolean): void {
-    this.terminal(Kind.error, this.errorPayload(error, this.index, runtime))
+    this.terminal(Kind.error, errorPayload(error, this.index, runtime, this.rt.maxPayload))
   }
 
   private cancelled(): void {
