@@ -6,16 +6,16 @@
  *
  * @module
  */
-import { readItems, streamsInItems, valueBytes, type StreamHooks } from '../codec.ts'
+import { valueBytes, type StreamHooks } from '../codec.ts'
 import { runInContext, type CallContext } from '../context.ts'
 import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
-import { CreditWindow, NestedBudget, nestedInitial, type Credit } from '../flow.ts'
+import { CreditWindow, NestedBudget, nestedInitial } from '../flow.ts'
 import { isStreamSource } from '../input.ts'
-import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
+import { LAST_STREAM, WORKER_STREAMS } from '../nested.ts'
 import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
-import type { ItemQueue, NestedRef } from '../queue.ts'
 import { HEADER_BYTES, Kind } from '../wire/frame.ts'
 import { payloads, type CallerHello, type CallHeader } from '../wire/payloads.ts'
+import { CallInputs } from './call-inputs.ts'
 import type { CallRuntime } from './call-runtime.ts'
 import { errorPayload } from './error-payload.ts'
 
@@ -31,11 +31,8 @@ const SLICE_MS = 0.1
 export class RunningCall implements PumpOwner {
   private readonly abort = new AbortController()
   private readonly window: CreditWindow
-  /** Receiving ends of the caller's streams: streamed arguments, and streams nested in values it sent. */
-  private readonly inputs = new Map<number, ItemQueue<unknown>>()
-  private readonly marks = new Map<number, { items: number; bytes: number }>()
-  /** The highest id of a caller's stream seen so far (they only grow). */
-  private highestInput = 0
+  /** The streams the caller sends to it: streamed arguments, and streams nested in values it sent. */
+  readonly inputs: CallInputs
   /** Sending ends of the streams nested in what the function yields or returns, while they run. */
   private readonly senders = new Map<number, StreamPump>()
   private nextSender = WORKER_STREAMS
@@ -62,112 +59,19 @@ export class RunningCall implements PumpOwner {
   readonly settled = new Promise<void>((r) => (this.settle = r))
   private forgotten = false
   private readonly ctx: CallContext
-  /** First windows of the caller's streams nested in values it sent (see {@link NestedBudget}): the caller keeps the same. */
-  private readonly inputBudget: NestedBudget
-  /** The same for the streams this side sends nested in what it yields or returns. */
+  /** First windows of the streams this side sends nested in what it yields or returns (see {@link NestedBudget}). */
   private readonly senderBudget: NestedBudget
 
   constructor(private readonly rt: CallRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
     this.window = new CreditWindow(header.out)
-    for (const s of header.streams) {
-      this.marks.set(s.id, { items: s.items, bytes: s.bytes })
-      this.highestInput = Math.max(this.highestInput, s.id)
-    }
+    this.inputs = new CallInputs(rt, id, header.streams, this.nestedMarks, () => this.checkDone())
     this.ctx = Object.freeze({ signal: this.abort.signal, host: hello.host, worker: hello.worker, workers: hello.workers, callId: id })
-    this.inputBudget = new NestedBudget(this.nestedMarks)
     this.senderBudget = new NestedBudget(this.nestedMarks)
   }
 
   /** The marks of nested streams: the caller's, or (from an older header) those of the output. */
   private get nestedMarks(): { items: number; bytes: number } {
     return this.header.nested ?? this.header.out
-  }
-
-  /**
-   * The ReadableStream the function receives for the caller's stream `id`:
-   * a streamed argument (declared in the call header), or a stream nested
-   * in an item of one (numbered above the ones seen before).
-   */
-  inputStream(id: number): ReadableStream<unknown> {
-    let marks = this.marks.get(id)
-    let initial: Credit | undefined
-    if (!marks && id > this.highestInput && id < WORKER_STREAMS) {
-      marks = this.nestedMarks
-      initial = this.inputBudget.take(id, nestedInitial(marks))
-    }
-    if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
-    this.highestInput = Math.max(this.highestInput, id)
-    const { queue, stream } = openReceiver(marks, initial ?? marks, {
-      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
-      cancel: () => {
-        if (!this.inputs.delete(id)) return
-        this.inputBudget.give(id)
-        this.rt.send(Kind.cancel, this.id, id)
-        this.checkDone()
-      },
-    })
-    this.inputs.set(id, queue)
-    return stream
-  }
-
-  inputData(stream: number, payload: Uint8Array, owned: boolean): void {
-    const q = this.input(stream, 'data')
-    if (!q) {
-      streamsInItems(payload, (id) => this.dropInput(id))
-      return
-    }
-    const nested: NestedRef[] = []
-    const fromId = (id: number, item: number) => {
-      const s = this.inputStream(id)
-      nested.push({ index: item, cancel: () => void s.cancel().catch(() => {}) })
-      return s
-    }
-    if (q.closed) {
-      // Dropped unread (the function stopped reading): streams inside are let go.
-      streamsInItems(payload, (id) => this.dropInput(id))
-      return
-    }
-    const items = readItems(payload, owned, fromId)
-    q.push(items, payload.byteLength, nested.length > 0 ? nested : undefined)
-  }
-
-  inputEnd(stream: number): void {
-    const q = this.input(stream, 'end')
-    if (!q) return
-    q.end()
-    this.inputs.delete(stream)
-    this.inputBudget.give(stream)
-    this.checkDone()
-  }
-
-  inputError(stream: number, error: unknown): void {
-    const q = this.input(stream, 'error')
-    if (!q) return
-    q.fail(error)
-    this.inputs.delete(stream)
-    this.inputBudget.give(stream)
-    this.checkDone()
-  }
-
-  /** A stream named in an item dropped unread: the caller is told to stop feeding it. */
-  private dropInput(id: number): undefined {
-    if (id <= this.highestInput || id >= WORKER_STREAMS) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
-    this.highestInput = id
-    this.rt.send(Kind.cancel, this.id, id)
-    return undefined
-  }
-
-  /**
-   * The queue of the caller's stream `stream`, or undefined for one this side
-   * already let go (its frames may have crossed the cancel). A stream the call
-   * never had is a protocol error.
-   */
-  private input(stream: number, kind: string): ItemQueue<unknown> | undefined {
-    const q = this.inputs.get(stream)
-    if (!q && (stream === 0 || stream > this.highestInput || stream >= WORKER_STREAMS)) {
-      throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which has no such streamed argument`)
-    }
-    return q
   }
 
   credit(stream: number, c: { items: number; bytes: number }): void {
@@ -200,14 +104,14 @@ export class RunningCall implements PumpOwner {
     this.stopping = true
     const err = reason instanceof CancelError ? reason : new CancelError('the call was cancelled by the caller', { cause: reason })
     this.abort.abort(err)
-    this.releaseInputs(err, false)
+    this.inputs.release(err, false)
     this.wake()
   }
 
   /** The session is gone: the call stops, and so does every stream it has open either way. */
   close(reason: unknown): void {
     this.cancel(reason)
-    this.releaseInputs(reason, false)
+    this.inputs.release(reason, false)
     for (const pump of [...this.senders.values()]) this.stopSender(pump, reason)
     this.checkDone()
   }
@@ -402,30 +306,17 @@ export class RunningCall implements PumpOwner {
     // inputs are let go; the caller stops feeding them when it reads this
     // frame (an error or a cancel ends the whole call), or is told (after a
     // normal return, it may not).
-    if (kind !== Kind.end) this.releaseInputs(new CancelError('the call has finished'), false)
-    else if (this.senders.size === 0 && this.pending.size === 0) this.releaseInputs(new CancelError('the call has finished'), true)
+    if (kind !== Kind.end) this.inputs.release(new CancelError('the call has finished'), false)
+    else if (this.senders.size === 0 && this.pending.size === 0) this.inputs.release(new CancelError('the call has finished'), true)
     this.rt.send(kind, this.id, 0, payload)
     this.checkDone()
-  }
-
-  /**
-   * Lets the caller's streams go: their queues fail (items not read are
-   * dropped). With `tell`, the caller is told to stop feeding each one that
-   * had not ended.
-   */
-  private releaseInputs(reason: unknown, tell: boolean): void {
-    for (const [id, q] of this.inputs) {
-      q.fail(reason, true)
-      if (tell) this.rt.send(Kind.cancel, this.id, id)
-    }
-    this.inputs.clear()
   }
 
   /** Once the call has ended and its nested streams too, it is forgotten. */
   private checkDone(): void {
     if (!this.done || this.forgotten || this.senders.size > 0 || this.pending.size > 0) return
     // The streams that could have been made from the inputs have ended: nothing will read them now.
-    if (this.inputs.size > 0) this.releaseInputs(new CancelError('the call has finished'), this.succeeded)
+    if (this.inputs.size > 0) this.inputs.release(new CancelError('the call has finished'), this.succeeded)
     this.forgotten = true
     this.rt.ended(this.id)
     Promise.allSettled(this.cleanups).then(() => this.settle())

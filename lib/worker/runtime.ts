@@ -107,9 +107,9 @@ export class WorkerRuntime extends Link implements CallRuntime {
       return
     }
     switch (f.kind) {
-      case Kind.data: return call.inputData(f.stream, f.payload, f.owned)
-      case Kind.end: return call.inputEnd(f.stream)
-      case Kind.error: return call.inputError(f.stream, readValue(f.payload))
+      case Kind.data: return call.inputs.data(f.stream, f.payload, f.owned)
+      case Kind.end: return call.inputs.end(f.stream)
+      case Kind.error: return call.inputs.error(f.stream, readValue(f.payload))
       case Kind.cancel:
         if (f.stream !== 0) return call.cancelSender(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
         return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
@@ -159,7 +159,7 @@ export class WorkerRuntime extends Link implements CallRuntime {
     // Streamed arguments exist from now on: their items may already be on the way.
     let args: unknown[]
     try {
-      args = readValue(b.subarray(4 + headerBytes), { fromId: (id) => call.inputStream(id) }) as unknown[]
+      args = readValue(b.subarray(4 + headerBytes), { fromId: (id) => call.inputs.open(id) }) as unknown[]
     } catch (err) {
       call.fail(err, true)
       return
