@@ -1,9 +1,10 @@
 /**
  * The worker's runtime: the far end of a session. It loads bundles (from its
  * cache, or asks the caller for them), answers pings, and routes each call's
- * frames to its {@link RunningCall} (call.ts), which runs the function,
- * feeds it its streamed arguments and pumps what it yields within the
- * caller's credit.
+ * frames to its {@link RunningCall} (call.ts), which runs the function and
+ * pumps what it yields within the caller's credit: the items of the
+ * caller's streams to the call's inputs (call-inputs.ts), credit and cancels
+ * of the streams it sends to its senders (call-senders.ts).
  *
  * Nothing here touches the process: `main.ts` wires it to stdio, and the
  * memory transport runs it in the caller's own process.
@@ -111,7 +112,7 @@ export class WorkerRuntime extends Link implements CallRuntime {
       case Kind.end: return call.inputs.end(f.stream)
       case Kind.error: return call.inputs.error(f.stream, readValue(f.payload))
       case Kind.cancel:
-        if (f.stream !== 0) return call.cancelSender(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
+        if (f.stream !== 0) return call.senders.cancel(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
         return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
       case Kind.credit: return call.credit(f.stream, payloads.readCredit(f.payload))
       default: throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from the caller`)
