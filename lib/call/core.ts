@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { readValue, streamsInItems, type StreamHooks } from '../codec.ts'
+import { readValue, streamsInItems, type StreamHooks } from '../codec/values.ts'
 import { CancelError, ProtocolError, type TransportError } from '../errors.ts'
 import type { Watermarks } from '../flow.ts'
 import { WORKER_STREAMS } from '../nested.ts'

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { valueBytes, type StreamHooks } from '../codec.ts'
+import { valueBytes, type StreamHooks } from '../codec/values.ts'
 import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Watermarks } from '../flow.ts'
 import { isInput, isStreamSource } from '../input.ts'

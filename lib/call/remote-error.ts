@@ -7,7 +7,7 @@
  */
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { readValue } from '../codec.ts'
+import { readValue } from '../codec/values.ts'
 import { FarpipeError, ProtocolError, RemoteError } from '../errors.ts'
 import { describe } from '../options.ts'
 import type { Frame } from '../wire/frame.ts'

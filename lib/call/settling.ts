@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { valueBytes } from '../codec.ts'
+import { valueBytes } from '../codec/values.ts'
 import { CancelError } from '../errors.ts'
 import type { ItemQueue } from '../queue.ts'
 import type { Session, SessionCall } from '../session.ts'

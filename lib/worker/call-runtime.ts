@@ -8,7 +8,7 @@
  *
  * @module
  */
-import type { StreamHooks } from '../codec.ts'
+import type { StreamHooks } from '../codec/values.ts'
 
 /** The runtime as a running call sees it. */
 export interface CallRuntime {

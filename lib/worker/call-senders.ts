@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { StreamHooks } from '../codec.ts'
+import type { StreamHooks } from '../codec/values.ts'
 import { CancelError, ProtocolError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Credit } from '../flow.ts'
 import { isStreamSource } from '../input.ts'

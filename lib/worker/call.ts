@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { valueBytes } from '../codec.ts'
+import { valueBytes } from '../codec/values.ts'
 import { runInContext, type CallContext } from '../context.ts'
 import { CancelError, SerializeError } from '../errors.ts'
 import { CreditWindow } from '../flow.ts'

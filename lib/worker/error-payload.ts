@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { valueBytes } from '../codec.ts'
+import { valueBytes } from '../codec/values.ts'
 import { ProtocolError } from '../errors.ts'
 import type { ErrorPayload } from '../wire/payloads.ts'
 

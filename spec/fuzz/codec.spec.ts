@@ -2,7 +2,7 @@
 import { suite } from 'uvu'
 import fc from 'fast-check'
 import '../helpers.ts'
-import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes, type ItemLimits } from '../../lib/codec.ts'
+import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes, type ItemLimits } from '../../lib/codec/values.ts'
 import { ProtocolError, SerializeError } from '../../lib/errors.ts'
 import { FrameDecoder, HEADER_BYTES, Kind } from '../../lib/wire/frame.ts'
 import { FrameWriter } from '../../lib/wire/frame-writer.ts'

@@ -14,9 +14,9 @@
  * @module
  */
 import * as devalue from 'devalue'
-import { ProtocolError, SerializeError, wireErrorClasses, wireFarpipeErrors } from './errors.ts'
-import { asBuffer, HEADER_BYTES } from './wire/frame.ts'
-import type { FrameWriter } from './wire/frame-writer.ts'
+import { ProtocolError, SerializeError, wireErrorClasses, wireFarpipeErrors } from '../errors.ts'
+import { asBuffer, HEADER_BYTES } from '../wire/frame.ts'
+import type { FrameWriter } from '../wire/frame-writer.ts'
 
 /**
  * How items are encoded inside a data frame. Runs: `u8 numbers | u32 count | f64 × count` and
