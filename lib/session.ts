@@ -8,7 +8,7 @@
  * @module
  */
 import { bundleByHash } from './bundle.ts'
-import { streamsInItems } from './codec/values.ts'
+import { streamsInItems } from './codec/items.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
 import { LogLines } from './log-lines.ts'

@@ -11,7 +11,8 @@
  *
  * @module
  */
-import { readValue, streamsInItems, type StreamHooks } from '../codec/values.ts'
+import { readValue, type StreamHooks } from '../codec/values.ts'
+import { streamsInItems } from '../codec/items.ts'
 import { CancelError, ProtocolError, type TransportError } from '../errors.ts'
 import type { Watermarks } from '../flow.ts'
 import { WORKER_STREAMS } from '../nested.ts'

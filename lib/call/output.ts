@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { readItems } from '../codec/values.ts'
+import { readItems } from '../codec/items.ts'
 import type { Watermarks } from '../flow.ts'
 import { ItemQueue, ItemStream, type NestedRef, type QueueHooks } from '../queue.ts'
 import type { Frame } from '../wire/frame.ts'

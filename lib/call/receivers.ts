@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { readItems, streamsInItems } from '../codec/values.ts'
+import { readItems, streamsInItems } from '../codec/items.ts'
 import { ProtocolError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Watermarks } from '../flow.ts'
 import { openReceiver, WORKER_STREAMS } from '../nested.ts'
