@@ -5,7 +5,8 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { rejection, tempDir } from './helpers.ts'
 import { FarpipeError } from '../lib/errors.ts'
-import { resolveHost, type HostOptions } from '../lib/ssh/config.ts'
+import { resolveHost } from '../lib/ssh/config.ts'
+import type { HostOptions } from '../lib/ssh/host-options.ts'
 
 /** A fresh home directory holding `files` (paths relative to it). */
 function homeWith(files: Record<string, string>): string {
