@@ -9,8 +9,10 @@
  */
 import { ProtocolError, SerializeError, type FarpipeError } from './errors.ts'
 import { FlushPolicy } from './flow.ts'
-import { ItemWriter, type StreamHooks } from './codec.ts'
-import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind, kindName, type Frame } from './wire.ts'
+import { type StreamHooks } from './codec/values.ts'
+import { ItemWriter } from './codec/items.ts'
+import { FrameDecoder, HEADER_BYTES, Kind, kindName, type Frame } from './wire/frame.ts'
+import { FrameWriter } from './wire/frame-writer.ts'
 import { resolveLimits, type Limits } from './options.ts'
 
 /**

@@ -1,18 +1,20 @@
 /**
  * A session: the caller's end of one worker process. It gives calls their
  * ids, routes each arriving frame to its call, answers the worker's
- * requests for bundles, prints what the worker logs, and, when the
- * channel goes, fails every call in flight with a `TransportError` at once.
+ * requests for bundles, passes on what the worker logs (cut into lines by
+ * log-lines.ts), and, when the channel goes, fails every call in flight
+ * with a `TransportError` at once.
  *
  * @module
  */
 import { bundleByHash } from './bundle.ts'
-import { streamsInItems } from './codec.ts'
+import { streamsInItems } from './codec/items.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
+import { LogLines } from './log-lines.ts'
 import type { Limits } from './options.ts'
-import { Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from './wire.ts'
-import type { CallerHello, WorkerHello } from './worker/runtime.ts'
+import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
+import { payloads, type CallerHello, type WorkerHello } from './wire/payloads.ts'
 
 /** A line a remote function printed. */
 export interface LogEntry {
@@ -77,17 +79,6 @@ export interface SessionOptions {
   counters?: WorkerCounters
 }
 
-/** The longest log line passed on whole; longer ones are passed on in pieces of this many characters. */
-export const MAX_LOG_LINE = 64 * 1024
-
-/**
- * The most characters of partial lines (printed without their newline yet)
- * kept for all the calls of a worker together; past it, each is passed on as
- * it is. Each is bounded by {@link MAX_LOG_LINE} already, but a worker with
- * thousands of calls printing half lines would hold thousands of them.
- */
-const MAX_PARTIAL_TOTAL = 1024 * 1024
-
 /** How long a retired worker has to exit once its channel is ended, before it is killed. */
 const RETIRE_KILL_MS = 1000
 
@@ -117,10 +108,8 @@ export class Session extends Link {
   private callsSent = 0
   private needs = 0
   private readonly onLog: (entry: LogEntry) => void
-  /** Partial lines per descriptor and call, until their newline arrives: pieces and their total length, so a long line is joined once. */
-  private readonly partial = new Map<string, { pieces: string[]; length: number }>()
-  /** Characters held in {@link partial}, all keys together (bounded by {@link MAX_PARTIAL_TOTAL}). */
-  private partialLength = 0
+  /** What the worker printed, cut into lines (see log-lines.ts). */
+  private readonly lines = new LogLines((fd, line, callId) => this.onLog({ where: this.where, fd, line, callId }))
   private readonly startTimeout: number
   private helloTimer: NodeJS.Timeout | undefined
   private helloSeen = false
@@ -222,7 +211,7 @@ export class Session extends Link {
   release(id: number, lingering?: SessionCall): void {
     if (!this.calls.delete(id)) return
     if (lingering && !this.dead) this.lingering.set(id, lingering)
-    this.flushLog(id)
+    this.lines.flushCall(id)
     this.drain()
     this.onRelease?.()
   }
@@ -287,7 +276,7 @@ export class Session extends Link {
    */
   stderr(text: string): void {
     const only = this.calls.size === 1 ? this.calls.keys().next().value : undefined
-    this.logText(2, text, only ?? 0)
+    this.lines.push(2, text, only ?? 0)
   }
 
   protected frame(f: Frame): void {
@@ -310,7 +299,7 @@ export class Session extends Link {
         if (f.call !== 0 && f.call >= this.nextId) throw new ProtocolError(`worker ${this.where} sent a log line for call ${f.call}, which was never started`)
         // What a call prints after it ended (a timer it left running) is passed on at once: no partial line is kept for it.
         const live = f.call === 0 || this.calls.has(f.call) || this.lingering.has(f.call)
-        this.logText(fd, text, f.call, live)
+        this.lines.push(fd, text, f.call, live)
         return
       }
       case Kind.pong: {
@@ -357,7 +346,7 @@ export class Session extends Link {
     clearTimeout(this.helloTimer)
     clearTimeout(this.pingTimer)
     this.readyReject(err)
-    for (const key of [...this.partial.keys()]) this.flushKey(key)
+    this.lines.flushAll()
     const calls = [...this.calls.values(), ...this.lingering.values()]
     this.calls.clear()
     this.lingering.clear()
@@ -384,72 +373,4 @@ export class Session extends Link {
     if (alive && this.retired && this.pid !== undefined) this.channel?.kill?.(this.pid)
     this.channel?.destroy()
   }
-
-  /**
-   * Passes on the complete lines of `text`. A partial line waits for its
-   * newline in pieces (joined once, so a line that arrives in many chunks
-   * costs no more than one that arrives whole); a line longer than
-   * {@link MAX_LOG_LINE} is passed on in pieces of that length, so a worker
-   * that never prints a newline cannot grow the caller's memory.
-   */
-  private logText(fd: number, text: string, callId: number, keepPartial = true): void {
-    const key = `${fd}:${callId}`
-    let part = this.partial.get(key)
-    const nl = text.lastIndexOf('\n')
-    if (nl < 0) {
-      if (!keepPartial) {
-        if (text) this.emitLines(fd, text, callId)
-        return
-      }
-      if (!part) this.partial.set(key, (part = { pieces: [], length: 0 }))
-      part.pieces.push(text)
-      part.length += text.length
-      this.partialLength += text.length
-      if (part.length >= MAX_LOG_LINE) {
-        const joined = part.pieces.join('')
-        let at = 0
-        for (; joined.length - at >= MAX_LOG_LINE; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: joined.slice(at, at + MAX_LOG_LINE), callId })
-        part.pieces = at < joined.length ? [joined.slice(at)] : []
-        this.partialLength -= at
-        part.length = joined.length - at
-      }
-      // Partial lines of many calls at once are bounded together too: past the bound, every one is passed on as it is.
-      if (this.partialLength > MAX_PARTIAL_TOTAL) for (const k of [...this.partial.keys()]) this.flushKey(k)
-      return
-    }
-    const head = part ? part.pieces.join('') + text.slice(0, nl) : text.slice(0, nl)
-    if (part) this.partialLength -= part.length
-    const rest = text.slice(nl + 1)
-    if (rest && keepPartial) {
-      this.partial.set(key, { pieces: [rest], length: rest.length })
-      this.partialLength += rest.length
-    } else this.partial.delete(key)
-    this.emitLines(fd, head, callId)
-    if (rest && !keepPartial) this.emitLines(fd, rest, callId)
-    else if (rest.length >= MAX_LOG_LINE) this.logText(fd, '', callId)
-  }
-
-  /** Passes on each line of `text` (no newline at its end), in pieces of at most {@link MAX_LOG_LINE}. */
-  private emitLines(fd: number, text: string, callId: number): void {
-    for (const line of text.split('\n')) {
-      for (let at = 0; at === 0 || at < line.length; at += MAX_LOG_LINE) this.onLog({ where: this.where, fd, line: line.slice(at, at + MAX_LOG_LINE), callId })
-    }
-  }
-
-  /** Passes on what call `callId` printed without a final newline (it has ended). */
-  private flushLog(callId: number): void {
-    this.flushKey(`1:${callId}`)
-    this.flushKey(`2:${callId}`)
-  }
-
-  private flushKey(key: string): void {
-    const part = this.partial.get(key)
-    if (!part) return
-    this.partial.delete(key)
-    this.partialLength -= part.length
-    const [fd, callId] = key.split(':').map(Number) as [number, number]
-    const line = part.pieces.join('')
-    if (line) this.onLog({ where: this.where, fd, line, callId })
-  }
 }
-

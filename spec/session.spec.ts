@@ -3,9 +3,10 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { collect, rejection, tempDir, thrown } from './helpers.ts'
-import { MemoryTransport, pool, ProtocolError, SerializeError, TransportError, type LogEntry, type Pool } from 'farpipe'
-import { Session } from '../lib/session.ts'
-import { encodeFrame, Kind, payloads, PROTOCOL_VERSION } from '../lib/wire.ts'
+import { MemoryTransport, pool, ProtocolError, SerializeError, TransportError, type Pool } from 'farpipe'
+import { encodeFrame, Kind } from '../lib/wire/frame.ts'
+import { payloads } from '../lib/wire/payloads.ts'
+import { helloSession } from './session.ts'
 import * as t from './fixtures/tasks.ts'
 
 const s = suite('session over memory')
@@ -97,18 +98,6 @@ s('an argument that cannot be sent sends nothing at all', async () => {
 
 const logs = suite('session: log lines from the worker')
 
-/** A session whose worker said hello, over a channel that keeps nothing; its log entries, and its death. */
-function helloSession() {
-  const entries: LogEntry[] = []
-  const session = new Session({ host: 'h', worker: 0, workers: 1, onLog: (e) => void entries.push(e) })
-  let died: Error | undefined
-  session.onDeath = (e) => (died = e)
-  session.start({ write: () => {}, end: () => {}, destroy: () => {} })
-  session.data(encodeFrame(Kind.hello, 0, 0, payloads.json({ v: PROTOCOL_VERSION, node: 'v20', pid: 1, platform: 'linux', arch: 'x64', cacheDir: '/x' })))
-  const call = { frame: () => {}, lost: () => {} }
-  return { session, entries, call, died: () => died }
-}
-
 logs('regression: a log line for a call that was never started cuts the worker off', () => {
   const { session, died } = helloSession()
   session.data(encodeFrame(Kind.log, 4000, 0, payloads.log(1, 'x'.repeat(60_000))))
@@ -120,29 +109,6 @@ logs('regression: a log line for a file descriptor other than 1 and 2 cuts the w
   const { session, died } = helloSession()
   session.data(encodeFrame(Kind.log, 0, 0, payloads.log(7, 'x\n')))
   assert.match(died()?.message ?? '', 'file descriptor 7')
-})
-
-logs('regression: what an ended call prints without a newline is passed on at once, not kept', () => {
-  const { session, entries, call } = helloSession()
-  const id = session.register(call)
-  session.release(id)
-  for (let i = 0; i < 100; i++) session.data(encodeFrame(Kind.log, id, 0, payloads.log(1, 'y'.repeat(1000))))
-  // Before: kept as one partial line per ended call, for ever (4,000 frames of 60 KiB: +233 MiB).
-  assert.is(entries.length, 100)
-  assert.ok(entries.every((e) => e.callId === id && e.line.length === 1000))
-})
-
-logs('partial lines of many live calls are bounded together, then passed on as they are', () => {
-  const { session, entries, call } = helloSession()
-  const ids = Array.from({ length: 40 }, () => session.register(call))
-  // 40 calls x 60,000 characters without a newline: more than the 1 MiB kept for all.
-  for (const id of ids) session.data(encodeFrame(Kind.log, id, 0, payloads.log(1, 'z'.repeat(60_000))))
-  assert.ok(entries.length > 0, 'nothing was passed on')
-  const kept = ids.length * 60_000 - entries.reduce((n, e) => n + e.line.length, 0)
-  assert.ok(kept <= 1024 * 1024, `${kept} characters kept`)
-  // A live call's line that ends normally is still whole.
-  session.data(encodeFrame(Kind.log, ids[0]!, 0, payloads.log(1, 'end\n')))
-  assert.ok(entries.some((e) => e.line.endsWith('end')))
 })
 
 s.run()

@@ -11,15 +11,16 @@
  *
  * @module
  */
-import { readValue, streamsInItems, type StreamHooks } from '../codec.ts'
+import { readValue, type StreamHooks } from '../codec/values.ts'
+import { streamsInItems } from '../codec/items.ts'
 import { CancelError, ProtocolError, type TransportError } from '../errors.ts'
 import type { Watermarks } from '../flow.ts'
 import { WORKER_STREAMS } from '../nested.ts'
 import type { ResolvedCallOptions } from '../options.ts'
 import type { ItemStream, NestedRef } from '../queue.ts'
 import type { Session, SessionCall } from '../session.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire.ts'
-import type { CallHeader } from '../worker/runtime.ts'
+import { Kind, kindName, type Frame } from '../wire/frame.ts'
+import { payloads, type CallHeader } from '../wire/payloads.ts'
 import { Deadlines } from './deadlines.ts'
 import { CallInputs } from './inputs.ts'
 import { CallOutput } from './output.ts'

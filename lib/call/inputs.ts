@@ -7,14 +7,15 @@
  *
  * @module
  */
-import { valueBytes, type StreamHooks } from '../codec.ts'
+import { valueBytes, type StreamHooks } from '../codec/values.ts'
 import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Watermarks } from '../flow.ts'
 import { isInput, isStreamSource } from '../input.ts'
 import { WORKER_STREAMS } from '../nested.ts'
 import { registerSink } from '../pipe.ts'
 import { checkUnsent, pathTo, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire.ts'
+import { Kind, kindName, type Frame } from '../wire/frame.ts'
+import { payloads } from '../wire/payloads.ts'
 
 /** What a call's inputs need from the call. */
 export interface InputOwner {

@@ -6,10 +6,10 @@
  *
  * @module
  */
-import { readItems } from '../codec.ts'
+import { readItems } from '../codec/items.ts'
 import type { Watermarks } from '../flow.ts'
 import { ItemQueue, ItemStream, type NestedRef, type QueueHooks } from '../queue.ts'
-import type { Frame } from '../wire.ts'
+import type { Frame } from '../wire/frame.ts'
 
 /** The output stream of one call. */
 export class CallOutput {

@@ -7,12 +7,13 @@
  *
  * @module
  */
-import { readItems, streamsInItems } from '../codec.ts'
+import { readItems, streamsInItems } from '../codec/items.ts'
 import { ProtocolError } from '../errors.ts'
 import { NestedBudget, nestedInitial, type Watermarks } from '../flow.ts'
 import { openReceiver, WORKER_STREAMS } from '../nested.ts'
 import type { ItemQueue, NestedRef } from '../queue.ts'
-import { Kind, kindName, payloads, type Frame } from '../wire.ts'
+import { Kind, kindName, type Frame } from '../wire/frame.ts'
+import { payloads } from '../wire/payloads.ts'
 
 /** What the receivers need from their call. */
 export interface ReceiverOwner {

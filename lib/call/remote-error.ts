@@ -7,11 +7,11 @@
  */
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { readValue } from '../codec.ts'
+import { readValue } from '../codec/values.ts'
 import { FarpipeError, ProtocolError, RemoteError } from '../errors.ts'
 import { describe } from '../options.ts'
-import type { Frame } from '../wire.ts'
-import type { ErrorPayload } from '../worker/runtime.ts'
+import type { Frame } from '../wire/frame.ts'
+import type { ErrorPayload } from '../wire/payloads.ts'
 
 /** The library's own directories (built, and its sources, which source maps point to): their frames are left out of call sites. */
 const LIB_DIRS = ((root) => [path.join(root, 'dist') + path.sep, path.join(root, 'lib') + path.sep])(

@@ -7,11 +7,11 @@
  *
  * @module
  */
-import { valueBytes } from '../codec.ts'
+import { valueBytes } from '../codec/values.ts'
 import { CancelError } from '../errors.ts'
 import type { ItemQueue } from '../queue.ts'
 import type { Session, SessionCall } from '../session.ts'
-import { Kind } from '../wire.ts'
+import { Kind } from '../wire/frame.ts'
 
 /** What settling needs from its call. */
 export interface SettlingOwner {

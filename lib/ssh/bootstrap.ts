@@ -26,7 +26,7 @@ import { createHash } from 'node:crypto'
 import * as fs from 'node:fs'
 import type { WorkerBundle } from '../worker/locate.ts'
 import { TransportError } from '../errors.ts'
-import { ENV_NAME } from './config.ts'
+import { ENV_NAME } from './host-options.ts'
 
 /** The oldest Node a worker runs on. */
 export const MIN_NODE_MAJOR = 20

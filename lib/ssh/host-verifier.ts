@@ -18,7 +18,7 @@
  * @module
  */
 import { HostKeyError } from '../errors.ts'
-import type { KnownHostsPolicy } from './config.ts'
+import type { KnownHostsPolicy } from './host-options.ts'
 import { appendKnownHost, checkHostKey, fingerprint, keyTypeOf, knownHostsLine, lookupName, type KnownHostEntry } from './known-hosts.ts'
 
 /** What a {@link HostVerifier} decides from. */

@@ -6,7 +6,7 @@
  * @module
  */
 import { describe, MAX_TIMER_MS } from '../options.ts'
-import { checkEnv } from '../ssh/config.ts'
+import { checkEnv } from '../ssh/host-options.ts'
 import { checkCacheDir } from '../ssh/bootstrap.ts'
 
 /**

@@ -1,21 +1,24 @@
 /**
- * One call running on a worker: it runs the function in its context, feeds
- * the streams the caller sends to it, pumps what a generator yields within
- * the caller's credit, and sends the streams nested in what it yields or
- * returns (see lib/nested.ts).
+ * One call running on a worker: it loads and runs the function (in its
+ * context when it may ask for one), pumps what a generator yields within the
+ * caller's credit, sends one terminal frame (its return value, its error,
+ * or `cancelled`), and is forgotten once the streams nested in what it
+ * yielded or returned have ended too. The streams the caller sends to it are
+ * its inputs (call-inputs.ts); what it sends, and the streams nested in
+ * that, go through its senders (call-senders.ts).
  *
  * @module
  */
-import { readItems, streamsInItems, valueBytes, type StreamHooks } from '../codec.ts'
+import { valueBytes } from '../codec/values.ts'
 import { runInContext, type CallContext } from '../context.ts'
-import { CancelError, ProtocolError, SerializeError } from '../errors.ts'
-import { CreditWindow, NestedBudget, nestedInitial, type Credit } from '../flow.ts'
-import { isStreamSource } from '../input.ts'
-import { LAST_STREAM, openReceiver, WORKER_STREAMS } from '../nested.ts'
-import { checkUnsent, PendingPumps, StreamPump, type PumpOwner } from '../pump.ts'
-import type { ItemQueue, NestedRef } from '../queue.ts'
-import { HEADER_BYTES, Kind, payloads } from '../wire.ts'
-import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './runtime.ts'
+import { CancelError, SerializeError } from '../errors.ts'
+import { CreditWindow } from '../flow.ts'
+import { HEADER_BYTES, Kind } from '../wire/frame.ts'
+import { payloads, type CallerHello, type CallHeader } from '../wire/payloads.ts'
+import { CallInputs } from './call-inputs.ts'
+import type { CallRuntime } from './call-runtime.ts'
+import { CallSenders } from './call-senders.ts'
+import { errorPayload } from './error-payload.ts'
 
 /**
  * How long (ms) a generator that never waits for anything runs before the
@@ -26,27 +29,13 @@ import type { CallerHello, CallHeader, ErrorPayload, WorkerRuntime } from './run
 const SLICE_MS = 0.1
 
 /** One call running on this worker. */
-export class RunningCall implements PumpOwner {
+export class RunningCall {
   private readonly abort = new AbortController()
   private readonly window: CreditWindow
-  /** Receiving ends of the caller's streams: streamed arguments, and streams nested in values it sent. */
-  private readonly inputs = new Map<number, ItemQueue<unknown>>()
-  private readonly marks = new Map<number, { items: number; bytes: number }>()
-  /** The highest id of a caller's stream seen so far (they only grow). */
-  private highestInput = 0
-  /** Caller's streams this side stopped (cancelled, or dropped unread): their first windows come back with the caller's answer, an end (see Receivers.close). */
-  private readonly closingInputs = new Set<number>()
-  /** Sending ends of the streams nested in what the function yields or returns, while they run. */
-  private readonly senders = new Map<number, StreamPump>()
-  private nextSender = WORKER_STREAMS
-  /** Senders numbered by the value being encoded: started once it is sent, let go if it cannot be. */
-  private readonly pending = new PendingPumps()
-  /** Every source this call has sent as a stream: each may be sent once. */
-  private readonly sentSources = new WeakSet<object>()
-  /** What the senders' sources still have to do after a stop (their cleanup), awaited before the call counts as settled. */
-  private readonly cleanups: Promise<void>[] = []
-  /** Hooks that number the streams nested in a value this call sends. */
-  private readonly hooks: StreamHooks = { toId: (v) => this.openSender(v) }
+  /** The streams the caller sends to it: streamed arguments, and streams nested in values it sent. */
+  readonly inputs: CallInputs
+  /** What it sends: its items, and the streams nested in what the function yields or returns. */
+  readonly senders: CallSenders
   /** Wakes the generator's pump (lib/worker/call.ts `pump`), its one waiter, when credit or a cancel arrives. */
   private creditWake: (() => void) | undefined
   /** The caller cancelled (or the link closed): stop, run `finally`, answer `cancelled`. */
@@ -62,20 +51,12 @@ export class RunningCall implements PumpOwner {
   readonly settled = new Promise<void>((r) => (this.settle = r))
   private forgotten = false
   private readonly ctx: CallContext
-  /** First windows of the caller's streams nested in values it sent (see {@link NestedBudget}): the caller keeps the same. */
-  private readonly inputBudget: NestedBudget
-  /** The same for the streams this side sends nested in what it yields or returns. */
-  private readonly senderBudget: NestedBudget
 
-  constructor(private readonly rt: WorkerRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
+  constructor(private readonly rt: CallRuntime, readonly id: number, private readonly header: CallHeader, hello: CallerHello) {
     this.window = new CreditWindow(header.out)
-    for (const s of header.streams) {
-      this.marks.set(s.id, { items: s.items, bytes: s.bytes })
-      this.highestInput = Math.max(this.highestInput, s.id)
-    }
+    this.inputs = new CallInputs(rt, id, header.streams, this.nestedMarks, () => this.checkDone())
     this.ctx = Object.freeze({ signal: this.abort.signal, host: hello.host, worker: hello.worker, workers: hello.workers, callId: id })
-    this.inputBudget = new NestedBudget(this.nestedMarks)
-    this.senderBudget = new NestedBudget(this.nestedMarks)
+    this.senders = new CallSenders(rt, id, this.nestedMarks, () => this.checkDone())
   }
 
   /** The marks of nested streams: the caller's, or (from an older header) those of the output. */
@@ -83,145 +64,31 @@ export class RunningCall implements PumpOwner {
     return this.header.nested ?? this.header.out
   }
 
-  /**
-   * The ReadableStream the function receives for the caller's stream `id`:
-   * a streamed argument (declared in the call header), or a stream nested
-   * in an item of one (numbered above the ones seen before).
-   */
-  inputStream(id: number): ReadableStream<unknown> {
-    let marks = this.marks.get(id)
-    let initial: Credit | undefined
-    if (!marks && id > this.highestInput && id < WORKER_STREAMS) {
-      marks = this.nestedMarks
-      initial = this.inputBudget.take(id, nestedInitial(marks))
-    }
-    if (!marks || this.inputs.has(id)) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
-    this.highestInput = Math.max(this.highestInput, id)
-    const { queue, stream } = openReceiver(marks, initial ?? marks, {
-      credit: (c) => this.rt.send(Kind.credit, this.id, id, payloads.credit(c.items, c.bytes), true),
-      cancel: () => {
-        if (!this.inputs.delete(id)) return
-        this.closingInputs.add(id)
-        this.rt.send(Kind.cancel, this.id, id)
-        this.checkDone()
-      },
-    })
-    this.inputs.set(id, queue)
-    return stream
-  }
-
-  inputData(stream: number, payload: Uint8Array, owned: boolean): void {
-    const q = this.input(stream, 'data')
-    if (!q) {
-      streamsInItems(payload, (id) => this.dropInput(id))
-      return
-    }
-    const nested: NestedRef[] = []
-    const fromId = (id: number, item: number) => {
-      const s = this.inputStream(id)
-      nested.push({ index: item, cancel: () => void s.cancel().catch(() => {}) })
-      return s
-    }
-    if (q.closed) {
-      // Dropped unread (the function stopped reading): streams inside are let go.
-      streamsInItems(payload, (id) => this.dropInput(id))
-      return
-    }
-    const items = readItems(payload, owned, fromId)
-    q.push(items, payload.byteLength, nested.length > 0 ? nested : undefined)
-  }
-
-  inputEnd(stream: number): void {
-    const q = this.input(stream, 'end')
-    if (!q) return this.closedInput(stream)
-    q.end()
-    this.inputs.delete(stream)
-    this.inputBudget.give(stream)
-    this.checkDone()
-  }
-
-  inputError(stream: number, error: unknown): void {
-    const q = this.input(stream, 'error')
-    if (!q) return this.closedInput(stream)
-    q.fail(error)
-    this.inputs.delete(stream)
-    this.inputBudget.give(stream)
-    this.checkDone()
-  }
-
-  /** The end or error of a caller's stream this side stopped: the caller has let it go, and its first window comes back. */
-  private closedInput(stream: number): void {
-    if (this.closingInputs.delete(stream)) this.inputBudget.give(stream)
-  }
-
-  /**
-   * A stream named in an item dropped unread: the caller is told to stop
-   * feeding it. Its first window is taken all the same (the caller took it
-   * when it named the stream) and comes back with the caller's answer.
-   */
-  private dropInput(id: number): undefined {
-    if (id <= this.highestInput || id >= WORKER_STREAMS) throw new ProtocolError(`call ${this.id}: unknown or repeated stream ${id}`)
-    this.highestInput = id
-    this.inputBudget.take(id, nestedInitial(this.nestedMarks))
-    this.closingInputs.add(id)
-    this.rt.send(Kind.cancel, this.id, id)
-    return undefined
-  }
-
-  /**
-   * The queue of the caller's stream `stream`, or undefined for one this side
-   * already let go (its frames may have crossed the cancel). A stream the call
-   * never had is a protocol error.
-   */
-  private input(stream: number, kind: string): ItemQueue<unknown> | undefined {
-    const q = this.inputs.get(stream)
-    if (!q && (stream === 0 || stream > this.highestInput || stream >= WORKER_STREAMS)) {
-      throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which has no such streamed argument`)
-    }
-    return q
-  }
-
+  /** The caller granted credit: for the output (stream 0), or for a nested stream this side sends. */
   credit(stream: number, c: { items: number; bytes: number }): void {
     if (stream === 0) {
       this.window.add(c)
       this.wake()
       return
     }
-    this.sender(stream, 'credit')?.credit(c)
+    this.senders.credit(stream, c)
   }
 
-  /** The caller cancelled the nested stream `stream`: its source's `cancel()` runs, with the caller's reason. */
-  cancelSender(stream: number, reason: unknown): void {
-    const pump = this.sender(stream, 'cancel')
-    if (!pump) return
-    // The answer (its first window comes back to this side's budget now, to the caller's when this arrives: see NestedBudget).
-    this.rt.send(Kind.end, this.id, stream)
-    this.stopSender(pump, reason ?? new CancelError(`the caller cancelled the stream at ${pump.path()}`))
-  }
-
-  /** A running sender, or undefined for one that ended already; an id never opened is a protocol error. */
-  private sender(stream: number, kind: string): StreamPump | undefined {
-    const pump = this.senders.get(stream)
-    if (!pump && (stream < WORKER_STREAMS || stream >= this.nextSender)) {
-      throw new ProtocolError(`the caller sent a ${kind} frame for stream ${stream} of call ${this.id}, which this side never opened`)
-    }
-    return pump
-  }
-
+  /** The caller cancelled the call: its signal aborts, its inputs are let go, and a generator stops at its next yield. */
   cancel(reason: unknown): void {
     if (this.stopping || this.done) return
     this.stopping = true
     const err = reason instanceof CancelError ? reason : new CancelError('the call was cancelled by the caller', { cause: reason })
     this.abort.abort(err)
-    this.releaseInputs(err, false)
+    this.inputs.release(err, false)
     this.wake()
   }
 
   /** The session is gone: the call stops, and so does every stream it has open either way. */
   close(reason: unknown): void {
     this.cancel(reason)
-    this.releaseInputs(reason, false)
-    for (const pump of [...this.senders.values()]) this.stopSender(pump, reason)
+    this.inputs.release(reason, false)
+    this.senders.stopAll(reason)
     this.checkDone()
   }
 
@@ -290,7 +157,7 @@ export class RunningCall implements PumpOwner {
       if (r.done) return this.end(r.value, true)
       let bytes: number
       try {
-        bytes = this.sendItem(0, r.value, path)
+        bytes = this.senders.sendItem(0, r.value, path)
       } catch (err) {
         // The value cannot be sent: the call fails, and the generator still gets to clean up.
         await Promise.resolve(gen.return(undefined)).catch(() => {})
@@ -302,66 +169,6 @@ export class RunningCall implements PumpOwner {
       // first result (time to first item is time to first yield).
       if (this.index++ === 0) this.rt.flush()
     }
-  }
-
-  // -- nested streams this side sends -----------------------------------------
-
-  /**
-   * Writes one item of stream `stream` (the output, or a nested stream),
-   * numbering the streams inside it; they start once the item is written
-   * (their frames must follow it), and are let go if it cannot be.
-   */
-  sendItem(stream: number, value: unknown, path: () => string): number {
-    let bytes: number
-    try {
-      bytes = this.rt.sendItem(this.id, stream, value, path, this.hooks)
-    } catch (err) {
-      // The streams numbered in it were never named: their first windows come back.
-      this.pending.abandon(err, (pump) => this.senderBudget.give(pump.id))
-      throw err
-    }
-    this.pending.start(path, value, this.senders)
-    return bytes
-  }
-
-  /** Numbers a stream found in a value being sent (the value's encoding calls this). */
-  private openSender(v: unknown): number | undefined {
-    if (!isStreamSource(v)) return undefined
-    checkUnsent(v, this.sentSources)
-    if (this.nextSender > LAST_STREAM) throw new RangeError(`a call may send at most ${LAST_STREAM - WORKER_STREAMS + 1} nested streams`)
-    const id = this.nextSender++
-    const marks = this.nestedMarks
-    const pump = new StreamPump(this, id, v, { initial: this.senderBudget.take(id, nestedInitial(marks)), max: marks }, () => `stream ${id}`)
-    this.pending.add(pump)
-    return id
-  }
-
-  pumpEnded(pump: StreamPump): void {
-    if (!this.senders.delete(pump.id)) return
-    this.senderBudget.give(pump.id)
-    this.rt.send(Kind.end, this.id, pump.id)
-    this.checkDone()
-  }
-
-  pumpFailed(pump: StreamPump, error: unknown): void {
-    if (!this.senders.delete(pump.id)) return
-    this.senderBudget.give(pump.id)
-    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, false))
-    this.checkDone()
-  }
-
-  pumpBroke(pump: StreamPump, error: unknown): void {
-    if (!this.senders.has(pump.id)) return
-    this.rt.send(Kind.error, this.id, pump.id, this.errorPayload(error, pump.sent, true))
-    this.stopSender(pump, error)
-  }
-
-  private stopSender(pump: StreamPump, reason: unknown): void {
-    if (!this.senders.delete(pump.id)) return
-    this.senderBudget.give(pump.id)
-    pump.stop(reason)
-    this.cleanups.push(pump.done)
-    this.checkDone()
   }
 
   // -- ending -----------------------------------------------------------------
@@ -385,40 +192,22 @@ export class RunningCall implements PumpOwner {
   private end(value: unknown, streamed = false): void {
     let payload: Buffer
     try {
-      payload = payloads.end(streamed, valueBytes(value, 'return', this.hooks))
+      payload = payloads.end(streamed, valueBytes(value, 'return', this.senders.hooks))
       if (payload.byteLength > this.rt.maxPayload) {
         throw new SerializeError(`return: value of ${payload.byteLength} bytes exceeds maxFrameBytes ${this.rt.maxPayload + HEADER_BYTES}; yield it in parts instead`, 'return')
       }
     } catch (err) {
-      this.pending.abandon(err, (pump) => this.senderBudget.give(pump.id))
+      this.senders.abandon(err)
       return this.fail(err, true)
     }
     this.succeeded = true
     this.terminal(Kind.end, payload)
-    this.pending.start(() => 'return', value, this.senders)
-  }
-
-  /** The payload of an error frame: the error, the items sent before it, and whether farpipe itself failed. */
-  private errorPayload(error: unknown, index: number, runtime: boolean): Buffer {
-    const body: ErrorPayload = { error, index, runtime: runtime || error instanceof ProtocolError }
-    let payload: Buffer | undefined
-    try {
-      payload = valueBytes(body, 'error')
-    } catch {
-      payload = undefined
-    }
-    if (!payload || payload.byteLength > this.rt.maxPayload) {
-      // An error must always get through: fall back to its name and the start of its message.
-      const e = error instanceof Error ? error : undefined
-      const plain = new Error(`${e ? e.name : typeof error}: ${String(e ? e.message : error).slice(0, 4096)}`)
-      payload = valueBytes({ error: plain, index, runtime }, 'error')
-    }
-    return payload
+    this.senders.start(() => 'return', value)
   }
 
   /** Sends the error frame. `runtime` marks farpipe's own failures (a value that cannot be sent). */
   fail(error: unknown, runtime: boolean): void {
-    this.terminal(Kind.error, this.errorPayload(error, this.index, runtime))
+    this.terminal(Kind.error, errorPayload(error, this.index, runtime, this.rt.maxPayload))
   }
 
   private cancelled(): void {
@@ -433,32 +222,19 @@ export class RunningCall implements PumpOwner {
     // inputs are let go; the caller stops feeding them when it reads this
     // frame (an error or a cancel ends the whole call), or is told (after a
     // normal return, it may not).
-    if (kind !== Kind.end) this.releaseInputs(new CancelError('the call has finished'), false)
-    else if (this.senders.size === 0 && this.pending.size === 0) this.releaseInputs(new CancelError('the call has finished'), true)
+    if (kind !== Kind.end) this.inputs.release(new CancelError('the call has finished'), false)
+    else if (this.senders.idle) this.inputs.release(new CancelError('the call has finished'), true)
     this.rt.send(kind, this.id, 0, payload)
     this.checkDone()
   }
 
-  /**
-   * Lets the caller's streams go: their queues fail (items not read are
-   * dropped). With `tell`, the caller is told to stop feeding each one that
-   * had not ended.
-   */
-  private releaseInputs(reason: unknown, tell: boolean): void {
-    for (const [id, q] of this.inputs) {
-      q.fail(reason, true)
-      if (tell) this.rt.send(Kind.cancel, this.id, id)
-    }
-    this.inputs.clear()
-  }
-
   /** Once the call has ended and its nested streams too, it is forgotten. */
   private checkDone(): void {
-    if (!this.done || this.forgotten || this.senders.size > 0 || this.pending.size > 0) return
+    if (!this.done || this.forgotten || !this.senders.idle) return
     // The streams that could have been made from the inputs have ended: nothing will read them now.
-    if (this.inputs.size > 0) this.releaseInputs(new CancelError('the call has finished'), this.succeeded)
+    if (this.inputs.size > 0) this.inputs.release(new CancelError('the call has finished'), this.succeeded)
     this.forgotten = true
     this.rt.ended(this.id)
-    Promise.allSettled(this.cleanups).then(() => this.settle())
+    this.senders.cleanedUp().then(() => this.settle())
   }
 }

@@ -1,9 +1,10 @@
 /**
  * The worker's runtime: the far end of a session. It loads bundles (from its
  * cache, or asks the caller for them), answers pings, and routes each call's
- * frames to its {@link RunningCall} (call.ts), which runs the function,
- * feeds it its streamed arguments and pumps what it yields within the
- * caller's credit.
+ * frames to its {@link RunningCall} (call.ts), which runs the function and
+ * pumps what it yields within the caller's credit: the items of the
+ * caller's streams to the call's inputs (call-inputs.ts), credit and cancels
+ * of the streams it sends to its senders (call-senders.ts).
  *
  * Nothing here touches the process: `main.ts` wires it to stdio, and the
  * memory transport runs it in the caller's own process.
@@ -15,70 +16,20 @@ import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { readValue, streamsInItems } from '../codec.ts'
+import { readValue } from '../codec/values.ts'
+import { streamsInItems } from '../codec/items.ts'
 import { context } from '../context.ts'
 import * as errors from '../errors.ts'
 import { FarpipeError, ProtocolError } from '../errors.ts'
 import { input } from '../input.ts'
 import { Link, type Channel } from '../link.ts'
 import { RunningCall } from './call.ts'
+import type { CallRuntime } from './call-runtime.ts'
 import type { Limits } from '../options.ts'
 import { remote, remoteInfo } from '../remote.ts'
 import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
-import { asBuffer, Kind, kindName, payloads, PROTOCOL_VERSION, type Frame } from '../wire.ts'
-
-/** What the caller says in its hello. */
-export interface CallerHello {
-  v: number
-  host: string
-  worker: number
-  workers: number
-  /** Where to cache bundles; the worker's default when absent. */
-  cacheDir?: string
-  /** Frame limits; both sides use the caller's. */
-  limits: Limits
-}
-
-/** What the worker answers. */
-export interface WorkerHello {
-  v: number
-  node: string
-  pid: number
-  platform: string
-  arch: string
-  cacheDir: string
-}
-
-/** The header of a call frame (JSON), followed in the payload by the encoded arguments. */
-export interface CallHeader {
-  /** Bundle hash. */
-  bundle: string
-  /** Export name of the function in the bundle. */
-  fn: string
-  /** The module's name, for messages. */
-  module: string
-  /** Credit the caller grants for the output at the start. */
-  out: { items: number; bytes: number }
-  /** Streamed arguments: their ids and the high-water marks of their queues here. */
-  streams: { id: number; items: number; bytes: number }[]
-  /**
-   * High-water marks of the queues of streams nested in values, on either
-   * side (a file's body in a yielded item, a stream inside an input's item);
-   * such a stream starts with `nestedInitial` (lib/flow.ts) of them.
-   */
-  nested: { items: number; bytes: number }
-  /** Send a `streams` frame when the function returns a generator (the caller's call is awaitable and must know). */
-  tell?: boolean
-}
-
-/** The payload of an error frame. */
-export interface ErrorPayload {
-  error: unknown
-  /** Items yielded before the error. */
-  index: number
-  /** True when farpipe itself failed (a value that cannot be sent), not the user's code. */
-  runtime: boolean
-}
+import { asBuffer, Kind, kindName, PROTOCOL_VERSION, type Frame } from '../wire/frame.ts'
+import { payloads, type CallerHello, type CallHeader, type WorkerHello } from '../wire/payloads.ts'
 
 /** The default bundle cache: `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe`. */
 export function defaultCacheDir(): string {
@@ -111,7 +62,7 @@ export function publishRuntime(): void {
 }
 
 /** The worker end of a session. */
-export class WorkerRuntime extends Link {
+export class WorkerRuntime extends Link implements CallRuntime {
   private hello: CallerHello | undefined
   private cacheDir = ''
   private readonly calls = new Map<number, RunningCall>()
@@ -158,11 +109,11 @@ export class WorkerRuntime extends Link {
       return
     }
     switch (f.kind) {
-      case Kind.data: return call.inputData(f.stream, f.payload, f.owned)
-      case Kind.end: return call.inputEnd(f.stream)
-      case Kind.error: return call.inputError(f.stream, readValue(f.payload))
+      case Kind.data: return call.inputs.data(f.stream, f.payload, f.owned)
+      case Kind.end: return call.inputs.end(f.stream)
+      case Kind.error: return call.inputs.error(f.stream, readValue(f.payload))
       case Kind.cancel:
-        if (f.stream !== 0) return call.cancelSender(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
+        if (f.stream !== 0) return call.senders.cancel(f.stream, f.payload.byteLength ? readValue(f.payload) : undefined)
         return call.cancel(f.payload.byteLength ? readValue(f.payload) : undefined)
       case Kind.credit: return call.credit(f.stream, payloads.readCredit(f.payload))
       default: throw new ProtocolError(`unexpected ${kindName(f.kind)} frame from the caller`)
@@ -210,7 +161,7 @@ export class WorkerRuntime extends Link {
     // Streamed arguments exist from now on: their items may already be on the way.
     let args: unknown[]
     try {
-      args = readValue(b.subarray(4 + headerBytes), { fromId: (id) => call.inputStream(id) }) as unknown[]
+      args = readValue(b.subarray(4 + headerBytes), { fromId: (id) => call.inputs.open(id) }) as unknown[]
     } catch (err) {
       call.fail(err, true)
       return

@@ -2,9 +2,11 @@
 import { suite } from 'uvu'
 import fc from 'fast-check'
 import '../helpers.ts'
-import { encodeValue, ItemWriter, readItems, readValue, streamsInItems, valueBytes, type ItemLimits } from '../../lib/codec.ts'
+import { encodeValue, readValue, valueBytes } from '../../lib/codec/values.ts'
+import { ItemWriter, readItems, streamsInItems, type ItemLimits } from '../../lib/codec/items.ts'
 import { ProtocolError, SerializeError } from '../../lib/errors.ts'
-import { FrameDecoder, FrameWriter, HEADER_BYTES, Kind } from '../../lib/wire.ts'
+import { FrameDecoder, HEADER_BYTES, Kind } from '../../lib/wire/frame.ts'
+import { FrameWriter } from '../../lib/wire/frame-writer.ts'
 import { assertAllowedClasses, assertSame, bytes, hasProtoKey, jsonValues, onlyProtocolErrors, property, RUNS, thrown, values } from './arbitraries.ts'
 
 /** A value payload (`u32 text length | text | u32 count | (u32 length | bytes)*`) built by hand. */

@@ -3,7 +3,9 @@ import { suite } from 'uvu'
 import fc from 'fast-check'
 import '../helpers.ts'
 import { ProtocolError } from '../../lib/errors.ts'
-import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, payloads, type Frame } from '../../lib/wire.ts'
+import { encodeFrame, FrameDecoder, HEADER_BYTES, type Frame } from '../../lib/wire/frame.ts'
+import { FrameWriter } from '../../lib/wire/frame-writer.ts'
+import { payloads } from '../../lib/wire/payloads.ts'
 import { allocations, onlyProtocolErrors, property, RUNS, thrown } from './arbitraries.ts'
 
 interface Spec {

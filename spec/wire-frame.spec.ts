@@ -2,18 +2,8 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import './helpers.ts'
 import { ProtocolError } from '../lib/errors.ts'
-import { encodeFrame, FrameDecoder, FrameWriter, HEADER_BYTES, Kind, payloads, type Frame } from '../lib/wire.ts'
-
-/** Frames every decoder suite is fed, in several splits. */
-const fixtures: { name: string; kind: number; call: number; stream: number; payload: Uint8Array }[] = [
-  { name: 'empty payload', kind: Kind.end, call: 1, stream: 0, payload: new Uint8Array(0) },
-  { name: 'one byte', kind: Kind.data, call: 2, stream: 3, payload: Uint8Array.of(7) },
-  { name: 'max ids', kind: Kind.credit, call: 0xffffffff, stream: 0xffff, payload: payloads.credit(5, 1000) },
-  { name: 'text', kind: Kind.log, call: 9, stream: 0, payload: payloads.log(2, 'héllo ✓\n') },
-  { name: '100 KiB', kind: Kind.data, call: 4, stream: 1, payload: new Uint8Array(100 * 1024).map((_, i) => i * 31) },
-]
-
-const stream = Buffer.concat(fixtures.map((f) => encodeFrame(f.kind, f.call, f.stream, f.payload)))
+import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, type Frame } from '../lib/wire/frame.ts'
+import { assertThrows, feed, fixtures, stream } from './wire.ts'
 
 function check(frames: Frame[]): void {
   assert.is(frames.length, fixtures.length)
@@ -24,13 +14,6 @@ function check(frames: Frame[]): void {
     assert.is(f.stream, want.stream, want.name)
     assert.equal(Buffer.from(f.payload), Buffer.from(want.payload), want.name)
   })
-}
-
-/** Feeds `chunks` and copies each frame's payload (views are only valid until the next decode). */
-function feed(d: FrameDecoder, chunks: Uint8Array[]): Frame[] {
-  const out: Frame[] = []
-  for (const c of chunks) for (const f of d.decode(c)) out.push({ ...f, payload: Buffer.from(f.payload) })
-  return out
 }
 
 const decode = suite('decode')
@@ -149,113 +132,4 @@ function spyAllocations(fn: () => void): number[] {
   return sizes
 }
 
-const fixed = suite('payloads')
-
-fixed('round-trip credit, log, bundle and JSON', () => {
-  assert.equal(payloads.readCredit(payloads.credit(3, 4096)), { items: 3, bytes: 4096 })
-  assert.equal(payloads.readLog(payloads.log(2, 'héllo')), { fd: 2, text: 'héllo' })
-  const b = payloads.readBundle(payloads.bundle('abc', Uint8Array.of(1, 2)))
-  assert.is(b.hash, 'abc')
-  assert.equal([...b.code], [1, 2])
-  assert.equal(payloads.readJson(payloads.json({ v: 1 })), { v: 1 })
-})
-
-fixed('regression: a bundle payload shorter than it says is a protocol error (escaped as a RangeError or read short)', () => {
-  for (const bad of [new Uint8Array(0), Uint8Array.of(5), Uint8Array.of(5, 0, 97)]) {
-    const err = assertThrows(() => payloads.readBundle(bad))
-    assert.instance(err, ProtocolError)
-  }
-})
-
-fixed('regression: a JSON payload that does not parse is a protocol error (escaped as a SyntaxError)', () => {
-  for (const text of ['', '{', 'hello', '{"v":1']) {
-    const err = assertThrows(() => payloads.readJson(Buffer.from(text)))
-    assert.instance(err, ProtocolError)
-  }
-})
-
-fixed('a JSON payload with a __proto__ key leaves Object.prototype alone', () => {
-  const h = payloads.readJson<Record<string, unknown>>(Buffer.from('{"__proto__":{"polluted":true},"v":1}'))
-  assert.is(h.v, 1)
-  assert.is(({} as { polluted?: unknown }).polluted, undefined)
-})
-
-const writer = suite('FrameWriter')
-
-writer('writes frames that decode to what was written, in one buffer per batch', () => {
-  const w = new FrameWriter()
-  for (const f of fixtures) w.frame(f.kind, f.call, f.stream, f.payload)
-  const batch = w.take()!
-  assert.equal(Buffer.from(batch), stream)
-  assert.is(w.take(), undefined)
-})
-
-writer('keeps an open frame whole when it outgrows the buffer', () => {
-  const w = new FrameWriter()
-  w.frame(Kind.end, 1, 0)
-  w.begin(Kind.data, 2, 0)
-  const big = new Uint8Array(600 * 1024).fill(9)
-  w.u8(1)
-  w.bytes(big)
-  w.end()
-  w.frame(Kind.end, 3, 0)
-  const frames = feed(new FrameDecoder(), [w.take()!])
-  assert.equal(frames.map((f) => f.call), [1, 2, 3])
-  assert.is(frames[1]!.payload.byteLength, 1 + big.byteLength)
-})
-
-writer('fills in lengths reserved before the frame moved to a larger buffer', () => {
-  const w = new FrameWriter()
-  w.bytes(new Uint8Array(250 * 1024)) // leave little room in the first buffer
-  w.take()
-  w.begin(Kind.data, 1, 0)
-  const at = w.reserveU32()
-  w.bytes(new Uint8Array(20 * 1024).fill(1))
-  w.patchLength(at)
-  w.end()
-  const [f] = feed(new FrameDecoder(), [w.take()!])
-  assert.is(Buffer.from(f!.payload).readUInt32LE(0), 20 * 1024)
-})
-
-writer('split() closes a frame and opens another for the same call and stream', () => {
-  const w = new FrameWriter()
-  w.begin(Kind.data, 7, 2)
-  w.u8(1)
-  w.split()
-  w.u8(2)
-  w.end()
-  const frames = feed(new FrameDecoder(), [w.take()!])
-  assert.equal(frames.map((f) => [f.kind, f.call, f.stream, [...f.payload]]), [
-    [Kind.data, 7, 2, [1]],
-    [Kind.data, 7, 2, [2]],
-  ])
-})
-
-writer('abandon() drops the open frame', () => {
-  const w = new FrameWriter()
-  w.frame(Kind.end, 1, 0)
-  w.begin(Kind.data, 2, 0)
-  w.u32(5)
-  w.abandon()
-  assert.is(w.pending, HEADER_BYTES)
-  assert.is(feed(new FrameDecoder(), [w.take()!]).length, 1)
-})
-
-writer('take() refuses while a frame is open, so no half frame leaves', () => {
-  const w = new FrameWriter()
-  w.begin(Kind.data, 1, 0)
-  assertThrows(() => w.take())
-})
-
-function assertThrows(fn: () => unknown): any {
-  try {
-    fn()
-  } catch (err) {
-    return err
-  }
-  assert.unreachable('expected a throw')
-}
-
 decode.run()
-fixed.run()
-writer.run()
