@@ -55,10 +55,15 @@ function frameInput(): NodeJS.ReadableStream {
 const out = frameOutput()
 const inp = frameInput()
 let exiting = false
+/** The frame channel failed: what is written to it goes nowhere. */
+let outFailed = false
 
 const channel: Channel = {
-  write: (chunk) => void out.write(chunk),
+  write: (chunk) => {
+    if (!outFailed) out.write(chunk)
+  },
   writev: (chunks) => {
+    if (outFailed) return
     const o = out as NodeJS.WritableStream & { cork?(): void; uncork?(): void }
     o.cork?.()
     for (const c of chunks) out.write(c)
@@ -104,6 +109,7 @@ process.on('uncaughtException', (err) => {
 function exit(code: number): void {
   if (exiting) return
   exiting = true
+  if (outFailed) process.exit(1)
   out.end(() => process.exit(code))
   setTimeout(() => process.exit(code), 1000).unref()
 }
@@ -119,4 +125,12 @@ inp.on('end', () => {
   setTimeout(() => exit(0), 3000).unref()
 })
 inp.on('error', (err: Error) => rt.close(err))
-out.on('error', () => exit(1))
+out.on('error', (err: Error) => {
+  // The caller is gone (EPIPE): nothing more can reach it, but running calls
+  // still stop and run their cleanup (a `finally`, a source's `cancel()`)
+  // before the process goes, as when its input ends.
+  if (outFailed) return
+  outFailed = true
+  rt.close(err)
+  setTimeout(() => process.exit(1), 3000).unref()
+})

@@ -14,7 +14,8 @@ import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
+import * as trust from '../fixtures/trust.ts'
+import { collect, markerPath, readMarker, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 import { coreSuites } from './core.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
@@ -38,6 +39,8 @@ function hostile(marker: string): string[] {
 
 /** A preload that makes the launcher exit with code 7 right after its facts line. */
 const dyingLauncher = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
+/** Runs a command and cuts its stdout after CUT_BYTES bytes, its stdin left open. */
+const cutStdout = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'cut-stdout.mjs')
 
 /** A loopback port nothing listens on. */
 async function closedPort(): Promise<number> {
@@ -393,6 +396,21 @@ function failures(): void {
       assert.is(bad!.up, false)
       assert.is((bad!.error as TransportError).host, 'pod-false')
       assert.equal(await Promise.all([1, 2, 3].map((i) => p.run(t.add, i, i))), [2, 4, 6])
+    } finally {
+      await p.close()
+    }
+  })
+
+  f('regression: a worker whose way back is cut (EPIPE) while its input stays open still runs its calls\' finally blocks before it exits', async () => {
+    // The command passes on the worker's first 3 MB, then closes the pipe the worker writes frames to.
+    const cut: CommandHost = { name: 'cut', command: ['env', 'CUT_BYTES=3000000', process.execPath, cutStdout] }
+    const marker = markerPath()
+    const p = await pool({ hosts: [cut], workers: 1, cacheDir: tempDir(), onLog: () => {} })
+    try {
+      const err = await rejection(collect(p.run(trust.endlessWithCleanup, marker)))
+      assert.instance(err, TransportError)
+      // Before: the worker exited at its first failed write, and the generator's finally never ran.
+      assert.is(await readMarker(marker), 'finally ran')
     } finally {
       await p.close()
     }
