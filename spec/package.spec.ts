@@ -8,7 +8,7 @@
 // declaration the tarball ships under strict with no skipLibCheck and only
 // the package's dependencies installed. In the latest app the README's quick
 // start also compiles under a bare strict nodenext tsconfig, and runs with
-// `tsc && node` and with the tsx farpipe brings.
+// `tsc && node`, with the tsx farpipe brings, with Bun and with Deno.
 // Installing needs the npm registry: without it those tests are skipped.
 import { tempDir } from './helpers.ts'
 import { readmeProject } from './readme.ts'
@@ -32,7 +32,8 @@ const FIBONACCI = ['0', '1', '1', '2', '3', '5', '8', '13', '21', '34']
  * log level, which would hide the warnings this file looks for.
  */
 const env = Object.fromEntries(
-  Object.entries(process.env).filter(([k]) => !/^npm_(config_local_prefix|config_loglevel|package_|lifecycle_|command)/i.test(k)),
+  // And without FORCE_COLOR, which the test runner sets to 0: Deno colours its console for any value of it.
+  Object.entries(process.env).filter(([k]) => k !== 'FORCE_COLOR' && !/^npm_(config_local_prefix|config_loglevel|package_|lifecycle_|command)/i.test(k)),
 )
 
 interface Ran {
@@ -316,6 +317,21 @@ online('npx tsx main.ts runs it the same, with the tsx farpipe brings', async ()
   const r = await must('npx', ['--no-install', 'tsx', 'main.ts'], path.join(app.dir, 'quick'))
   assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
 })
+
+// Bun and Deno run the same files from the app that installed the tarball (the devDependencies bring them).
+const runtimes = [
+  { name: 'bun main.ts', bin: path.join(root, 'node_modules', 'bun', 'bin', 'bun.exe'), args: ['main.ts'] },
+  { name: 'deno run -A main.ts', bin: path.join(root, 'node_modules', '@deno', 'linux-x64-glibc', 'deno'), args: ['run', '-A', 'main.ts'] },
+]
+for (const rt of runtimes) {
+  const test = existsSync(rt.bin) ? online : online.skip
+  test(`${rt.name} runs it the same, from the installed tarball`, async () => {
+    const { app } = await compileQuickStart()
+    const r = await run(rt.bin, rt.args, path.join(app.dir, 'quick'))
+    assert.is(r.code, 0, r.report)
+    assert.equal(r.stdout.trim().split('\n'), FIBONACCI, r.report)
+  })
+}
 
 s.after(() => {
   for (const dir of made) rmSync(dir, { recursive: true, force: true })
