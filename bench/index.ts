@@ -57,7 +57,9 @@ const machine = [
 const out = ['# Benchmark results', '', ...machine, '', ...sections.map(renderSection).flatMap((s) => [s, ''])].join('\n')
 const results = path.join(here, 'RESULTS.md')
 if (filters.length === 0) {
-  writeFileSync(results, out)
+  // A/B sections (written by bench/ab.mjs) record a change against the commit before it: a full run keeps them.
+  const kept = existsSync(results) ? readFileSync(results, 'utf8').split(/^(?=## )/m).filter((s) => s.startsWith('## A/B')) : []
+  writeFileSync(results, [out.replace(/\n*$/, '\n'), ...kept.map((s) => `\n${s.replace(/\n*$/, '\n')}`)].join(''))
   console.log('wrote bench/RESULTS.md')
 } else {
   writeFileSync(path.join(here, `RESULTS.partial.md`), out)
