@@ -136,6 +136,11 @@ export interface SshRunOptions {
   timeout?: number
   /** Extra environment for the client, e.g. SSH_AUTH_SOCK (which is otherwise removed). */
   env?: Record<string, string>
+  /**
+   * The Host alias to log in to, e.g. one written by `viaProxy()`.
+   * @default the sshd's own alias
+   */
+  alias?: string
 }
 
 /** A running test sshd and the client side that logs into it. */
@@ -167,7 +172,24 @@ export interface Sshd {
   sessionPids(): number[]
   /** Runs `ssh -F <home>/.ssh/config -o BatchMode=yes <alias> ...args` with HOME=<home> and no SSH_AUTH_SOCK. */
   ssh(args: string[], options?: SshRunOptions): Promise<SshResult>
-  /** Starts a stopped sshd again on the same address and port, with the same config and host key. */
+  /**
+   * Appends to the client's ~/.ssh/config a `Host <alias>` block like this
+   * sshd's own (same User, IdentityFile, known_hosts and options) but with
+   * HostName 127.0.0.1 and Port `port`, e.g. a TCP proxy's in front of this
+   * sshd. `HostKeyAlias [<host>]:<sshd port>` makes both OpenSSH and farpipe
+   * look the host key up under the name this sshd's known_hosts line has,
+   * so the proxied alias trusts the same key and nothing else.
+   */
+  viaProxy(port: number, alias: string): void
+  /**
+   * Restarts the sshd on the same address and port, with the same config and
+   * host key; resolves once it accepts connections again. On a running sshd
+   * it is a crash and restart of the server: the listener and every sshd
+   * process serving a connection are killed (their clients see the
+   * connection close), while the commands those connections started keep
+   * running, orphaned (stop() still kills them). On a stopped sshd it only
+   * starts it again.
+   */
   restart(): Promise<void>
   /** SIGTERMs the listener (SIGKILL after 2 s), kills what sessions are left, waits until the port is closed. Safe to call twice. */
   stop(): Promise<void>
@@ -196,6 +218,16 @@ function ownTempDir(prefix: string): string {
   const dir = mkdtempSync(path.join(tmpdir(), prefix))
   ownDirs.push(dir)
   return dir
+}
+
+/** Whether `pid` is a process that has not exited (a zombie has). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z'
+  } catch {
+    return false
+  }
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
@@ -402,11 +434,12 @@ function hasHost(config: string, alias: string): boolean {
   return false
 }
 
-function clientBlock(o: { alias: string; address: string; port: number; user: string; clientKey: string; knownHosts: string }): string {
+function clientBlock(o: { alias: string; address: string; port: number; user: string; clientKey: string; knownHosts: string; hostKeyAlias?: string }): string {
   return [
     `Host ${o.alias}`,
     `  HostName ${o.address}`,
     `  Port ${o.port}`,
+    ...(o.hostKeyAlias ? [`  HostKeyAlias ${o.hostKeyAlias}`] : []),
     `  User ${o.user}`,
     `  IdentityFile "${o.clientKey}"`,
     '  IdentitiesOnly yes',
@@ -504,6 +537,27 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
   chmodSync(configFile, 0o600)
   chmodSync(knownHosts, 0o600)
 
+  /**
+   * Kills the listener and the sshd processes serving connections, as a
+   * crash of the server would, and leaves the commands they run alone.
+   */
+  const crash = async () => {
+    // Stopped, the listener cannot fork the sshd of a new connection between
+    // the listing of its children and their killing.
+    signal(pid, 'SIGSTOP')
+    // sessionPids() walks through sshd processes only, so the commands
+    // under them (a shell, a node worker) are not on the list.
+    const sessions = sessionPids()
+    for (const p of sessions) signal(p, 'SIGKILL')
+    signal(pid, 'SIGKILL')
+    await exited(listener, 2000)
+    await portClosed(address, port)
+    // Orphaned, the killed sessions are reaped by init; wait for that, so
+    // that sessionPids() and the /proc checks of a spec do not see them.
+    const end = Date.now() + 5000
+    while (sessions.some(alive) && Date.now() < end) await sleep(10)
+  }
+
   let stopping: Promise<void> | undefined
   const stop = async () => {
     // sshd's listener exits on SIGTERM but leaves its connections running,
@@ -535,11 +589,24 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
     },
     log: () => readFileSync(logFile, 'utf8'),
     sessionPids,
-    ssh: (args, opts) => runSsh(['-F', configFile, '-o', 'BatchMode=yes', alias, ...args], home, opts),
+    ssh: (args, opts) => runSsh(['-F', configFile, '-o', 'BatchMode=yes', opts?.alias ?? alias, ...args], home, opts),
+    viaProxy: (proxyPort, proxyAlias) => {
+      if (hasHost(readFileSync(configFile, 'utf8'), proxyAlias)) throw new Error(`${configFile} already has a Host ${proxyAlias}; give the proxy another alias`)
+      // OpenSSH and farpipe both use HostKeyAlias as the known_hosts name
+      // as it is, without adding a port, so the name of this sshd's own line
+      // (`[address]:port`) matches it.
+      const block = clientBlock({ alias: proxyAlias, address: '127.0.0.1', port: proxyPort, user, clientKey, knownHosts, hostKeyAlias: `[${address}]:${port}` })
+      appendFileSync(configFile, '\n' + block)
+    },
     stop: () => (stopping ??= stop()),
     restart: async () => {
-      if (!stopping) throw new Error('restart() is for a stopped sshd')
-      await stopping
+      if (stopping) {
+        await stopping
+        // stop() let the exit hook forget this sshd; it is back.
+        untrack = track(killNow)
+      } else {
+        await crash()
+      }
       // The same address, port, config and host key: to its clients, the host came back.
       // The log starts afresh: its "Server listening" line is what listen() waits for.
       writeFileSync(logFile, '')
@@ -547,7 +614,6 @@ export async function startSshd(options: SshdOptions = {}): Promise<Sshd> {
       if (!started) throw new Error(`sshd did not come back on ${address}:${port}; its log:\n${readFileSync(logFile, 'utf8')}`)
       listener = started
       pid = started.pid!
-      untrack = track(killNow)
       stopping = undefined
     },
   }
