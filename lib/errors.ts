@@ -112,7 +112,7 @@ export class RemoteError extends FarpipeError implements RemoteErrorOrigin {
 }
 
 /** What kind of transport failure: for programs (the message says it for people). */
-export type TransportFailure = 'dns' | 'refused' | 'unreachable' | 'timeout' | 'auth' | 'node' | 'closed' | 'lost'
+export type TransportFailure = 'dns' | 'refused' | 'unreachable' | 'timeout' | 'auth' | 'node' | 'closed' | 'lost' | 'resume'
 
 /** Options of a {@link TransportError}. */
 export interface TransportErrorOptions extends FarpipeErrorOptions {
@@ -131,7 +131,7 @@ export class TransportError extends FarpipeError {
   override readonly code = 'ERR_TRANSPORT'
   /** The host it concerns, when known. */
   readonly host: string | undefined
-  /** What kind of failure, when known: `dns`, `refused`, `unreachable`, `timeout`, `auth`, `node` (missing or too old), `closed`, `lost`. */
+  /** What kind of failure, when known: `dns`, `refused`, `unreachable`, `timeout`, `auth`, `node` (missing or too old), `closed`, `lost`, `resume` (a dropped connection that could not be resumed within `resumeWindow`). */
   readonly reason: TransportFailure | undefined
 
   constructor(message: string, options?: TransportErrorOptions) {

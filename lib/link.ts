@@ -11,9 +11,16 @@ import { ProtocolError, SerializeError, type FarpipeError } from './errors.ts'
 import { FlushPolicy } from './flow.ts'
 import { type StreamHooks } from './codec/values.ts'
 import { ItemWriter } from './codec/items.ts'
-import { FrameDecoder, HEADER_BYTES, Kind, kindName, type Frame } from './wire/frame.ts'
+import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, kindName, type Frame } from './wire/frame.ts'
 import { FrameWriter } from './wire/frame-writer.ts'
+import { payloads } from './wire/payloads.ts'
 import { resolveLimits, type Limits } from './options.ts'
+import { ACK_BYTES, ACK_DELAY_MS, ReplayLog } from './replay.ts'
+
+/** Frames that belong to one channel, not to the session: never counted nor replayed (see lib/replay.ts). */
+function counted(kind: number): boolean {
+  return kind !== Kind.hello && kind !== Kind.resume && kind !== Kind.resumed
+}
 
 /**
  * A byte channel to the other side: a child's stdio, an SSH exec channel,
@@ -50,7 +57,7 @@ export interface ChannelEvents {
 export abstract class Link implements ChannelEvents {
   protected channel: Channel | undefined
   protected limits: Limits
-  private readonly decoder: FrameDecoder
+  private decoder: FrameDecoder
   private readonly out = new FrameWriter()
   private items: ItemWriter
   private readonly policy: FlushPolicy
@@ -60,6 +67,12 @@ export abstract class Link implements ChannelEvents {
   private openStream = -1
   /** Set once the channel is gone; nothing is sent after. */
   protected closedWith: FarpipeError | undefined
+  /**
+   * On a resumable session, once both hellos are exchanged: the counts and
+   * the bytes kept to send again after a dropped channel (lib/replay.ts).
+   */
+  protected replay: ReplayLog | undefined
+  private ackTimer: NodeJS.Timeout | undefined
 
   constructor(limits: Partial<Limits> = {}) {
     this.limits = resolveLimits(limits)
@@ -100,6 +113,13 @@ export abstract class Link implements ChannelEvents {
     for (const f of frames) {
       if (this.closedWith) return
       try {
+        if (this.replay && counted(f.kind)) {
+          this.replay.receivedFrame(HEADER_BYTES + f.payload.byteLength)
+          if (f.kind === Kind.ack) {
+            this.replay.acked(payloads.readAck(f.payload))
+            continue
+          }
+        }
         this.frame(f)
       } catch (err) {
         const e = err instanceof ProtocolError ? err : new ProtocolError(`bad ${kindName(f.kind)} frame: ${(err as Error).message}`, { cause: err })
@@ -107,6 +127,51 @@ export abstract class Link implements ChannelEvents {
         return
       }
     }
+    if (this.replay && this.replay.unacked > 0) this.scheduleAck()
+  }
+
+  /** Acknowledges what arrived: at once past {@link ACK_BYTES}, else within {@link ACK_DELAY_MS} unless a batch carries it first. */
+  private scheduleAck(): void {
+    if (this.replay!.unacked >= ACK_BYTES) {
+      this.flush()
+      return
+    }
+    if (this.ackTimer) return
+    this.ackTimer = setTimeout(() => {
+      this.ackTimer = undefined
+      if (this.replay && this.replay.unacked > 0 && !this.closedWith) this.flush(true)
+    }, ACK_DELAY_MS)
+    this.ackTimer.unref?.()
+  }
+
+  /**
+   * The channel dropped on a resumable session: nothing is written until
+   * {@link resumeOn} gives a new one (what is sent meanwhile is kept), and a
+   * frame half received is dropped (the other side sends it again whole).
+   */
+  protected detachChannel(): void {
+    this.channel = undefined
+    this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
+  }
+
+  /**
+   * Goes on over `channel` with a side that received `peerReceived` bytes:
+   * what it missed is written first, then what comes. Throws ProtocolError
+   * when that is not a point this side can resume from.
+   */
+  protected resumeOn(channel: Channel, peerReceived: number): void {
+    // What is in the batch now is kept with the rest, in order.
+    this.flush()
+    const missed = this.replay!.since(peerReceived)
+    this.channel = channel
+    this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
+    if (missed.length > 1 && channel.writev) channel.writev(missed)
+    else for (const part of missed) channel.write(part)
+  }
+
+  /** Writes a frame of this channel alone (`hello`, `resume`, `resumed`) straight to `channel`: not counted, not kept. */
+  protected sendOnChannel(channel: Channel, kind: number, payload?: Uint8Array): void {
+    channel.write(encodeFrame(kind, 0, 0, payload))
   }
 
   /** The channel closed. A clean close with bytes of a frame left over is a truncation. */
@@ -129,8 +194,12 @@ export abstract class Link implements ChannelEvents {
   /** The link is gone (channel closed, or a protocol error); `cause` says why, if not a clean end. */
   protected abstract closed(cause?: Error): void
 
+  /** Set when the link failed on a bad frame: a resumable session ends then, it does not wait for a new channel. */
+  protected corrupt = false
+
   /** A frame could not be decoded or handled: the link cannot be trusted any more. */
   protected protocolFailure(err: ProtocolError): void {
+    this.corrupt = true
     this.closed(err)
     this.channel?.destroy()
   }
@@ -208,16 +277,22 @@ export abstract class Link implements ChannelEvents {
     else this.wrote()
   }
 
-  /** Writes the batch out now. */
-  flush(): void {
+  /** Writes the batch out now (`ack`: with an ack even when the batch is empty). */
+  flush(ack = false): void {
     if (this.encoding) {
-      this.deferred.push(() => this.flush())
+      this.deferred.push(() => this.flush(ack))
       return
     }
     this.closeOpenFrame()
+    // On a resumable session every batch carries the count received, so what the other side keeps stays within the windows.
+    if (this.replay && this.replay.unacked > 0 && (ack || this.out.pending > 0) && !this.closedWith) {
+      this.out.frame(Kind.ack, 0, 0, payloads.ack(this.replay.takeAck()))
+    }
     const parts = this.out.takeParts()
     this.policy.flushed()
-    if (parts.length === 0 || this.closedWith || !this.channel) return
+    if (parts.length === 0 || this.closedWith) return
+    this.replay?.record(parts)
+    if (!this.channel) return
     if (parts.length > 1 && this.channel.writev) this.channel.writev(parts)
     else for (const part of parts) this.channel.write(part)
   }

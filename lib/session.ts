@@ -14,7 +14,8 @@ import { Link, type Channel } from './link.ts'
 import { LogLines } from './log-lines.ts'
 import type { Limits } from './options.ts'
 import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
-import { payloads, type CallerHello, type WorkerHello } from './wire/payloads.ts'
+import { payloads, type CallerHello, type ResumeAnswer, type WorkerHello } from './wire/payloads.ts'
+import { SessionResume } from './session-resume.ts'
 
 /** A line a remote function printed. */
 export interface LogEntry {
@@ -77,6 +78,12 @@ export interface SessionOptions {
   startTimeout?: number
   /** Where its counts go (its worker slot's). @default counters of its own */
   counters?: WorkerCounters
+  /**
+   * Ms the session may stay without a channel, its calls paused, for a new
+   * one to resume it (lib/replay.ts); 0 or absent: a dropped channel fails
+   * its calls at once. Only where the transport can reach the worker again.
+   */
+  resumeWindow?: number
 }
 
 /** How long a retired worker has to exit once its channel is ended, before it is killed. */
@@ -128,6 +135,14 @@ export class Session extends Link {
   dead: TransportError | undefined
   /** Called once when the session dies (the pool replaces it). */
   onDeath: ((error: TransportError) => void) | undefined
+  /** Called when its channel dropped and it waits to be resumed (the pool reconnects and calls {@link resume}). */
+  onDetach: ((error: Error) => void) | undefined
+  /** Called when a new channel resumed it. */
+  onResume: (() => void) | undefined
+  /** Resuming after a dropped channel (session-resume.ts). */
+  private readonly resuming: SessionResume
+  /** Set once the session is ended or destroyed on purpose: a channel that closes then is not a dropped one. */
+  private ending = false
 
   constructor(options: SessionOptions) {
     super(options.limits)
@@ -141,7 +156,24 @@ export class Session extends Link {
       this.readyReject = reject
     })
     this.ready.catch(() => {})
-    this.hello = { v: PROTOCOL_VERSION, host: options.host, worker: options.worker, workers: options.workers, cacheDir: options.cacheDir, limits: this.limits }
+    const session = this
+    this.resuming = new SessionResume(options.resumeWindow ?? 0, {
+      where: this.where,
+      get replay() {
+        return session.replay
+      },
+      set replay(r) {
+        session.replay = r
+      },
+      detachChannel: () => this.detachChannel(),
+      resumeOn: (channel, received) => this.resumeOn(channel, received),
+      sendOnChannel: (channel, kind, payload) => this.sendOnChannel(channel, kind, payload),
+      fail: (error) => this.closed(error),
+      detached: (error) => this.onDetach?.(error),
+      resumed: () => this.onResume?.(),
+    })
+    const ask = this.resuming.ask
+    this.hello = { v: PROTOCOL_VERSION, host: options.host, worker: options.worker, workers: options.workers, cacheDir: options.cacheDir, limits: this.limits, ...(ask ? { resume: ask } : {}) }
   }
 
   /** `host/worker`, for messages. */
@@ -156,7 +188,17 @@ export class Session extends Link {
 
   /** True while the session can take new calls. */
   get usable(): boolean {
-    return !this.dead && !this.retired
+    return !this.dead && !this.retired && !this.detached
+  }
+
+  /** True while its channel dropped and it waits to be resumed. */
+  get detached(): boolean {
+    return this.resuming.waiting !== undefined
+  }
+
+  /** Where a new channel reaches the worker, when the session is resumable. */
+  get resumeAddress(): string | undefined {
+    return this.resuming.address
   }
 
   /** Connects the channel and says hello. The worker must answer within `startTimeout`. */
@@ -167,6 +209,24 @@ export class Session extends Link {
     }, this.startTimeout)
     this.send(Kind.hello, 0, 0, payloads.json(this.hello))
     this.flush()
+    this.resuming.started()
+  }
+
+  /**
+   * Resumes the session over `channel`, a new channel to the same worker
+   * process (whose data and close reach this session): the worker is shown
+   * the session's token and what this side received, and each side sends
+   * again what the other missed. Resolves once the calls go on; rejects when
+   * the worker refuses or the channel closes first (the pool may try again
+   * within the window).
+   */
+  resume(channel: Channel): Promise<void> {
+    return this.resuming.resume(channel)
+  }
+
+  /** While detached: why the last attempt to resume failed (it goes into the error if the window passes). */
+  resumeFailed(error: Error): void {
+    this.resuming.failed(error)
   }
 
   /** Bytes from the worker. Until its hello, the first ones are kept and checked: a login script that prints to stdout is named at once. */
@@ -288,6 +348,7 @@ export class Session extends Link {
         if (h.v !== PROTOCOL_VERSION) throw new ProtocolError(`worker ${this.where} speaks protocol ${h.v}, this caller ${PROTOCOL_VERSION}`)
         this.helloSeen = true
         this.pid = typeof h.pid === 'number' ? h.pid : undefined
+        this.resuming.hello(h)
         this.firstBytes = Buffer.alloc(0)
         clearTimeout(this.helloTimer)
         this.readyResolve(h)
@@ -302,6 +363,8 @@ export class Session extends Link {
         this.lines.push(fd, text, f.call, live)
         return
       }
+      case Kind.resumed:
+        return this.resuming.answered(payloads.readJson<ResumeAnswer>(f.payload))
       case Kind.pong: {
         if (!this.pongWanted) throw new ProtocolError(`worker ${this.where} sent a pong that was not asked for`)
         this.pongWanted = false
@@ -339,6 +402,8 @@ export class Session extends Link {
 
   protected closed(cause?: Error): void {
     if (this.dead) return
+    // A dropped channel on a resumable session: the calls wait for a new one.
+    if (this.resuming.closed(cause, this.ending, this.corrupt)) return
     const detail = cause ? `: ${cause.message}` : ''
     const err = cause instanceof TransportError ? cause : new TransportError(`worker ${this.where} is gone${detail}`, { cause })
     this.dead = err
@@ -356,8 +421,18 @@ export class Session extends Link {
 
   /** Closes the session: the worker sees the end of its input and exits. */
   end(): void {
+    this.ending = true
+    // On a resumable session the end of input alone is a dropped channel: `bye` says this one is meant.
+    if (this.replay && !this.dead) this.send(Kind.bye, 0, 0)
     this.flush()
     this.channel?.end()
+    // Without a channel (a pool closed while the host is unreachable) the worker ends at its window.
+    if (this.detached) this.closed(new TransportError(`worker ${this.where} was closed while its connection was down; it ends on its host when its resume window passes`, { reason: 'resume' }))
+  }
+
+  /** Gives up on a session that waits to resume: its calls fail with `error`. */
+  abandon(error: TransportError): void {
+    this.destroyWith(error)
   }
 
   /** Tears the session down at once. */
@@ -366,6 +441,7 @@ export class Session extends Link {
   }
 
   private destroyWith(err: TransportError): void {
+    this.ending = true
     const alive = !this.dead
     this.closed(err)
     // A retired worker may be stuck for good: where closing its channel would not end it, kill it by its pid

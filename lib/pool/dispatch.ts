@@ -12,6 +12,7 @@ import { FarpipeError, TransportError } from '../errors.ts'
 import type { Limits } from '../options.ts'
 import { Session, type LogEntry } from '../session.ts'
 import { backoff, type Host, type Hosts, type Slot } from './hosts.ts'
+import { Resumer } from './resume.ts'
 import type { WorkerExitDetail } from './stats.ts'
 
 /** A call waiting for a free worker: handed a slot (reserved for it) when one is. */
@@ -40,6 +41,8 @@ export interface SessionSettings {
   limits: Limits
   onLog: ((entry: LogEntry) => void) | undefined
   startTimeout: number | undefined
+  /** Ms a session on a host that can reach its workers again waits to be resumed (0: never). */
+  resumeWindow: number
 }
 
 /** The calls waiting, and the worker slots they go to. */
@@ -48,13 +51,26 @@ export class Dispatch {
   private turn = 0
   /** Workers retired because a call on them would not stop; ended once their other calls are done, destroyed by `close()`. */
   readonly retired = new Set<Session>()
+  private readonly resumer: Resumer
 
   constructor(
     private readonly owner: DispatchOwner,
     private readonly hosts: Hosts,
     private readonly concurrency: number,
     private readonly sessions: SessionSettings,
-  ) {}
+  ) {
+    this.resumer = new Resumer(hosts, {
+      get closed() {
+        return owner.closed
+      },
+      drain: () => this.drain(),
+    })
+  }
+
+  /** `host` is connected again: its sessions that wait are resumed. */
+  reconnected(host: Host): void {
+    this.resumer.reconnected(host)
+  }
 
   /** Calls waiting for a free worker. */
   get queued(): number {
@@ -89,7 +105,8 @@ export class Dispatch {
         const now = Date.now()
         const attempts = hosts.filter((h) => h.connecting || h.retryAt <= now).map((h) => this.hosts.connect(h))
         await Promise.allSettled(attempts)
-        if (!hosts.some((h) => this.hosts.isUp(h))) throw host ? (host.error ?? this.hosts.noHostError()) : this.hosts.noHostError()
+        // A host whose calls wait to resume will be back within its window: new calls wait for it too.
+        if (!hosts.some((h) => this.hosts.isUp(h) || h.resuming.size > 0)) throw host ? (host.error ?? this.hosts.noHostError()) : this.hosts.noHostError()
       }
       let slot = this.freeSlot(host, avoid)
       if (slot) slot.reserved++
@@ -203,7 +220,7 @@ export class Dispatch {
       const slot = this.freeSlot(w.host, w.avoid)
       if (!slot) {
         // A call waiting for a host of its own (broadcast) fails when that host is down and not reconnecting.
-        if (w.host && !this.hosts.isUp(w.host) && !w.host.connecting) {
+        if (w.host && !this.hosts.isUp(w.host) && !w.host.connecting && w.host.resuming.size === 0) {
           this.waiters.shift()
           w.reject(w.host.error ?? new TransportError(`host ${w.host.transport.host} is down`, { host: w.host.transport.host, reason: 'lost' }))
           continue
@@ -284,6 +301,7 @@ export class Dispatch {
       onLog: this.sessions.onLog,
       startTimeout: this.sessions.startTimeout,
       counters: slot.counters,
+      resumeWindow: transport.reattach ? this.sessions.resumeWindow : 0,
     })
     const channel = await transport.open(slot.index, {
       data: (chunk) => session.data(chunk),
@@ -307,7 +325,9 @@ export class Dispatch {
     }
     // An idle worker must not keep this process alive; calls in flight do (see Pool.track).
     channel.unref?.()
+    this.resumer.watch(slot, session)
     session.onDeath = (error) => {
+      this.resumer.forget(slot, session)
       if (slot.session === session) slot.session = undefined
       this.retired.delete(session)
       slot.counters.exits++

@@ -47,7 +47,16 @@ export interface Host {
   retryTimer: NodeJS.Timeout | undefined
   /** Whether it was last seen up, for `hostup`/`hostdown`. */
   wasUp: boolean
+  /** Sessions whose channel dropped and that wait to be resumed: the host is down until none is left. */
+  resuming: Set<Session>
+  /** Outages its calls survived, and the ms they lasted; when the current one began. */
+  resumes: number
+  disconnectedMs: number
+  downSince: number | undefined
 }
+
+/** While sessions wait to resume, a host that is down is tried again this often (not with the growing backoff). */
+export const RESUME_RETRY_MS = 1000
 
 /** The first wait before a host (or a worker slot) that is down is tried again; it doubles with each failure. */
 export const RETRY_FIRST_MS = 1000
@@ -67,8 +76,10 @@ function newCounters(): WorkerCounters {
 export interface HostsOwner {
   /** True once the pool is closing: nothing is tried again, nothing is said. */
   readonly closed: boolean
-  /** A host came up, or went down (`error` says why). */
-  changed(host: string, up: boolean, error: Error | undefined): void
+  /** A host came up, or went down (`error` says why); `resumed`: it came back with its calls resumed. */
+  changed(host: string, up: boolean, error: Error | undefined, resumed: boolean): void
+  /** A host connected again: sessions waiting to resume may be given new channels. */
+  reconnected(host: Host): void
   /** A host is up: calls waiting may go to it. */
   someUp(): void
   /** No host is up or connecting: calls waiting would wait for ever. */
@@ -83,26 +94,55 @@ export class Hosts {
     transports: Transport[],
     private readonly owner: HostsOwner,
   ) {
-    this.all = transports.map((transport) => ({ transport, slots: [], connecting: undefined, error: undefined, failures: 0, retryAt: 0, retryTimer: undefined, wasUp: false }))
+    this.all = transports.map((transport) => ({
+      transport,
+      slots: [],
+      connecting: undefined,
+      error: undefined,
+      failures: 0,
+      retryAt: 0,
+      retryTimer: undefined,
+      wasUp: false,
+      resuming: new Set<Session>(),
+      resumes: 0,
+      disconnectedMs: 0,
+      downSince: undefined,
+    }))
   }
 
   isUp(h: Host): boolean {
-    return h.slots.length > 0 && h.transport.up && !h.error
+    return h.slots.length > 0 && h.transport.up && !h.error && h.resuming.size === 0
+  }
+
+  /** A session of `host` lost its channel and waits to be resumed: the host is down until it is (or its window passes). */
+  detached(host: Host, session: Session, error: Error): void {
+    host.resuming.add(session)
+    host.downSince ??= Date.now()
+    this.dropped(host, error)
+  }
+
+  /** A session of `host` no longer waits: it resumed, or it died (its window passed). */
+  settled(host: Host, session: Session, resumed: boolean): void {
+    if (!host.resuming.delete(session) || host.resuming.size > 0) return
+    if (host.downSince !== undefined) host.disconnectedMs += Date.now() - host.downSince
+    host.downSince = undefined
+    if (resumed) host.resumes++
+    this.state(host, undefined, resumed)
   }
 
   /** Says `hostup`/`hostdown` when a host's state changed, and tells the pool whether calls may go on waiting. */
-  state(h: Host, error?: Error): void {
+  state(h: Host, error?: Error, resumed = false): void {
     if (this.owner.closed) return
     const up = this.isUp(h)
     if (up !== h.wasUp) {
       h.wasUp = up
-      this.owner.changed(h.transport.host, up, up ? undefined : (error ?? h.error))
+      this.owner.changed(h.transport.host, up, up ? undefined : (error ?? h.error), up && resumed)
     }
     // Looked at on every change, not only when the host's state flips: a
     // host that went down while reconnecting stays down when the attempt
     // fails, and the calls waiting for it must learn then.
     if (up) this.owner.someUp()
-    else if (!this.all.some((x) => this.isUp(x) || x.connecting)) this.owner.noneLeft(this.noHostError())
+    else if (!this.all.some((x) => this.isUp(x) || x.connecting || x.resuming.size > 0)) this.owner.noneLeft(this.noHostError())
   }
 
   /** Why no host can take a call: each host named, with why it is down. */
@@ -135,6 +175,7 @@ export class Hosts {
         host.error = undefined
         host.failures = 0
         host.retryAt = 0
+        if (host.resuming.size > 0) this.owner.reconnected(host)
       } catch (err) {
         host.error = err as Error
         host.failures++
@@ -173,7 +214,7 @@ export class Hosts {
    */
   private retryLater(host: Host): void {
     if (this.owner.closed) return
-    const wait = backoff(host.failures)
+    const wait = host.resuming.size > 0 ? RESUME_RETRY_MS : backoff(host.failures)
     host.retryAt = Date.now() + wait
     clearTimeout(host.retryTimer)
     host.retryTimer = setTimeout(() => {

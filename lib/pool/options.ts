@@ -56,6 +56,19 @@ export interface PoolOptions {
    */
   startTimeout?: number
   /**
+   * Milliseconds a call on an SSH or command host survives a dropped
+   * connection: its calls pause (the remote generator waits for credit,
+   * local sources are not read), the pool reconnects and re-attaches to
+   * the same worker processes, which kept running, and every stream goes on
+   * where it was, nothing lost and nothing twice. Past the window the calls
+   * fail with a `TransportError` (reason `resume`) and, on the host, the
+   * worker cancels them on its own (their `finally` blocks run) and exits.
+   * `0` turns it off (a dropped connection fails the calls at once). Local
+   * workers are not affected.
+   * @default 30000
+   */
+  resumeWindow?: number
+  /**
    * Calls in flight at most on each worker process (a streaming call counts
    * until its stream ends). Past that, calls wait in order for a free worker
    * on any host. @default Infinity (calls are spread, never queued)

@@ -20,6 +20,7 @@ import { printLog } from '../session.ts'
 import { LocalTransport } from '../transports/local.ts'
 import type { Transport } from '../transports/transport.ts'
 import { Dispatch } from './dispatch.ts'
+import { DEFAULT_RESUME_WINDOW } from './resume.ts'
 import { PoolEvents } from './events.ts'
 import { hostTransports } from './host-specs.ts'
 import { Hosts, type Host } from './hosts.ts'
@@ -53,12 +54,14 @@ export class Pool extends PoolEvents implements Runner, AsyncDisposable {
     this.#limits = resolveLimits(options.limits)
     resolveCallOptions(options.defaults) // refuse bad defaults when the pool opens, not at its first call
     checkOptional('startTimeout', options.startTimeout, 1, MAX_TIMER_MS)
+    checkOptional('resumeWindow', options.resumeWindow, 0, MAX_TIMER_MS)
     const pool = this
     this.#hosts = new Hosts(transports, {
       get closed() {
         return pool.#closed !== undefined
       },
-      changed: (host, up, error) => this.emitHost(up, { host, ...(up ? {} : { error }) }),
+      changed: (host, up, error, resumed) => this.emitHost(up, { host, ...(up ? (resumed ? { resumed } : {}) : { error }) }),
+      reconnected: (host) => this.#dispatch.reconnected(host),
       someUp: () => this.#dispatch.drain(),
       noneLeft: (error) => this.#dispatch.rejectAll(error),
     })
@@ -75,7 +78,7 @@ export class Pool extends PoolEvents implements Runner, AsyncDisposable {
       },
       this.#hosts,
       options.concurrency ?? Infinity,
-      { cacheDir: options.cacheDir, limits: this.#limits, onLog: options.onLog, startTimeout: options.startTimeout },
+      { cacheDir: options.cacheDir, limits: this.#limits, onLog: options.onLog, startTimeout: options.startTimeout, resumeWindow: options.resumeWindow ?? DEFAULT_RESUME_WINDOW },
     )
   }
 

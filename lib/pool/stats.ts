@@ -30,6 +30,10 @@ export interface HostStats {
   up: boolean
   /** Why it is down, when it is. */
   error?: string
+  /** Times its dropped connection was resumed (see `PoolOptions.resumeWindow`). */
+  resumes: number
+  /** Milliseconds it spent disconnected with calls waiting to resume (up to now, during an outage). */
+  disconnectedMs: number
   /** Its worker slots. */
   workers: WorkerStats[]
 }
@@ -48,6 +52,8 @@ export interface HostEventDetail {
   host: string
   /** Why it went down (`hostdown`). */
   error?: Error
+  /** True on a `hostup` that ends an outage its calls survived: they resumed where they were. */
+  resumed?: boolean
 }
 
 /** The events a pool dispatches, by type. */
@@ -91,7 +97,9 @@ export function poolStats(hosts: Hosts, queued: number): PoolStats {
     hosts: hosts.all.map((h) => ({
       name: h.transport.host,
       up: hosts.isUp(h),
-      ...(hosts.isUp(h) ? {} : { error: h.error?.message ?? (h.slots.length > 0 ? 'its connection was lost' : 'not connected') }),
+      ...(hosts.isUp(h) ? {} : { error: h.resuming.size > 0 ? `its connection dropped; its calls wait to resume${h.error ? ` (${h.error.message})` : ''}` : (h.error?.message ?? (h.slots.length > 0 ? 'its connection was lost' : 'not connected')) }),
+      resumes: h.resumes,
+      disconnectedMs: h.disconnectedMs + (h.downSince ? Date.now() - h.downSince : 0),
       workers: h.slots.map((s) => ({
         index: s.index,
         up: s.session?.usable ?? false,

@@ -328,6 +328,18 @@ export function workerCommand(facts: HostFacts, env: Record<string, string> | un
 }
 
 /**
+ * A relay to a worker's resume socket (lib/worker/resume-socket.ts): node
+ * joins the channel's stdin and stdout to the socket, for a new channel to
+ * a worker whose connection dropped, where the transport cannot reach the
+ * socket itself (a command host; an sshd that refuses stream-local
+ * forwarding).
+ */
+export function relayCommand(facts: Pick<HostFacts, 'node'>, socket: string): string {
+  const relay = "const s=require('net').connect(process.argv[1]);s.setNoDelay(true);process.stdin.pipe(s);s.pipe(process.stdout);s.on('error',e=>{process.stderr.write('farpipe relay: '+e.message+'\\n');process.exit(1)});s.on('close',()=>process.exit(0))"
+  return ['exec', shq(facts.node), '-e', shq(relay), shq(socket)].join(' ')
+}
+
+/**
  * Moves the channel's stdout to descriptor 3 for the worker's frames, and
  * points descriptor 1 at the channel's stderr: what user code writes there
  * becomes the worker's log, not a frame (see lib/worker/main.ts).

@@ -14,13 +14,13 @@
 import * as fs from 'node:fs'
 import type { Client, ClientChannel } from 'ssh2'
 import type { Channel } from '../link.ts'
-import { bootstrap, checkCacheDir, launchCommand, REMOTE_COMMAND, scriptLine, workerCommand, type Exec, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, checkCacheDir, launchCommand, relayCommand, REMOTE_COMMAND, scriptLine, workerCommand, type Exec, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
 import { LaunchWatch, type LaunchOutcome } from '../ssh/launch.ts'
 import type { ResolvedHost } from '../ssh/config.ts'
 import { TransportError } from '../errors.ts'
 import { connect, type Connection } from '../ssh/connect.ts'
 import { workerBundle } from '../worker/locate.ts'
-import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, workerEnded, type Transport, type TransportEvents } from './transport.ts'
 
 /** Worker channels per SSH connection (sshd's default MaxSessions is 10; two stay free for bootstrap commands). */
 const CHANNELS_PER_CONNECTION = 8
@@ -259,6 +259,35 @@ export class SshTransport implements Transport {
       })
     })
     early?.detach()
+    return this.channelOf(ch, index, conn, group, events, early)
+  }
+
+  /**
+   * A new channel to worker `index`, which still runs (its connection
+   * dropped): a stream-local forward to its resume socket, or, where sshd
+   * refuses those (`AllowStreamLocalForwarding no`), a relay run with exec.
+   */
+  async reattach(index: number, address: string, events: TransportEvents): Promise<Channel> {
+    const n = Math.floor(index / CHANNELS_PER_CONNECTION)
+    const group = this.group(n)
+    await this.prepared()
+    const conn = await this.connection(n)
+    const where = `${this.host}/${index}`
+    const ch = await new Promise<ClientChannel>((resolve, reject) => {
+      conn.client.openssh_forwardOutStreamLocal(address, (err, stream) => {
+        if (!err) return resolve(stream as ClientChannel)
+        execScript(conn.client, relayCommand(this.facts!, address), (err2, relay) => {
+          if (err2) reject(new TransportError(`cannot reach worker ${where} again: ${err.message}; its relay: ${err2.message}`, { host: this.host, reason: 'closed', cause: err2 }))
+          else resolve(relay)
+        })
+      })
+    })
+    return this.channelOf(ch, index, conn, group, events)
+  }
+
+  /** The ssh2 channel of worker `index` as a farpipe {@link Channel}: its stderr read, its close explained. */
+  private channelOf(ch: ClientChannel, index: number, conn: Connection, group: Group, events: TransportEvents, early?: Launched): Channel {
+    const where = `${this.host}/${index}`
     const tail = new StderrTail(STDERR_TAIL)
     const lines = new StderrLines((text) => events.stderr(text))
     let exit: { code: number | null; signal: string | undefined } | undefined
@@ -273,9 +302,9 @@ export class SshTransport implements Transport {
     const member = { close }
     group.channels.add(member)
     ch.on('data', (chunk: Buffer) => events.data(chunk))
-    // stderr shares the channel's window with stdout: always read it.
-    ch.stderr.setEncoding('utf8')
-    ch.stderr.on('data', (text: string) => {
+    // stderr shares the channel's window with stdout: always read it (a stream-local channel has none).
+    ch.stderr?.setEncoding('utf8')
+    ch.stderr?.on('data', (text: string) => {
       tail.push(text)
       lines.push(text)
     })
@@ -293,7 +322,7 @@ export class SshTransport implements Transport {
       if (exit) {
         const how = exit.signal ? `was killed by SIG${exit.signal}` : `exited with code ${exit.code}`
         const last = tail.describe()
-        close(new TransportError(`worker ${where} ${how}${last}`, { host: this.host, reason: 'lost' }))
+        close(workerEnded(new TransportError(`worker ${where} ${how}${last}`, { host: this.host, reason: 'lost' })))
         return
       }
       // No exit status: the connection itself is probably going; let its error (which says why) win.
@@ -320,7 +349,11 @@ export class SshTransport implements Transport {
     return {
       write: (chunk) => enqueue([chunk]),
       writev: enqueue,
-      end: () => ch.end(),
+      // What was written this tick goes before the end (a `bye` must reach the worker before its input ends).
+      end: () => {
+        if (queued.length > 0) drain()
+        ch.end()
+      },
       destroy: () => {
         // Closing the channel does not stop a worker that is stuck in a loop
         // or stopped: ask sshd to kill it first (the "signal" request).
@@ -330,7 +363,7 @@ export class SshTransport implements Transport {
           // An old sshd may refuse signal requests; closing is all that is left.
         }
         ch.close()
-        close(new TransportError(`worker ${where} was destroyed`, { host: this.host, reason: 'lost' }))
+        close(workerEnded(new TransportError(`worker ${where} was destroyed`, { host: this.host, reason: 'lost' })))
       },
       unref: () => conn.unref(),
       kill: (pid) => {

@@ -31,6 +31,30 @@ export interface Transport {
   open(index: number, events: TransportEvents): Promise<Channel>
   /** Waits for the worker processes to exit (their channels were ended), killing stragglers. */
   close(): Promise<void>
+  /**
+   * Opens a new channel to worker process `index`, still running at
+   * `address` on the host (its resume socket: lib/worker/resume-socket.ts)
+   * after its connection dropped; the session then resumes over it.
+   * Absent where workers do not outlive their channel (local workers).
+   */
+  reattach?(index: number, address: string, events: TransportEvents): Promise<Channel>
+}
+
+const exits = new WeakSet<Error>()
+
+/**
+ * Marks `error` as the end of the worker process itself (it exited or was
+ * killed), not of the connection to it: a session does not wait to resume
+ * a worker that is gone.
+ */
+export function workerEnded<E extends Error>(error: E): E {
+  exits.add(error)
+  return error
+}
+
+/** True when `error` says the worker process itself ended (see {@link workerEnded}). */
+export function isWorkerEnd(error: unknown): boolean {
+  return error instanceof Error && exits.has(error)
 }
 
 /**

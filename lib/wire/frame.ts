@@ -19,7 +19,7 @@
 import { ProtocolError } from '../errors.ts'
 
 /** The protocol version both sides announce in their hello frames. */
-export const PROTOCOL_VERSION = 5
+export const PROTOCOL_VERSION = 6
 
 /** Bytes before a frame's payload. */
 export const HEADER_BYTES = 11
@@ -61,6 +61,21 @@ export const Kind = {
    * for a caller that must know before any item comes (see RemoteCall's `then`).
    */
   streams: 13,
+  /**
+   * Either way, on a resumable session: the bytes of frames received so far
+   * (f64), so the other side can let go of what it kept to replay.
+   */
+  ack: 14,
+  /**
+   * Caller → worker, the first frame on a new channel to a worker whose
+   * session lost its channel: its token and the bytes received (JSON). Not
+   * counted (see lib/replay.ts).
+   */
+  resume: 15,
+  /** Worker → caller, the answer to `resume`: the bytes it received (JSON). Not counted. */
+  resumed: 16,
+  /** Caller → worker: the session ends here on purpose (the end of input that follows is not a dropped connection). */
+  bye: 17,
 } as const
 
 /** The name of a frame kind. */

@@ -20,6 +20,12 @@ export interface CallerHello {
   cacheDir?: string
   /** Frame limits; both sides use the caller's. */
   limits: Limits
+  /**
+   * Asks for a resumable session (see lib/replay.ts): the worker outlives a
+   * dropped channel for `window` ms, waiting for a channel that presents
+   * `token` (128 random bits, hex).
+   */
+  resume?: { token: string; window: number }
 }
 
 /** What the worker answers. */
@@ -30,6 +36,21 @@ export interface WorkerHello {
   platform: string
   arch: string
   cacheDir: string
+  /** Present when the session is resumable: where a new channel reaches this worker (a unix socket path on its host). */
+  resume?: { address: string }
+}
+
+/** The first frame on a channel that resumes a session (caller → worker). */
+export interface ResumeRequest {
+  token: string
+  /** Bytes of frames the caller received on the session so far. */
+  received: number
+}
+
+/** The worker's answer to a {@link ResumeRequest}. */
+export interface ResumeAnswer {
+  /** Bytes of frames the worker received on the session so far. */
+  received: number
 }
 
 /** The header of a call frame (JSON), followed in the payload by the encoded arguments. */
@@ -116,6 +137,18 @@ export const payloads = {
     const flags = p[0]!
     if (flags > 1) throw new ProtocolError(`end frame with unknown flags ${flags}`)
     return { streamed: flags === 1, value: read(p.subarray(1)) }
+  },
+  ack(received: number): Buffer {
+    const b = Buffer.allocUnsafe(8)
+    b.writeDoubleLE(received, 0)
+    return b
+  },
+  readAck(p: Uint8Array): number {
+    const b = asBuffer(p)
+    if (b.byteLength !== 8) throw new ProtocolError(`ack payload of ${b.byteLength} bytes, expected 8`)
+    const n = b.readDoubleLE(0)
+    if (!Number.isSafeInteger(n) || n < 0) throw new ProtocolError(`ack of ${n} bytes`)
+    return n
   },
   json(value: unknown): Buffer {
     return Buffer.from(JSON.stringify(value), 'utf8')

@@ -24,6 +24,7 @@ import * as net from 'node:net'
 import { Readable, Writable } from 'node:stream'
 import type { Channel } from '../link.ts'
 import { WorkerRuntime } from './runtime.ts'
+import { listenForResume } from './resume-socket.ts'
 
 /** The descriptor frames go out on; see the module's comment. */
 const FRAMES_OUT = 3
@@ -70,9 +71,21 @@ const channel: Channel = {
     o.uncork?.()
   },
   end: () => out.end(),
-  destroy: () => process.exit(1),
+  // A bad frame ends the worker; a resume that replaced this channel (a connection half dead) only closes it.
+  destroy: () => {
+    if (rt.current(channel)) process.exit(1)
+    outFailed = true
+    ;(inp as Readable).destroy()
+    ;(out as Writable).destroy()
+  },
 }
 const rt = new WorkerRuntime(channel)
+/** How the channel the session runs on now is ended when the worker exits (stdio, or a resume socket). */
+let endCurrent = (done: () => void) => (outFailed ? process.exit(1) : out.end(done))
+rt.listen = (cacheDir) =>
+  listenForResume(rt, cacheDir, (_channel, socket) => {
+    endCurrent = (done) => socket.end(done)
+  })
 
 /** A stream that turns writes into log frames on descriptor `fd`. */
 function logStream(fd: number): Writable & { isTTY: false; fd: number } {
@@ -109,8 +122,7 @@ process.on('uncaughtException', (err) => {
 function exit(code: number): void {
   if (exiting) return
   exiting = true
-  if (outFailed) process.exit(1)
-  out.end(() => process.exit(code))
+  endCurrent(() => process.exit(code))
   setTimeout(() => process.exit(code), 1000).unref()
 }
 
@@ -118,19 +130,26 @@ rt.onExit(() => {
   rt.flush()
   exit(0)
 })
-inp.on('data', (chunk: Buffer) => rt.data(chunk))
-inp.on('end', () => {
-  rt.close()
-  // The caller is gone or closing: give running calls a moment to clean up, then go regardless.
-  setTimeout(() => exit(0), 3000).unref()
+inp.on('data', (chunk: Buffer) => {
+  if (rt.current(channel)) rt.data(chunk)
 })
-inp.on('error', (err: Error) => rt.close(err))
+inp.on('end', () => {
+  if (!rt.current(channel)) return
+  rt.close()
+  // The caller is gone or closing: give running calls a moment to clean up, then go regardless
+  // (unless the session waits for its caller to come back: it ends at its window).
+  if (!rt.detached) setTimeout(() => exit(0), 3000).unref()
+})
+inp.on('error', (err: Error) => {
+  if (rt.current(channel)) rt.close(err)
+})
 out.on('error', (err: Error) => {
   // The caller is gone (EPIPE): nothing more can reach it, but running calls
   // still stop and run their cleanup (a `finally`, a source's `cancel()`)
   // before the process goes, as when its input ends.
   if (outFailed) return
   outFailed = true
+  if (!rt.current(channel)) return
   rt.close(err)
-  setTimeout(() => process.exit(1), 3000).unref()
+  if (!rt.detached) setTimeout(() => process.exit(1), 3000).unref()
 })

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto'
 import * as fs from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -20,7 +20,7 @@ import { readValue } from '../codec/values.ts'
 import { streamsInItems } from '../codec/items.ts'
 import { context } from '../context.ts'
 import * as errors from '../errors.ts'
-import { FarpipeError, ProtocolError } from '../errors.ts'
+import { FarpipeError, ProtocolError, TransportError } from '../errors.ts'
 import { input } from '../input.ts'
 import { Link, type Channel } from '../link.ts'
 import { RunningCall } from './call.ts'
@@ -29,7 +29,8 @@ import type { Limits } from '../options.ts'
 import { remote, remoteInfo } from '../remote.ts'
 import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
 import { asBuffer, Kind, kindName, PROTOCOL_VERSION, type Frame } from '../wire/frame.ts'
-import { payloads, type CallerHello, type CallHeader, type WorkerHello } from '../wire/payloads.ts'
+import { payloads, type CallerHello, type CallHeader, type ResumeAnswer, type ResumeRequest, type WorkerHello } from '../wire/payloads.ts'
+import { ReplayLog } from '../replay.ts'
 
 /** The default bundle cache: `$XDG_CACHE_HOME/farpipe` or `~/.cache/farpipe`. */
 export function defaultCacheDir(): string {
@@ -72,6 +73,18 @@ export class WorkerRuntime extends Link implements CallRuntime {
   private readonly bundleWaiters = new Map<string, { resolve(code: Buffer): void; reject(e: unknown): void }[]>()
   private cacheReady: Promise<void> | undefined
   private exitHook: (() => void) | undefined
+  /**
+   * Opens the place where a new channel can reach this worker after its
+   * channel drops (main.ts: a unix socket) and returns its address; absent
+   * where there is none (the memory transport, a local worker).
+   */
+  listen: ((cacheDir: string) => string | undefined) | undefined
+  /** Set when the caller asked for a resumable session and this worker can be reached again. */
+  private resumable: { token: Buffer; window: number } | undefined
+  /** While the session has no channel: ends it when the window passes with no caller back. */
+  private waiting: NodeJS.Timeout | undefined
+  /** The caller said `bye`: the end of input that follows is the session's end, not a dropped channel. */
+  private bye = false
 
   constructor(channel: Channel, limits?: Partial<Limits>) {
     super(limits)
@@ -98,6 +111,10 @@ export class WorkerRuntime extends Link implements CallRuntime {
   protected frame(f: Frame): void {
     if (f.kind === Kind.hello) return this.onHello(payloads.readJson<CallerHello>(f.payload))
     if (!this.hello) throw new ProtocolError(`a ${kindName(f.kind)} frame arrived before hello`)
+    if (f.kind === Kind.bye) {
+      this.bye = true
+      return
+    }
     if (f.kind === Kind.ping) return this.send(Kind.pong, 0, 0, undefined, true)
     if (f.kind === Kind.call) return this.onCall(f)
     if (f.kind === Kind.bundle) return this.onBundle(f.payload)
@@ -120,8 +137,30 @@ export class WorkerRuntime extends Link implements CallRuntime {
     }
   }
 
+  /** True while the session has no channel and waits for its caller to come back. */
+  get detached(): boolean {
+    return this.waiting !== undefined
+  }
+
+  /** True when `channel` is the one the session runs on now (a channel replaced by a resume is not). */
+  current(channel: Channel): boolean {
+    return this.channel === channel
+  }
+
   protected closed(cause?: Error): void {
     if (this.closedWith) return
+    if (this.resumable && !this.bye && !this.corrupt && !(cause instanceof TransportError && cause.reason === 'resume')) {
+      // The channel dropped: the calls go on where they can (a producer stops when its credit runs out) and wait for the caller.
+      if (this.waiting) return
+      this.detachChannel()
+      const { window } = this.resumable
+      this.waiting = setTimeout(() => {
+        this.closed(new TransportError(`no caller resumed the session within ${window} ms (its resumeWindow)`, { reason: 'resume' }))
+      }, window)
+      return
+    }
+    clearTimeout(this.waiting)
+    this.waiting = undefined
     this.closedWith = cause ? FarpipeError.from(cause) : new FarpipeError('the caller closed the session')
     for (const waiters of this.bundleWaiters.values()) for (const w of waiters) w.reject(this.closedWith)
     this.bundleWaiters.clear()
@@ -146,8 +185,40 @@ export class WorkerRuntime extends Link implements CallRuntime {
       arch: process.arch,
       cacheDir: this.cacheDir,
     }
+    const ask = hello.resume
+    const address = ask && this.listen && /^[0-9a-f]{32}$/.test(ask.token) && Number.isSafeInteger(ask.window) && ask.window > 0 ? this.listen(this.cacheDir) : undefined
+    if (address) mine.resume = { address }
     this.send(Kind.hello, 0, 0, payloads.json(mine))
     this.flush()
+    // From here on every frame counts: the session can resume on a new channel.
+    if (address) {
+      this.resumable = { token: Buffer.from(ask!.token, 'hex'), window: ask!.window }
+      this.replay = new ReplayLog()
+    }
+  }
+
+  /**
+   * A new channel presents `request` (its first frame, `resume`): with the
+   * session's token, the session goes on over it from where the caller's
+   * count says (what it missed first), and the channel it ran on, if it
+   * still seemed open (a connection half dead), is let go. Throws
+   * TransportError for a wrong token or a session that cannot resume.
+   */
+  resumeFrom(channel: Channel, request: ResumeRequest): void {
+    if (!this.resumable || this.closedWith) throw new TransportError('this worker has no session to resume')
+    const token = typeof request?.token === 'string' && /^[0-9a-f]{32}$/.test(request.token) ? Buffer.from(request.token, 'hex') : Buffer.alloc(16)
+    if (!timingSafeEqual(token, this.resumable.token)) throw new TransportError('a channel presented a wrong token for this session')
+    if (!this.replay!.canResumeFrom(request.received)) throw new ProtocolError(`the caller asked to resume from byte ${request.received}, which this worker cannot give (it sent ${this.replay!.sent})`)
+    const old = this.channel
+    if (old) {
+      this.detachChannel()
+      old.destroy()
+    }
+    clearTimeout(this.waiting)
+    this.waiting = undefined
+    const answer: ResumeAnswer = { received: this.replay!.received }
+    this.sendOnChannel(channel, Kind.resumed, payloads.json(answer))
+    this.resumeOn(channel, request.received)
   }
 
   private onCall(f: Frame): void {
