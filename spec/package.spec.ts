@@ -324,7 +324,7 @@ const runtimes = [
   { name: 'deno run -A main.ts', bin: path.join(root, 'node_modules', '@deno', 'linux-x64-glibc', 'deno'), args: ['run', '-A', 'main.ts'] },
 ]
 for (const rt of runtimes) {
-  const test = existsSync(rt.bin) ? online : online.skip
+  const test = existsSync(rt.bin) ? online : s.skip
   test(`${rt.name} runs it the same, from the installed tarball`, async () => {
     const { app } = await compileQuickStart()
     const r = await run(rt.bin, rt.args, path.join(app.dir, 'quick'))

@@ -181,6 +181,7 @@ async function proxy(port: number): Promise<{ port: number; cut(): void; stall()
 }
 
 function network(sshd: Sshd): void {
+  // With resume off (resumeWindow: 0): a drop fails the calls on it; spec/e2e/resume.spec.ts has the default.
   const n = suite('ssh: network faults')
   const host = (port: number, more: Partial<HostOptions> = {}): HostOptions => ({
     host: '127.0.0.1',
@@ -194,7 +195,7 @@ function network(sshd: Sshd): void {
 
   n('a cut TCP connection fails the calls on it with TransportError (reason lost); the next call reconnects', async () => {
     const px = await proxy(sshd.port)
-    const p = await pool({ hosts: [host(px.port)], workers: 1, cacheDir: tempDir() })
+    const p = await pool({ hosts: [host(px.port)], workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     try {
       const call = p.run(t.slowItems, 1000, 5)
       await call[Symbol.asyncIterator]().next()
@@ -211,7 +212,7 @@ function network(sshd: Sshd): void {
 
   n('a stalled TCP connection fails the calls on it within the keepalive bound', async () => {
     const px = await proxy(sshd.port)
-    const p = await pool({ hosts: [host(px.port, { keepaliveInterval: 200, keepaliveCountMax: 2 })], workers: 1, cacheDir: tempDir() })
+    const p = await pool({ hosts: [host(px.port, { keepaliveInterval: 200, keepaliveCountMax: 2 })], workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     try {
       const call = p.run(t.slowItems, 1000, 5)
       await call[Symbol.asyncIterator]().next()
@@ -226,7 +227,7 @@ function network(sshd: Sshd): void {
   })
 
   n('a stopped sshd session process fails the call within the keepalive bound, and close() settles', async () => {
-    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 200, keepaliveCountMax: 2 }], workers: 1, cacheDir: tempDir() })
+    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 200, keepaliveCountMax: 2 }], workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     const stopped: number[] = []
     try {
       const call = p.run(t.slowItems, 1000, 5)

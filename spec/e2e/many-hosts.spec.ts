@@ -88,7 +88,8 @@ function manyHosts(all: Sshd[]): void {
 
   s('a host whose sshd dies: hostdown and workerexit, calls go to the others, it rejoins when it comes back (hostup)', async () => {
     const [, b] = all
-    const p = await open(all)
+    // Resume off: the sshd's death takes its workers with it (stop() kills them), and this is about a host that is gone.
+    const p = await open(all, 1, { resumeWindow: 0 })
     const events: string[] = []
     p.addEventListener('hostdown', (e) => events.push(`down ${(e as CustomEvent<HostEventDetail>).detail.host}`))
     p.addEventListener('hostup', (e) => events.push(`up ${(e as CustomEvent<HostEventDetail>).detail.host}`))

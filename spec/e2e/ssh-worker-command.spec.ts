@@ -206,7 +206,8 @@ function cacheSuite(sshd: Sshd): void {
     const host = { host: sshd.alias, cacheDir }
     // Prepared, so that a probe of the host would be made by a launcher.
     await withPool({ hosts: [host] }, async (p) => assert.is(await p.run(t.add, 1, 1), 2))
-    const p = await pool({ hosts: [host], workers: 2, onLog: () => {} })
+    // Resume off: the workers are to go with the connection here (spec/e2e/resume.spec.ts has the default).
+    const p = await pool({ hosts: [host], workers: 2, onLog: () => {}, resumeWindow: 0 })
     try {
       const both = () => Promise.allSettled([p.run(t.pause, 200), p.run(t.pause, 200)])
       const workers = () => p.stats().hosts[0]!.workers
@@ -278,7 +279,8 @@ function keepaliveSuite(sshd: Sshd): void {
 
   k('keepaliveCountMax 0 still notices a peer that went silent', async () => {
     const stopped: number[] = []
-    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 300, keepaliveCountMax: 0 }], workers: 1, cacheDir: tempDir() })
+    // Resume off: the call would resume on a new connection (the worker lives on behind the stopped sshd).
+    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 300, keepaliveCountMax: 0 }], workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     try {
       const call = p.run(t.slowItems, 1000, 20)
       await call[Symbol.asyncIterator]().next()

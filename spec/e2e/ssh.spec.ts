@@ -216,8 +216,9 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
     }
   })
 
+  // These two with resume off (resumeWindow: 0): by default the calls resume on a new connection (spec/e2e/resume.spec.ts).
   c('killing the sshd session process mid-stream fails the call with TransportError naming the host, and the next call reconnects', async () => {
-    const p = await open({ workers: 1, cacheDir: tempDir() })
+    const p = await open({ workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     try {
       const call = p.run(t.slowItems, 1000, 20)
       const it = call[Symbol.asyncIterator]()
@@ -235,7 +236,7 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
   })
 
   c('a peer that goes silent fails the calls on it within the keepalive bound', async () => {
-    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 200, keepaliveCountMax: 2 }], workers: 1, cacheDir: tempDir() })
+    const p = await pool({ hosts: [{ host: sshd.alias, keepaliveInterval: 200, keepaliveCountMax: 2 }], workers: 1, cacheDir: tempDir(), resumeWindow: 0 })
     const stopped: number[] = []
     try {
       const call = p.run(t.slowItems, 1000, 20)
