@@ -10,6 +10,24 @@
  */
 
 /** The longest log line passed on whole; longer ones are passed on in pieces of this many characters. */
+/** A line a remote function printed. */
+export interface LogEntry {
+  /** `host/worker`, e.g. `local/0` or `gpu-1/3`. */
+  where: string
+  /** 1 for stdout, 2 for stderr (including the worker process's own stderr). */
+  fd: number
+  /** The text, one line without its newline. */
+  line: string
+  /** The id of the call that printed it (0 when not inside a call). */
+  callId: number
+}
+
+/** Prints a log entry the default way: to this process's stdout or stderr, prefixed with where it ran. */
+export function printLog(entry: LogEntry): void {
+  const stream = entry.fd === 2 ? process.stderr : process.stdout
+  stream.write(`[${entry.where}] ${entry.line}\n`)
+}
+
 export const MAX_LOG_LINE = 64 * 1024
 
 /**

@@ -11,29 +11,13 @@ import { bundleByHash } from './bundle.ts'
 import { streamsInItems } from './codec/items.ts'
 import { ProtocolError, TransportError } from './errors.ts'
 import { Link, type Channel } from './link.ts'
-import { LogLines } from './log-lines.ts'
+import { LogLines, printLog, type LogEntry } from './log-lines.ts'
+
+export { printLog, type LogEntry }
 import type { Limits } from './options.ts'
 import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
 import { payloads, type CallerHello, type ResumeAnswer, type WorkerHello } from './wire/payloads.ts'
 import { SessionResume } from './session-resume.ts'
-
-/** A line a remote function printed. */
-export interface LogEntry {
-  /** `host/worker`, e.g. `local/0` or `gpu-1/3`. */
-  where: string
-  /** 1 for stdout, 2 for stderr (including the worker process's own stderr). */
-  fd: number
-  /** The text, one line without its newline. */
-  line: string
-  /** The id of the call that printed it (0 when not inside a call). */
-  callId: number
-}
-
-/** Prints a log entry the default way: to this process's stdout or stderr, prefixed with where it ran. */
-export function printLog(entry: LogEntry): void {
-  const stream = entry.fd === 2 ? process.stderr : process.stdout
-  stream.write(`[${entry.where}] ${entry.line}\n`)
-}
 
 /** What a call does with the frames of its id. */
 export interface SessionCall {
