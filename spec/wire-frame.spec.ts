@@ -1,6 +1,6 @@
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import './helpers.ts'
+import { allocations } from './helpers.ts'
 import { ProtocolError } from '../lib/errors.ts'
 import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, type Frame } from '../lib/wire/frame.ts'
 import { assertThrows, feed, fixtures, stream } from './wire.ts'
@@ -96,7 +96,7 @@ decode('regression: a header split across chunks copies only the header, not the
   const many = Buffer.concat(Array.from({ length: 20_000 }, () => small))
   const d = new FrameDecoder(1024)
   assert.is(d.decode(many.subarray(0, 5)).length, 0)
-  const sizes = spyAllocations(() => assert.is(d.decode(many.subarray(5)).length, 20_000))
+  const sizes = allocations(() => assert.is(d.decode(many.subarray(5)).length, 20_000))
   assert.ok(Math.max(0, ...sizes) <= 1024, `allocated ${Math.max(...sizes)} bytes at once with maxFrameBytes 1024`)
   d.end()
 })
@@ -107,29 +107,10 @@ decode('refuses an oversized length whose bytes straddle two chunks before buffe
   for (let cut = 1; cut < 4; cut++) {
     const d = new FrameDecoder(1024)
     assert.equal(d.decode(header.subarray(0, cut)), [])
-    const err = assertThrows(() => spyAllocations(() => d.decode(Buffer.concat([header.subarray(cut), new Uint8Array(100_000)]))))
+    const err = assertThrows(() => allocations(() => d.decode(Buffer.concat([header.subarray(cut), new Uint8Array(100_000)]))))
     assert.instance(err, ProtocolError)
     assert.match(err.message, 'frame of 5004 bytes exceeds maxFrameBytes 1024')
   }
 })
-
-/** Runs `fn` and returns the sizes of the Buffers it allocated (through Buffer.alloc, allocUnsafe and concat). */
-function spyAllocations(fn: () => void): number[] {
-  const sizes: number[] = []
-  const { alloc, allocUnsafe, concat } = Buffer
-  Buffer.alloc = ((n: number, ...rest: never[]) => (sizes.push(n), alloc.call(Buffer, n, ...rest))) as typeof Buffer.alloc
-  Buffer.allocUnsafe = ((n: number) => (sizes.push(n), allocUnsafe.call(Buffer, n))) as typeof Buffer.allocUnsafe
-  Buffer.concat = ((list: readonly Uint8Array[], n?: number) => {
-    const out = concat.call(Buffer, list, n)
-    sizes.push(out.byteLength)
-    return out
-  }) as typeof Buffer.concat
-  try {
-    fn()
-  } finally {
-    Object.assign(Buffer, { alloc, allocUnsafe, concat })
-  }
-  return sizes
-}
 
 decode.run()

@@ -56,30 +56,6 @@ export function onlyProtocolErrors(err: unknown): void {
   }
 }
 
-/** Runs `fn` and returns the sizes of the Buffers allocated meanwhile (alloc, allocUnsafe, concat, copying from). */
-export function allocations(fn: () => void): number[] {
-  const sizes: number[] = []
-  const { alloc, allocUnsafe, concat, from } = Buffer
-  Buffer.alloc = ((n: number, ...rest: never[]) => (sizes.push(n), alloc.call(Buffer, n, ...rest))) as typeof Buffer.alloc
-  Buffer.allocUnsafe = ((n: number) => (sizes.push(n), allocUnsafe.call(Buffer, n))) as typeof Buffer.allocUnsafe
-  Buffer.concat = ((list: readonly Uint8Array[], n?: number) => {
-    const out = concat.call(Buffer, list, n)
-    sizes.push(out.byteLength)
-    return out
-  }) as typeof Buffer.concat
-  Buffer.from = ((...args: unknown[]) => {
-    // A view of an ArrayBuffer allocates nothing; a copy of bytes does.
-    if (args[0] instanceof Uint8Array) sizes.push(args[0].byteLength)
-    return (from as (...a: unknown[]) => Buffer).apply(Buffer, args)
-  }) as typeof Buffer.from
-  try {
-    fn()
-  } finally {
-    Object.assign(Buffer, { alloc, allocUnsafe, concat, from })
-  }
-  return sizes
-}
-
 /** Byte arrays: mostly small, sometimes large enough to get a frame of their own (16 KiB and up). */
 export const bytes = fc.oneof(
   { weight: 20, arbitrary: fc.uint8Array({ maxLength: 64 }) },

@@ -6,7 +6,8 @@ import { ProtocolError } from '../../lib/errors.ts'
 import { encodeFrame, FrameDecoder, HEADER_BYTES, type Frame } from '../../lib/wire/frame.ts'
 import { FrameWriter } from '../../lib/wire/frame-writer.ts'
 import { payloads } from '../../lib/wire/payloads.ts'
-import { allocations, onlyProtocolErrors, property, RUNS, thrown } from './arbitraries.ts'
+import { onlyProtocolErrors, property, RUNS, thrown } from './arbitraries.ts'
+import { allocations } from '../helpers.ts'
 
 interface Spec {
   kind: number
