@@ -164,7 +164,8 @@ export abstract class Link implements ChannelEvents {
     this.flush()
     const missed = this.replay!.since(peerReceived)
     this.channel = channel
-    this.decoder = new FrameDecoder(this.limits.maxFrameBytes)
+    // The decoder is not renewed here (detachChannel did): on the caller this runs while the chunk holding
+    // `resumed` is decoded, and what follows it in that chunk, the start of what the worker sends again, is in it.
     if (missed.length > 1 && channel.writev) channel.writev(missed)
     else for (const part of missed) channel.write(part)
   }
