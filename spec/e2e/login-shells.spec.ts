@@ -16,7 +16,7 @@ import * as assert from 'uvu/assert'
 import { pool, TimeoutError, type CommandHost, type HostOptions, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
 import { collect, rejection, running, tempDir, until } from '../helpers.ts'
-import { findSshd, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 
 const SHELLS = ['sh', 'bash', 'dash', 'csh', 'tcsh', 'fish']
 
@@ -58,15 +58,9 @@ async function withPool<T>(options: PoolOptions, fn: (p: Pool) => T | PromiseLik
   }
 }
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping the login shell specs')
-  const s = suite('login shells')
-  s.skip('login shells (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('login shells')) {
   const home = tempDir('farpipe-ssh-home-')
-  process.env.HOME = home
-  delete process.env.SSH_AUTH_SOCK
+  useClientHome(home)
   const missing = SHELLS.filter((name) => !which(name))
   if (missing.length > 0) console.log(`not installed, skipped: ${missing.join(', ')} (apt-get install -y tcsh csh fish)`)
   for (const name of SHELLS) {

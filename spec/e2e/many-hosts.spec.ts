@@ -9,20 +9,13 @@ import { FarpipeError, MapError, MemoryTransport, pool, TransportError, type Hos
 import * as h from '../fixtures/hardening.ts'
 import * as t from '../fixtures/tasks.ts'
 import { collect, rejection, sleep, tempDir, until } from '../helpers.ts'
-import { findSshd, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping the many-hosts specs')
-  const s = suite('many hosts')
-  s.skip('many hosts (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('many hosts')) {
   const a = await startSshd({ alias: 'farpipe-a', address: '127.0.0.1' })
   const b = await startSshd({ alias: 'farpipe-b', address: '127.0.0.2', home: a.home })
   const c = await startSshd({ alias: 'farpipe-c', address: '127.0.0.3', home: a.home })
-  process.env.HOME = a.home
-  delete process.env.SSH_AUTH_SOCK
-  process.on('exit', () => void Promise.all([a.stop(), b.stop(), c.stop()]))
+  useClientHome(a.home)
   manyHosts([a, b, c])
   map([a, b, c])
 }

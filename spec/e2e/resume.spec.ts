@@ -16,23 +16,16 @@ import * as r from '../fixtures/resume.ts'
 import * as t from '../fixtures/tasks.ts'
 import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.ts'
 import { markerPath, readMarker, rejection, running, sleep, tempDir, until } from '../helpers.ts'
-import { findSshd, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 
 const MiB = 2 ** 20
 const ALIAS = 'farpipe-resume-proxy'
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping the resume specs')
-  const s = suite('resume')
-  s.skip('resume specs (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('resume')) {
   const sshd = await startSshd({ alias: 'farpipe-resume' })
-  process.env.HOME = sshd.home
-  delete process.env.SSH_AUTH_SOCK
+  useClientHome(sshd.home)
   const proxy = await startTcpProxy({ host: sshd.host, port: sshd.port })
   sshd.viaProxy(proxy.port, ALIAS)
-  process.on('exit', () => void sshd.stop())
   specs(sshd, proxy)
 }
 

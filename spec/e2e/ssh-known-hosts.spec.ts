@@ -8,19 +8,11 @@ import * as assert from 'uvu/assert'
 import { HostKeyError, pool } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
 import { rejection, tempDir } from '../helpers.ts'
-import { findSshd, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping SSH specs')
-  const s = suite('ssh: known hosts')
-  s.skip('SSH specs (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('ssh: known hosts')) {
   const sshd = await startSshd({ alias: 'farpipe-kh' })
-  // The pool reads ~/.ssh/config, keys and known_hosts from HOME: the harness's temporary one.
-  process.env.HOME = sshd.home
-  delete process.env.SSH_AUTH_SOCK
-  process.on('exit', () => void sshd.stop())
+  useClientHome(sshd.home)
   globalSuite(sshd)
   rekeySuite(sshd)
 }

@@ -12,19 +12,11 @@ import { FarpipeError, pool, SshTransport, TransportError, type PoolOptions } fr
 import { resolveHost } from '../../lib/ssh/config.ts'
 import * as t from '../fixtures/tasks.ts'
 import { collect, rejection, running, sleep, tempDir, until } from '../helpers.ts'
-import { findSshd, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping SSH specs')
-  const s = suite('ssh: worker command')
-  s.skip('SSH specs (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('ssh: worker command')) {
   const sshd = await startSshd({ alias: 'farpipe-cmd' })
-  // The pool reads ~/.ssh/config, keys and known_hosts from HOME: the harness's temporary one.
-  process.env.HOME = sshd.home
-  delete process.env.SSH_AUTH_SOCK
-  process.on('exit', () => void sshd.stop())
+  useClientHome(sshd.home)
   commandSuite(sshd)
   cacheSuite(sshd)
   keepaliveSuite(sshd)

@@ -10,19 +10,11 @@ import { collect, rejection, tempDir, until } from '../helpers.ts'
 import { HostKeyError, pool, TransportError, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
 import { coreSuites } from './core.ts'
-import { findSshd, startAgent, startSshd, type Sshd } from './sshd.ts'
+import { noSshd, useClientHome, startAgent, startSshd, type Sshd } from './sshd.ts'
 
-if (!findSshd()) {
-  console.log('sshd not installed: skipping SSH specs')
-  const s = suite('ssh')
-  s.skip('SSH specs (sshd not installed)', () => {})
-  s.run()
-} else {
+if (!noSshd('ssh')) {
   const sshd = await startSshd({ alias: 'farpipe-test' })
-  // The pool reads ~/.ssh/config, keys and known_hosts from HOME: the harness's temporary one.
-  process.env.HOME = sshd.home
-  delete process.env.SSH_AUTH_SOCK
-  process.on('exit', () => void sshd.stop())
+  useClientHome(sshd.home)
 
   const open = (options: PoolOptions = {}) => pool({ hosts: [sshd.alias], ...options })
   coreSuites({ name: 'ssh', host: sshd.alias, open })

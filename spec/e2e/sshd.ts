@@ -55,6 +55,7 @@ import { createConnection, createServer } from 'node:net'
 import { tmpdir, userInfo } from 'node:os'
 import * as path from 'node:path'
 import { promisify } from 'node:util'
+import { suite } from 'uvu'
 
 const run = promisify(execFile)
 
@@ -73,6 +74,26 @@ export function findSshd(): string | undefined {
     } catch {}
   }
   return undefined
+}
+
+/**
+ * For a spec file of SSH suites: true when sshd is not installed, after
+ * registering one skipped suite named `name` that says so (a file that
+ * runs no test would fail the runner).
+ */
+export function noSshd(name: string): boolean {
+  if (findSshd()) return false
+  console.log(`sshd not installed: skipping ${name}`)
+  const s = suite(name)
+  s.skip(`${name} (sshd not installed)`, () => {})
+  s.run()
+  return true
+}
+
+/** Makes `home` this process's HOME, where the pool reads ~/.ssh (config, keys, known_hosts), with no agent to offer other keys. */
+export function useClientHome(home: string): void {
+  process.env.HOME = home
+  delete process.env.SSH_AUTH_SOCK
 }
 
 /** How to start a test sshd. */
