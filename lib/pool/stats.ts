@@ -6,7 +6,7 @@
  * @module
  */
 import type { WorkerCounters } from '../session.ts'
-import type { Hosts } from './hosts.ts'
+import type { Host, Hosts } from './hosts.ts'
 
 /** Counts of one worker process (its slot: they add up across the processes that filled it). */
 export interface WorkerStats extends WorkerCounters {
@@ -90,6 +90,13 @@ export interface HostStatus {
   error?: Error
 }
 
+/** Why a host is down, for `stats()`. */
+function whyDown(h: Host): string {
+  if (h.resuming.size > 0) return `its connection dropped; its calls wait to resume${h.error ? ` (${h.error.message})` : ''}`
+  if (h.error) return h.error.message
+  return h.slots.length > 0 ? 'its connection was lost' : 'not connected'
+}
+
 /** Counts per host and worker, as `Pool.stats()` gives them. */
 export function poolStats(hosts: Hosts, queued: number): PoolStats {
   return {
@@ -97,7 +104,7 @@ export function poolStats(hosts: Hosts, queued: number): PoolStats {
     hosts: hosts.all.map((h) => ({
       name: h.transport.host,
       up: hosts.isUp(h),
-      ...(hosts.isUp(h) ? {} : { error: h.resuming.size > 0 ? `its connection dropped; its calls wait to resume${h.error ? ` (${h.error.message})` : ''}` : (h.error?.message ?? (h.slots.length > 0 ? 'its connection was lost' : 'not connected')) }),
+      ...(hosts.isUp(h) ? {} : { error: whyDown(h) }),
       resumes: h.resumes,
       disconnectedMs: h.disconnectedMs + (h.downSince ? Date.now() - h.downSince : 0),
       workers: h.slots.map((s) => ({
