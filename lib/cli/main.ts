@@ -80,6 +80,11 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
     const { fn } = await loadRemote(cmd.target)
     p = await pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
+    // A dropped connection pauses the call while the pool reconnects (resumeWindow): say so, and when it goes on.
+    p.addEventListener('hostdown', (e) => stderr.print(`farpipe: ${e.detail.host}: connection lost, reconnecting…\n`))
+    p.addEventListener('hostup', (e) => {
+      if (e.detail.resumed) stderr.print(`farpipe: ${e.detail.host}: reconnected, the call goes on\n`)
+    })
     const runner = p.with({
       ...(cmd.timeout !== undefined ? { timeout: cmd.timeout } : {}),
       ...(cmd.idleTimeout !== undefined ? { idleTimeout: cmd.idleTimeout } : {}),

@@ -17,6 +17,7 @@ import * as t from '../fixtures/tasks.ts'
 import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.ts'
 import { markerPath, readMarker, rejection, running, sleep, tempDir, until } from '../helpers.ts'
 import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
+import { finish, lines, start } from './cli.ts'
 
 const MiB = 2 ** 20
 const ALIAS = 'farpipe-resume-proxy'
@@ -266,6 +267,38 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
     } finally {
       await p.close()
     }
+  })
+
+  s('map runs no item again whose call was resumed', async () => {
+    const runs = markerPath()
+    const p = await open({ workers: 2 })
+    try {
+      const results = p.map(r.doubleOnce, Array.from({ length: 300 }, (_, x) => ({ runs, x })), { concurrency: 8 })
+      const got = await readAll(results, 100, () => proxy.cut())
+      assert.equal(got, Array.from({ length: 300 }, (_, i) => i * 2))
+      assert.is(results.progress.rerun, 0)
+      assert.is(r.lines(runs), 300, 'each item ran once')
+      assert.is(p.stats().hosts[0]!.resumes, 1)
+    } finally {
+      await p.close()
+    }
+  })
+
+  s('farpipe run survives a drop: it says reconnecting on stderr, and every line comes once, in order', async () => {
+    const starts = markerPath()
+    const child = start(['run', 'resume.ts#counted', starts, '20000', '--host', ALIAS], { HOME: sshd.home })
+    let newlines = 0
+    child.stdout!.on('data', (d: Buffer) => {
+      const before = newlines
+      for (const byte of d) if (byte === 10) newlines++
+      if (before < 3000 && newlines >= 3000) proxy.cut()
+    })
+    const done = await finish(child)
+    assert.is(done.code, 0, done.stderr)
+    assert.equal(lines(done.stdout), Array.from({ length: 20_000 }, (_, i) => String(i)))
+    assert.match(done.stderr, 'connection lost, reconnecting…')
+    assert.match(done.stderr, 'reconnected, the call goes on')
+    assert.is(r.lines(starts), 1)
   })
 
   s('a bad resumeWindow is refused with its name', async () => {
