@@ -15,7 +15,7 @@ import { encodeFrame, FrameDecoder, HEADER_BYTES, Kind, kindName, type Frame } f
 import { FrameWriter } from './wire/frame-writer.ts'
 import { payloads } from './wire/payloads.ts'
 import { resolveLimits, type Limits } from './options.ts'
-import { ACK_BYTES, ACK_DELAY_MS, ReplayLog } from './replay.ts'
+import { ACK_DELAY_MS, ReplayLog } from './replay.ts'
 
 /** Frames that belong to one channel, not to the session: never counted nor replayed (see lib/replay.ts). */
 function counted(kind: number): boolean {
@@ -130,12 +130,12 @@ export abstract class Link implements ChannelEvents {
     if (this.replay && this.replay.unacked > 0) this.scheduleAck()
   }
 
-  /** Acknowledges what arrived: at once past {@link ACK_BYTES}, else within {@link ACK_DELAY_MS} unless a batch carries it first. */
+  /**
+   * Acknowledges what arrived within {@link ACK_DELAY_MS}, unless a batch
+   * carries it first (the credit that lets the other side send more always
+   * does, which is what bounds what it keeps).
+   */
   private scheduleAck(): void {
-    if (this.replay!.unacked >= ACK_BYTES) {
-      this.flush()
-      return
-    }
     if (this.ackTimer) return
     this.ackTimer = setTimeout(() => {
       this.ackTimer = undefined

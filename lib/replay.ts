@@ -7,8 +7,8 @@
  * it sends and of the complete frames it receives (every frame but `hello`,
  * `resume` and `resumed`, which belong to one channel). What it sends is
  * kept here until the other side acknowledges it (`ack` frames carry the
- * count received: with every batch written, and at least every
- * {@link ACK_BYTES} or {@link ACK_DELAY_MS} while frames arrive). When a
+ * count received: with every batch written, and alone
+ * {@link ACK_DELAY_MS} after frames arrived when nothing was written). When a
  * channel drops, the caller opens a new one and says how much it received
  * (`resume`); the worker answers with its own count (`resumed`); each side
  * then writes what it kept past the other's count, and goes on. A frame
@@ -26,9 +26,9 @@
  */
 import { ProtocolError } from './errors.ts'
 
-/** An ack goes out once this many bytes arrived unacknowledged, even in the middle of a batch. */
-export const ACK_BYTES = 256 * 1024
-/** And at the latest this long after a frame arrived, when nothing else was written. */
+const EMPTY = new Uint8Array(0)
+
+/** An ack goes out at the latest this long after a frame arrived, when nothing else was written that carried one. */
 export const ACK_DELAY_MS = 20
 
 /** The counts and the kept bytes of one side of a resumable session. */
@@ -39,8 +39,9 @@ export class ReplayLog {
   received = 0
   /** The count last acknowledged to the other side. */
   private ackedOut = 0
-  /** Bytes sent and not yet acknowledged, oldest first; the first begins at `start`. */
+  /** Bytes sent and not yet acknowledged, oldest first from `head` (a queue: acks let go from its front); the one at `head` begins at `start`. */
   private parts: Uint8Array[] = []
+  private head = 0
   private start = 0
   /** The most bytes kept at once (for stats and the bench). */
   peak = 0
@@ -63,12 +64,22 @@ export class ReplayLog {
   /** The other side received everything before `count`: what lies before it is let go. */
   acked(count: number): void {
     if (count > this.sent) throw new ProtocolError(`the other side acknowledged ${count} bytes, but only ${this.sent} were sent`)
-    while (this.parts.length > 0 && this.start + this.parts[0]!.byteLength <= count) {
-      this.start += this.parts.shift()!.byteLength
+    const { parts } = this
+    while (this.head < parts.length && this.start + parts[this.head]!.byteLength <= count) {
+      this.start += parts[this.head]!.byteLength
+      parts[this.head++] = EMPTY
     }
-    if (count > this.start && this.parts.length > 0) {
-      this.parts[0] = this.parts[0]!.subarray(count - this.start)
+    if (count > this.start && this.head < parts.length) {
+      parts[this.head] = parts[this.head]!.subarray(count - this.start)
       this.start = count
+    }
+    // Let the array go once it is spent, or its front once it is most of it.
+    if (this.head === parts.length) {
+      this.parts = []
+      this.head = 0
+    } else if (this.head > 1024 && this.head * 2 > parts.length) {
+      this.parts = parts.slice(this.head)
+      this.head = 0
     }
   }
 
@@ -81,7 +92,7 @@ export class ReplayLog {
   since(count: number): Uint8Array[] {
     if (count < this.start) throw new ProtocolError(`cannot resume from byte ${count}: bytes before ${this.start} were acknowledged and let go`)
     this.acked(count)
-    return [...this.parts]
+    return this.parts.slice(this.head)
   }
 
   /** True when a side that received `count` bytes can be given what it missed. */
