@@ -180,6 +180,11 @@ export class Session extends Link {
     return this.resuming.waiting !== undefined
   }
 
+  /** Bytes kept to send again after a drop (lib/replay.ts), now and at most. */
+  get resumeKept(): { now: number; peak: number } {
+    return { now: this.replay?.kept ?? 0, peak: this.replay?.peak ?? 0 }
+  }
+
   /** Where a new channel reaches the worker, when the session is resumable. */
   get resumeAddress(): string | undefined {
     return this.resuming.address

@@ -18,6 +18,13 @@ export interface WorkerStats extends WorkerCounters {
   pid: number | undefined
   /** Calls in flight now (a streaming call counts until its stream ends). */
   inFlight: number
+  /**
+   * Bytes this side keeps to send again should the connection drop, and the
+   * most it kept, for its current worker process (0 where sessions do not
+   * resume: see `PoolOptions.resumeWindow`).
+   */
+  resumeBytes: number
+  resumeBytesPeak: number
   /** Why the last start of a worker in this slot failed, while none runs there (it is started again after a backoff). */
   error?: string
 }
@@ -112,6 +119,8 @@ export function poolStats(hosts: Hosts, queued: number): PoolStats {
         up: s.session?.usable ?? false,
         pid: s.session?.usable ? s.session.pid : undefined,
         inFlight: s.session?.load ?? 0,
+        resumeBytes: s.session?.resumeKept.now ?? 0,
+        resumeBytesPeak: s.session?.resumeKept.peak ?? 0,
         ...s.counters,
         ...(s.error && !s.session?.usable ? { error: s.error.message } : {}),
       })),
