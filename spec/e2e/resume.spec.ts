@@ -176,6 +176,40 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
     }
   })
 
+  s('an upload through a long outage: the local source is not read while the connection is down, and what is kept to resend stays within the window', async () => {
+    const p = await open()
+    try {
+      const chunk = new Uint8Array(64 * 1024)
+      let pulled = 0
+      function* source() {
+        for (let i = 0; i < 2000; i++) {
+          pulled++
+          yield chunk
+        }
+      }
+      const total = p.run(r.byteCount, source())
+      await until(() => pulled >= 300, 10_000, 'the upload to get going')
+      proxy.refuse()
+      proxy.cut()
+      let last = pulled
+      for (let tries = 0; ; tries++) {
+        await sleep(200)
+        if (pulled === last) break
+        assert.ok(tries < 50, 'the source never stopped being read')
+        last = pulled
+      }
+      await sleep(1000)
+      assert.is(pulled, last, 'the source waits while the connection is down')
+      const kept = p.stats().hosts[0]!.workers[0]!.resumeBytes
+      assert.ok(kept <= 8 * MiB + 2 * chunk.byteLength, `kept ${kept} bytes to resend, more than the 8 MiB window`)
+      proxy.allow()
+      assert.is(await total, 2000 * chunk.byteLength)
+      assert.is(pulled, 2000)
+    } finally {
+      await p.close()
+    }
+  })
+
   s('an sshd restarted (not only the network): the calls resume on the new one', async () => {
     const starts = markerPath()
     const p = await open()
