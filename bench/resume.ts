@@ -4,7 +4,7 @@
 // arrives, how much each side keeps to send again with the default windows,
 // and what resuming costs when nothing drops (resume on against off,
 // alternated in the same run).
-import { pool, type Pool } from 'farpipe'
+import { pool, type CommandHost, type Pool } from 'farpipe'
 import { startTcpProxy, type TcpProxy } from '../spec/fixtures/tcp-proxy.ts'
 import { cacheDir, sshd } from './context.ts'
 import { measure, repeat, RUNS, type Row, type Section } from './lib.ts'
@@ -15,8 +15,8 @@ const ALIAS = 'farpipe-bench-resume'
 /** How long the network is down in each outage. */
 const OUTAGE_MS = 2000
 
-async function open(resumeWindow?: number): Promise<Pool> {
-  const p = await pool({ hosts: [ALIAS], workers: 1, cacheDir: await cacheDir(), onLog: () => {}, ...(resumeWindow === undefined ? {} : { resumeWindow }) })
+async function open(resumeWindow?: number, host: string | CommandHost = ALIAS): Promise<Pool> {
+  const p = await pool({ hosts: [host], workers: 1, cacheDir: await cacheDir(), onLog: () => {}, ...(resumeWindow === undefined ? {} : { resumeWindow }) })
   await p.run(b.noop)
   return p
 }
@@ -44,6 +44,20 @@ async function backToFirstItem(p: Pool, proxy: TcpProxy): Promise<number> {
   await call.cancel()
   await reading
   return first - back
+}
+
+/** Ms from a worker killed mid-stream (its connection up) to its call's failure: a command host must reconnect and ask a relay to learn it. */
+async function killedToFailure(p: Pool): Promise<number> {
+  const pid = await p.run(b.pid)
+  const it = p.run(b.numbers, Number.MAX_SAFE_INTEGER)[Symbol.asyncIterator]()
+  await it.next()
+  const t0 = performance.now()
+  process.kill(pid, 'SIGKILL')
+  try {
+    for (;;) await it.next()
+  } catch {
+    return performance.now() - t0
+  }
 }
 
 /** The most bytes this side kept to send again while `work` ran on a fresh pool. */
@@ -111,6 +125,15 @@ export async function run(): Promise<Section> {
     } finally {
       await resumed.close()
     }
+    // The same through a command host (the system ssh client): a reconnection is a probe, then a relay, each a new ssh.
+    const command: CommandHost = { name: 'via-ssh', command: ['ssh', '-F', `${s.home}/.ssh/config`, '-o', 'BatchMode=yes', ALIAS] }
+    const viaSsh = await open(undefined, command)
+    try {
+      rows.push({ figure: `command host (ssh): network back → first new item (after a ${OUTAGE_MS / 1000} s outage)`, farpipe: measure(await repeat(() => backToFirstItem(viaSsh, proxy), RUNS, 0), 'ms', false) })
+      rows.push({ figure: 'command host (ssh): a worker killed → its call fails', farpipe: measure(await repeat(() => killedToFailure(viaSsh), RUNS, 0), 'ms', false) })
+    } finally {
+      await viaSsh.close()
+    }
     const upload = async (p: Pool) => {
       const chunk = new Uint8Array(65536)
       await p.run(b.sink, (function* () {
@@ -147,6 +170,7 @@ export async function run(): Promise<Section> {
       rows,
       notes: [
         `The connection goes through a TCP proxy in the bench process. An outage cuts every connection and refuses new ones for ${OUTAGE_MS / 1000} s; while calls wait to resume the pool tries the host every second, so the first figure includes up to a second of waiting for the next attempt, then an SSH handshake, the stream-local channel and the resume handshake.`,
+        'A command host cannot tell a killed worker from a dropped connection by how `ssh` ended (255 for both): it probes the host and runs a relay, which finds the worker gone; the killed-worker figure is that cost.',
         'Bytes kept: what the caller holds to send again (`stats().hosts[i].workers[j].resumeBytesPeak`), with the default windows; the worker keeps the same kind of bound for what it sends.',
       ],
     }

@@ -37,8 +37,8 @@ export class SessionResume {
   readonly ask: { token: string; window: number } | undefined
   /** Where a new channel reaches the worker (its hello said), once the session is resumable. */
   address: string | undefined
-  /** Set while the session has no channel: why it dropped (or why the last attempt failed), since when, and the window's timer. */
-  waiting: { error: Error; since: number; timer: NodeJS.Timeout } | undefined
+  /** Set while the session has no channel: why it dropped, why the last attempt failed (at first: why it dropped), since when, and the window's timer. */
+  waiting: { first: Error; error: Error; since: number; timer: NodeJS.Timeout } | undefined
   /** A channel presented with `resume`, until the worker answers. */
   private attempt: { channel: Channel; resolve(): void; reject(e: Error): void } | undefined
 
@@ -90,26 +90,30 @@ export class SessionResume {
   }
 
   /**
-   * The channel closed with `cause`. True when the session goes on waiting
-   * (the channel dropped, or one presented for a resume closed before the
-   * answer); false when it dies: it was ended or broke on purpose
-   * (`ending`, `corrupt`), the worker process itself ended, the window
-   * passed, or the session is not resumable.
+   * The channel closed with `cause`. `waits` when the session goes on
+   * waiting (the channel dropped, or one presented for a resume closed
+   * before the answer); otherwise it dies, with `cause`: it was ended or
+   * broke on purpose (`ending`, `corrupt`), the worker process itself ended,
+   * the window passed, or the session is not resumable.
    */
-  closed(cause: Error | undefined, ending: boolean, corrupt: boolean): boolean {
+  closed(cause: Error | undefined, ending: boolean, corrupt: boolean): { waits: true } | { waits: false; cause: Error | undefined } {
     const gaveUp = cause instanceof TransportError && cause.reason === 'resume'
     if (!this.address || ending || corrupt || gaveUp || isWorkerEnd(cause)) {
+      // Found gone while re-attaching: the error says what happened first, then what re-attaching found.
+      if (this.waiting && isWorkerEnd(cause) && !ending) {
+        cause = new TransportError(`${this.waiting.first.message}; re-attaching found the worker gone (${cause!.message})`, { host: (cause as TransportError).host, reason: 'lost', cause })
+      }
       this.stop(cause)
-      return false
+      return { waits: false, cause }
     }
     if (this.attempt) {
       const a = this.attempt
       this.attempt = undefined
       a.reject(cause ?? new TransportError(`worker ${this.link.where}: the channel closed before the worker answered resume`))
-      return true
+      return { waits: true }
     }
     if (!this.waiting) this.wait(cause ?? new TransportError(`the channel of worker ${this.link.where} closed`))
-    return true
+    return { waits: true }
   }
 
   /** The channel dropped: the calls wait for a new one, within the window. */
@@ -121,7 +125,7 @@ export class SessionResume {
       this.link.fail(new TransportError(`worker ${this.link.where} could not be resumed within ${window} ms (resumeWindow): ${why}`, { reason: 'resume', cause: error }))
     }, window)
     timer.unref?.()
-    this.waiting = { error, since: Date.now(), timer }
+    this.waiting = { first: error, error, since: Date.now(), timer }
     this.link.detached(error)
   }
 

@@ -389,10 +389,12 @@ export class Session extends Link {
     }
   }
 
-  protected closed(cause?: Error): void {
+  protected closed(why?: Error): void {
     if (this.dead) return
     // A dropped channel on a resumable session: the calls wait for a new one.
-    if (this.resuming.closed(cause, this.ending, this.corrupt)) return
+    const resuming = this.resuming.closed(why, this.ending, this.corrupt)
+    if (resuming.waits) return
+    const { cause } = resuming
     const detail = cause ? `: ${cause.message}` : ''
     const err = cause instanceof TransportError ? cause : new TransportError(`worker ${this.where} is gone${detail}`, { cause })
     this.dead = err

@@ -88,6 +88,8 @@ export class Resumer {
         return
       }
       session.resumeFailed(failure)
+      // The attempt found the host unreachable again: it reconnects (and re-attaches once it has).
+      if (!transport.up) this.hosts.dropped(slot.host, failure)
       // Tried again while the window lasts; a host that dropped again is re-attached when it reconnects.
       setTimeout(() => {
         if (!this.owner.closed && session.detached && transport.up) void this.attempt(slot, session)

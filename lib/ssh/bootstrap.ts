@@ -327,16 +327,28 @@ export function workerCommand(facts: HostFacts, env: Record<string, string> | un
   return nodeScript(env, [shq(facts.node), '--enable-source-maps', ...nodeArgs.map(shq), shq(facts.workerFile)])
 }
 
+/** The exit code of a relay (see {@link relayCommand}) that found no worker, or whose worker closed the socket. */
+export const RELAY_WORKER_GONE = 86
+
 /**
  * A relay to a worker's resume socket (lib/worker/resume-socket.ts): node
  * joins the channel's stdin and stdout to the socket, for a new channel to
  * a worker whose connection dropped, where the transport cannot reach the
  * socket itself (a command host; an sshd that refuses stream-local
  * forwarding).
+ *
+ * It exits with {@link RELAY_WORKER_GONE} when the worker is gone (no
+ * socket, the worker's pid, which the socket's name holds, not running, a
+ * socket nobody listens on) and when the worker closes the socket: so the
+ * caller tells a worker that ended from a connection that dropped again
+ * (ssh exits 255 then) by the exit code alone, node on the host or not.
  */
 export function relayCommand(facts: Pick<HostFacts, 'node'>, socket: string): string {
-  const relay = "const s=require('net').connect(process.argv[1]);s.setNoDelay(true);process.stdin.pipe(s);s.pipe(process.stdout);s.on('error',e=>{process.stderr.write('farpipe relay: '+e.message+'\\n');process.exit(1)});s.on('close',()=>process.exit(0))"
-  return ['exec', shq(facts.node), '-e', shq(relay), shq(socket)].join(' ')
+  const relay = `const s=require('net').connect(process.argv[1]);s.setNoDelay(true);process.stdin.pipe(s);s.pipe(process.stdout);s.on('error',e=>{process.stderr.write('farpipe relay: '+e.message+'\\n');process.exit(${RELAY_WORKER_GONE})});s.on('close',()=>process.exit(${RELAY_WORKER_GONE}))`
+  const pid = /(?:^|\/)r-(\d+)-[0-9a-f]+\.sock$/.exec(socket)?.[1]
+  const alive = `[ -S ${shq(socket)} ]${pid ? ` && kill -0 ${pid} 2>/dev/null` : ''}`
+  const gone = `{ printf '%s\\n' ${shq(`farpipe relay: no worker listens at ${socket}`)} >&2; exit ${RELAY_WORKER_GONE}; }`
+  return `${alive} || ${gone}; ${['exec', shq(facts.node), '-e', shq(relay), shq(socket)].join(' ')}`
 }
 
 /**

@@ -19,12 +19,12 @@
 import type { ChildProcess } from 'node:child_process'
 import { TransportError } from '../errors.ts'
 import type { Channel } from '../link.ts'
-import { bootstrap, launchCommand, workerCommand, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
+import { bootstrap, launchCommand, relayCommand, RELAY_WORKER_GONE, workerCommand, type HostFacts, type Probe } from '../ssh/bootstrap.ts'
 import { LaunchWatch, type LaunchOutcome } from '../ssh/launch.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
 import { classify, CommandRunner, kill } from './command-runner.ts'
-import { StderrLines, StderrTail, type Transport, type TransportEvents } from './transport.ts'
+import { StderrLines, StderrTail, workerEnded, type Transport, type TransportEvents } from './transport.ts'
 
 export { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
 
@@ -66,8 +66,15 @@ export class CommandTransport implements Transport {
     return this.failure === undefined
   }
 
-  /** Runs the probe (and the upload of the worker bundle, when missing) through the command; resolves with the workers to run. */
+  /**
+   * Runs the probe (and the upload of the worker bundle, when missing)
+   * through the command; resolves with the workers to run. A host already
+   * probed whose commands have not failed since is not probed again (the
+   * pool reconnects it to re-attach workers whose commands ended with a
+   * dropped connection: the relay's command tells as much as a probe).
+   */
   async connect(): Promise<number> {
+    if (this.facts && !this.failure) return this.options.workers ?? this.facts.cores
     const facts = await this.prepared()
     return this.options.workers ?? facts.cores
   }
@@ -76,16 +83,37 @@ export class CommandTransport implements Transport {
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const facts = this.facts ?? (await this.prepared())
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
-    const where = `${this.host}/${index}`
     const early = index === 0 ? this.launched : undefined
     if (early) {
       this.launched = undefined
       early.detach()
     }
     const child = early?.child ?? this.runner.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
-    if (index === 0) this.worker0 = child
+    if (index === 0) {
+      this.worker0 = child
+      this.opened0 = true
+    }
+    return this.channelOf(child, index, events, early)
+  }
+
+  /**
+   * A new channel to worker `index`, which still runs (its command ended
+   * with the connection): a relay to its resume socket, run through the
+   * command like any worker. A relay that finds the worker gone exits with
+   * its own code, and the channel's close says the worker ended.
+   */
+  async reattach(index: number, address: string, events: TransportEvents): Promise<Channel> {
+    if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
+    const facts = this.facts ?? (await this.prepared())
+    return this.channelOf(this.runner.spawn(relayCommand(facts, address)), index, events, undefined, true)
+  }
+
+  /** A worker's command (or its relay's) as a farpipe {@link Channel}: its stderr read, its close explained. */
+  private channelOf(child: ChildProcess, index: number, events: TransportEvents, early: Launched | undefined, relay = false): Channel {
+    const where = `${this.host}/${index}`
     const tail = new StderrTail(STDERR_TAIL)
-    const lines = new StderrLines((text) => events.stderr(text))
+    // A relay's stderr is its own (why it found no worker): kept for the error, not passed on as the worker's log.
+    const lines = new StderrLines((text) => relay || events.stderr(text))
     let heard = false
     let destroyed = false
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -122,8 +150,13 @@ export class CommandTransport implements Transport {
             ? `was killed by ${signal}`
             : `exited with code ${code}`
       const last = tail.describe()
+      if (relay && code === RELAY_WORKER_GONE) {
+        lines.flush()
+        events.close(workerEnded(new TransportError(`worker ${where} is gone: its relay found no worker${last}`, { host: this.host, reason: 'lost' })))
+        return
+      }
       const silent = !heard && !destroyed && !this.closing
-      const error = new TransportError(`worker ${where} ${how}${silent ? ' before it said anything' : ''}${last}`, {
+      const error = new TransportError(`${relay ? `the relay to worker ${where}` : `worker ${where}`} ${how}${silent ? ' before it said anything' : ''}${last}`, {
         host: this.host,
         reason: silent ? classify(tail.text) : 'lost',
         cause: spawnError,
@@ -131,7 +164,7 @@ export class CommandTransport implements Transport {
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
       if (silent) this.failure = error
       lines.flush()
-      events.close(error)
+      events.close(destroyed ? workerEnded(error) : error)
     }
     child.on('close', onClose)
     if (early?.closed) onClose(early.closed.code, early.closed.signal)
@@ -201,6 +234,12 @@ export class CommandTransport implements Transport {
    * long way: a launcher would start a second worker 0 that nobody opens.
    */
   private worker0: ChildProcess | undefined
+  /**
+   * Worker 0 was opened once: a later probe goes the long way too, since
+   * worker 0 may still run on the host, its command ended with a dropped
+   * connection, waiting to be re-attached.
+   */
+  private opened0 = false
 
   /**
    * Starts the launcher (the probe and the first worker in one command:
@@ -244,7 +283,7 @@ export class CommandTransport implements Transport {
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
       let known: Probe | undefined
-      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0) {
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0 && !this.opened0) {
         const { running, probe } = await this.launch(bundle.hash)
         if (running && this.closing) {
           // close() came while it started: it ends with its input, as the workers close() ended do.

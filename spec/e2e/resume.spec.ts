@@ -15,7 +15,7 @@ import * as n from '../fixtures/nested.ts'
 import * as r from '../fixtures/resume.ts'
 import * as t from '../fixtures/tasks.ts'
 import { startTcpProxy, type TcpProxy } from '../fixtures/tcp-proxy.ts'
-import { markerPath, readMarker, rejection, running, sleep, tempDir, until } from '../helpers.ts'
+import { markerPath, readMarker, rejection, running, sleep, tempDir, until, workerChildren } from '../helpers.ts'
 import { noSshd, useClientHome, startSshd, type Sshd } from './sshd.ts'
 import { finish, lines, start } from './cli.ts'
 
@@ -53,11 +53,6 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
 
   const s = suite('resume: a dropped connection')
   s.after.each(() => proxy.allow())
-  // The proxy's listener would keep the process alive once the specs are done.
-  s.after(async () => {
-    await proxy.close()
-    await sshd.stop()
-  })
 
   s('a stream cut mid-way goes on where it was: every item once, in order, the generator started once; hostdown then hostup (resumed)', async () => {
     const starts = markerPath()
@@ -344,4 +339,113 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
   })
 
   s.run()
+
+  // The same through a command host: `ssh` started per worker, its relay run through ssh too.
+  const c = suite('resume: a command host through the system ssh client')
+  const viaSsh = { name: 'via-ssh', command: ['ssh', '-F', `${sshd.home}/.ssh/config`, '-o', 'BatchMode=yes', ALIAS] }
+  const openVia = (options: PoolOptions = {}) => pool({ hosts: [viaSsh], workers: 1, cacheDir: tempDir(), onLog: (l) => void logs.push(l), ...options })
+  c.after.each(() => proxy.allow())
+  // The proxy's listener would keep the process alive once the specs are done.
+  c.after(async () => {
+    await proxy.close()
+    await sshd.stop()
+  })
+
+  c('streams cut mid-way go on where they were: every item once, in order, the generator started once, the source read once, the same worker', async () => {
+    const starts = markerPath()
+    const p = await openVia()
+    try {
+      const pid = await p.run(r.pid)
+      let pulled = 0
+      function* source() {
+        for (let i = 0; i < 10_000; i++) {
+          pulled++
+          yield i
+        }
+      }
+      const [got, answers] = await Promise.all([readAll(p.run(r.counted, starts, 20_000), 3000, () => proxy.cut()), readAll(p.run(r.doubled, source()), 0, () => {})])
+      assert.ok(got.length === 20_000 && got.every((v, i) => v === i), 'in order, none twice')
+      assert.is(r.lines(starts), 1, 'the generator was started once')
+      assert.is(pulled, 10_000, 'each item of the source was read once')
+      assert.equal(answers, Array.from({ length: 10_000 }, (_, i) => i * 2))
+      assert.is(p.stats().hosts[0]!.resumes, 1)
+      assert.is(await p.run(r.pid), pid, 'the same worker process')
+    } finally {
+      await p.close()
+    }
+  })
+
+  c('a worker that dies (its connection still up) fails its call with how it ended, without waiting out the window; the next call runs on a new worker', async () => {
+    const p = await openVia({ resumeWindow: 60_000 })
+    try {
+      const pid = await p.run(r.pid)
+      const it = p.run(r.endless, markerPath(), markerPath())[Symbol.asyncIterator]()
+      await it.next()
+      process.kill(pid, 'SIGKILL')
+      const err = await failure(it)
+      assert.instance(err, TransportError)
+      // Not 'resume': that would be the window passing.
+      assert.is(err.reason, 'lost')
+      assert.match(err.message, /^worker via-ssh\/0 exited with code 255.*; re-attaching found the worker gone \(worker via-ssh\/0 is gone: its relay found no worker/)
+      assert.is.not(await p.run(r.pid), pid)
+    } finally {
+      await p.close()
+    }
+  })
+
+  c('an outage longer than the window: TransportError (resume), the finally runs on the host, the worker exits; close() leaves no command running', async () => {
+    const made = markerPath()
+    const marker = markerPath()
+    const p = await openVia({ resumeWindow: 1500 })
+    try {
+      const pid = await p.run(r.pid)
+      const it = p.run(r.endless, made, marker)[Symbol.asyncIterator]()
+      for (let i = 0; i < 100; i++) await it.next()
+      proxy.refuse()
+      proxy.cut()
+      const err = await failure(it)
+      assert.instance(err, TransportError)
+      assert.is(err.reason, 'resume')
+      assert.match(err.message, 'resumeWindow')
+      assert.is((await readMarker(marker)).pid, pid, 'the finally ran on the worker')
+      await until(() => !running(pid), 10_000, 'the worker to exit')
+    } finally {
+      proxy.allow()
+      await p.close()
+    }
+    assert.equal(sshClients(), [], 'no ssh command left running')
+  })
+
+  c('close() during an outage resolves, leaves no command running, and the worker ends at its window', async () => {
+    const marker = markerPath()
+    const p = await openVia({ resumeWindow: 2000 })
+    const pid = await p.run(r.pid)
+    const it = p.run(r.endless, markerPath(), marker)[Symbol.asyncIterator]()
+    for (let i = 0; i < 100; i++) await it.next()
+    proxy.refuse()
+    proxy.cut()
+    await until(() => p.stats().hosts[0]!.up === false, 10_000, 'the host to be down')
+    await p.close()
+    assert.instance(await failure(it), Error)
+    assert.equal(sshClients(), [], 'no ssh command left running')
+    proxy.allow()
+    assert.is((await readMarker(marker)).pid, pid, 'its finally ran')
+    await until(() => !running(pid), 10_000, 'the worker to exit')
+  })
+
+  c.run()
+}
+
+/** The ssh clients this process started that still run. */
+function sshClients(): number[] {
+  const cmdline = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    } catch {
+      return ''
+    }
+  }
+  return workerChildren()
+    .filter((c) => c.state !== 'Z' && cmdline(c.pid).startsWith('ssh\0'))
+    .map((c) => c.pid)
 }
