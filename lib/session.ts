@@ -60,6 +60,8 @@ export interface SessionOptions {
   onLog?: (entry: LogEntry) => void
   /** Milliseconds the worker has to say hello once its channel is open. @default 30000 */
   startTimeout?: number
+  /** What the start deadline's error suggests when the worker sent nothing at all (see `Transport.silenceHint`). */
+  silenceHint?: string
   /** Where its counts go (its worker slot's). @default counters of its own */
   counters?: WorkerCounters
   /**
@@ -102,6 +104,7 @@ export class Session extends Link {
   /** What the worker printed, cut into lines (see log-lines.ts). */
   private readonly lines = new LogLines((fd, line, callId) => this.onLog({ where: this.where, fd, line, callId }))
   private readonly startTimeout: number
+  private readonly silenceHint: string | undefined
   private helloTimer: NodeJS.Timeout | undefined
   private helloSeen = false
   /** The first bytes the worker sent, kept until its hello (to say what arrived instead). */
@@ -134,6 +137,7 @@ export class Session extends Link {
     this.worker = options.worker
     this.onLog = options.onLog ?? printLog
     this.startTimeout = options.startTimeout ?? 30_000
+    this.silenceHint = options.silenceHint
     this.counters = options.counters ?? { calls: 0, errors: 0, itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0, exits: 0 }
     this.ready = new Promise<WorkerHello>((resolve, reject) => {
       this.readyResolve = resolve
@@ -193,9 +197,7 @@ export class Session extends Link {
   /** Connects the channel and says hello. The worker must answer within `startTimeout`. */
   start(channel: Channel): void {
     this.attach(channel)
-    this.helloTimer = setTimeout(() => {
-      this.destroyWith(new TransportError(`worker ${this.where} did not say hello within ${this.startTimeout} ms; ${this.received()}`))
-    }, this.startTimeout)
+    if (this.queuedJob === undefined) this.armHello()
     this.send(Kind.hello, 0, 0, payloads.json(this.hello))
     this.flush()
     this.resuming.started()
@@ -231,11 +233,36 @@ export class Session extends Link {
     super.data(chunk)
   }
 
+  /** The scheduler's job this worker's process waits in, while it waits in the queue (see {@link queued}). */
+  queuedJob: string | undefined
+
+  /**
+   * The worker's process waits in a scheduler's queue (`job`), or no longer
+   * (undefined): its start deadline is paused while it waits, and counts
+   * again from when it leaves the queue.
+   */
+  queued(job: string | undefined): void {
+    if (this.helloSeen || this.dead) return
+    this.queuedJob = job
+    clearTimeout(this.helloTimer)
+    if (job === undefined && this.channel) this.armHello()
+  }
+
+  private armHello(): void {
+    this.helloTimer = setTimeout(() => {
+      this.destroyWith(new TransportError(`worker ${this.where} did not say hello within ${this.startTimeout} ms; ${this.received()}`))
+    }, this.startTimeout)
+  }
+
   /** What the worker sent before its hello, for messages. */
   private received(): string {
     const b = this.firstBytes
-    if (b.byteLength === 0) return 'it sent nothing'
+    if (b.byteLength === 0) return `it sent nothing${this.silenceHint ? ` (${this.silenceHint})` : ''}`
     const text = JSON.stringify(b.toString('latin1')).slice(1, -1)
+    // The start of a hello frame and no more: something between holds the rest back.
+    if (b.byteLength < 5 || (b.readUInt32LE(0) <= MAX_HELLO_BYTES && b[4] === Kind.hello)) {
+      return `it sent only the first ${b.byteLength} bytes of its hello${this.silenceHint ? ` (${this.silenceHint})` : ''}`
+    }
     return `it sent ${b.byteLength >= FIRST_BYTES ? `at least ${b.byteLength}` : b.byteLength} bytes first: "${text}" (is something on the host printing to stdout, such as a login script?)`
   }
 

@@ -158,6 +158,7 @@ export class Dispatch {
    * started again in the background after its backoff, and takes calls only
    * once that start succeeds (a restart can take as long as the start
    * timeout to fail, while a running worker could have served the call).
+   * A slot whose worker waits in a scheduler's queue takes none either.
    */
   private freeSlot(host: Host | undefined, avoid: string | undefined): Slot | undefined {
     let up = (host ? [host] : this.hosts.all).filter((h) => this.hosts.isUp(h))
@@ -172,6 +173,8 @@ export class Dispatch {
       const s = slots[(start + k) % n]!
       const usable = s.session?.usable ?? false
       if (!usable && s.failures > 0) continue
+      // A worker waiting in a scheduler's queue may wait for minutes: calls go to the workers that run.
+      if (!usable && s.pending?.queuedJob !== undefined) continue
       const calls = (usable ? s.session!.load : 0) + s.reserved
       if (calls >= this.concurrency) continue
       // An empty slot costs a worker start: prefer a running worker with the same load.
@@ -300,6 +303,7 @@ export class Dispatch {
       limits: this.sessions.limits,
       onLog: this.sessions.onLog,
       startTimeout: this.sessions.startTimeout,
+      silenceHint: transport.silenceHint,
       counters: slot.counters,
       resumeWindow: transport.reattach ? this.sessions.resumeWindow : 0,
     })
@@ -307,6 +311,7 @@ export class Dispatch {
       data: (chunk) => session.data(chunk),
       close: (err) => session.close(err),
       stderr: (text) => session.stderr(text),
+      queued: (job) => session.queued(job),
     })
     if (this.owner.closed) {
       channel.destroy()

@@ -27,6 +27,8 @@ export interface WorkerStats extends WorkerCounters {
   resumeBytesPeak: number
   /** Why the last start of a worker in this slot failed, while none runs there (it is started again after a backoff). */
   error?: string
+  /** Set while the worker starting in this slot waits in a scheduler's queue: `queued by the scheduler (job 12)`. */
+  queued?: string
 }
 
 /** What `Pool.stats()` says about one host. */
@@ -123,6 +125,7 @@ export function poolStats(hosts: Hosts, queued: number): PoolStats {
         resumeBytesPeak: s.session?.resumeKept.peak ?? 0,
         ...s.counters,
         ...(s.error && !s.session?.usable ? { error: s.error.message } : {}),
+        ...(s.pending?.queuedJob !== undefined ? { queued: `queued by the scheduler (job ${s.pending.queuedJob})` } : {}),
       })),
     })),
   }

@@ -14,6 +14,8 @@ import * as path from 'node:path'
 import { TransportError, type TransportFailure } from '../errors.ts'
 import { REMOTE_COMMAND, SCRIPT_READER, scriptLine, shq, type Exec, type ExecResult } from '../ssh/bootstrap.ts'
 import type { CommandHost } from './command-host.ts'
+import { StderrLines } from './transport.ts'
+import { isSrun, srunCommand, SrunQueue, type CommandUse } from './slurm.ts'
 
 /** What every probe, upload and kill command prints first: proof that the remote shell runs. */
 const MARKER = 'farpipe:channel\n'
@@ -40,10 +42,13 @@ function tailOf(text: string, lines = 5): string {
  * closed once it has exited even when a child it started (and that
  * outlives it) still holds them.
  */
-export function kill(child: ChildProcess): void {
+function killNow(child: ChildProcess): void {
   child.kill('SIGKILL')
   for (const s of [child.stdin, child.stdout, child.stderr]) s?.destroy()
 }
+
+/** How long srun has, once sent SIGTERM, to take its job out of the queue (or end it) before it is killed. */
+const SRUN_TERM_MS = 3000
 
 /** The command processes of one command host. */
 export class CommandRunner {
@@ -55,8 +60,10 @@ export class CommandRunner {
   readonly children = new Set<ChildProcess>()
   /** Kills the command processes still running when this process exits (a worker stuck in a loop outlives its closed channel). */
   private readonly onExit = () => {
-    for (const child of this.children) child.kill('SIGKILL')
+    for (const child of this.children) child.kill(this.srun ? 'SIGTERM' : 'SIGKILL')
   }
+  /** The command is Slurm's srun (lib/transports/slurm.ts). */
+  readonly srun: boolean
 
   constructor(
     /** The host's name, for messages. */
@@ -66,6 +73,25 @@ export class CommandRunner {
     this.program = options.command[0]!
     this.args = options.command.slice(1)
     this.remoteShell = options.remoteShell ?? path.basename(this.program) === 'ssh'
+    this.srun = isSrun(options.command)
+  }
+
+  /**
+   * Stops a command process: at once, but srun with SIGTERM first (a
+   * SIGKILLed srun leaves a job that waits in the queue there, to run later
+   * with nobody reading it), then SIGKILL if it has not ended meanwhile.
+   */
+  kill(child: ChildProcess): void {
+    if (!this.srun || child.exitCode !== null || child.signalCode !== null) return killNow(child)
+    child.kill('SIGTERM')
+    const later = setTimeout(() => killNow(child), SRUN_TERM_MS)
+    later.unref()
+    child.once('exit', () => clearTimeout(later))
+  }
+
+  /** srun's words about its queue, read out of a command's stderr (undefined for other commands). */
+  queue(changed: (job: string | undefined) => void): SrunQueue | undefined {
+    return this.srun ? new SrunQueue(changed) : undefined
   }
 
   /**
@@ -76,9 +102,10 @@ export class CommandRunner {
    * parses (ssh), whatever shell that is. The command's own environment is
    * this process's: the workers get only `env`, in their script.
    */
-  spawn(script: string): ChildProcess {
+  spawn(script: string, use: CommandUse = 'worker'): ChildProcess {
     const tail = this.remoteShell ? [REMOTE_COMMAND] : ['sh', '-c', SCRIPT_READER]
-    const child = spawn(this.program, [...this.args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
+    const args = this.srun ? srunCommand(this.options.command, use).slice(1) : this.args
+    const child = spawn(this.program, [...args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
     child.stdin!.write(scriptLine(script))
     if (this.children.size === 0) process.on('exit', this.onExit)
     this.children.add(child)
@@ -103,31 +130,44 @@ export class CommandRunner {
    */
   readonly exec: Exec = (command, input) =>
     new Promise<ExecResult>((resolve, reject) => {
-      const child = this.spawn(`printf '%s' ${shq(MARKER)}; ${command}`)
+      const child = this.spawn(`printf '%s' ${shq(MARKER)}; ${command}`, 'exec')
       const out: Buffer[] = []
       let outBytes = 0
       let errText = ''
       let spawnError: Error | undefined
       let timedOut = false
+      let reached = false
       const limit = this.options.connectTimeout ?? 20_000
-      const timer =
-        limit > 0
-          ? setTimeout(() => {
-              timedOut = true
-              kill(child)
-            }, limit)
-          : undefined
+      let timer: NodeJS.Timeout | undefined
+      const arm = () => {
+        if (limit > 0 && !reached)
+          timer = setTimeout(() => {
+            timedOut = true
+            this.kill(child)
+          }, limit)
+      }
+      arm()
+      // A job waiting in the scheduler's queue has not failed to answer: the deadline counts from when it starts.
+      const queue = this.queue((job) => {
+        clearTimeout(timer)
+        if (job === undefined) arm()
+      })
+      const lines = new StderrLines((text) => (errText += queue ? queue.filter(text) : text))
       child.stdout!.on('data', (d: Buffer) => {
         out.push(d)
         outBytes += d.byteLength
-        if (outBytes >= MARKER_BYTES.byteLength) clearTimeout(timer)
+        if (outBytes >= MARKER_BYTES.byteLength) {
+          reached = true
+          clearTimeout(timer)
+        }
       })
       child.stderr!.setEncoding('utf8')
-      child.stderr!.on('data', (d: string) => (errText += d))
+      child.stderr!.on('data', (d: string) => lines.push(d))
       child.stdin!.on('error', () => {})
       child.on('error', (err) => (spawnError = err))
       child.on('close', (code, signal) => {
         clearTimeout(timer)
+        lines.flush()
         const stdout = Buffer.concat(out)
         if (stdout.subarray(0, MARKER_BYTES.byteLength).equals(MARKER_BYTES)) {
           resolve({ code, stdout: stdout.subarray(MARKER_BYTES.byteLength), stderr: errText })
@@ -142,7 +182,7 @@ export class CommandRunner {
         fs.createReadStream(input.file)
           .on('error', (err) => {
             errText += `cannot read ${input.file}: ${err.message}\n`
-            kill(child)
+            this.kill(child)
           })
           .pipe(child.stdin!)
     })

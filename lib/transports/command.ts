@@ -23,7 +23,7 @@ import { bootstrap, launchCommand, relayCommand, RELAY_WORKER_GONE, workerComman
 import { LaunchWatch, type LaunchOutcome } from '../ssh/launch.ts'
 import { workerBundle } from '../worker/locate.ts'
 import { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
-import { classify, CommandRunner, kill } from './command-runner.ts'
+import { classify, CommandRunner } from './command-runner.ts'
 import { StderrLines, StderrTail, workerEnded, type Transport, type TransportEvents } from './transport.ts'
 
 export { checkCommandHost, type CommandHost, type CommandTransportOptions } from './command-host.ts'
@@ -53,6 +53,15 @@ export class CommandTransport implements Transport {
   private connecting: Promise<HostFacts> | undefined
   private failure: Error | undefined
   private closing = false
+  /** Worker commands waiting in a scheduler's queue (srun). */
+  private readonly queued = new Set<ChildProcess>()
+
+  /**
+   * See {@link relay}. Absent for srun: a relay would be a job of its own,
+   * placed on any node, not in the worker's job.
+   */
+  readonly reattach?: (index: number, address: string, events: TransportEvents) => Promise<Channel>
+  readonly silenceHint = 'a command that holds its output back until a newline, as srun does without --unbuffered, looks like this: give it the option that passes output on at once'
 
   /** Throws a TypeError naming the host when an option is not what it should be. */
   constructor(options: CommandTransportOptions) {
@@ -60,6 +69,7 @@ export class CommandTransport implements Transport {
     this.host = options.name
     this.cacheDir = options.cacheDir
     this.runner = new CommandRunner(this.host, this.options)
+    if (!this.runner.srun) this.reattach = (index, address, events) => this.relay(index, address, events)
   }
 
   get up(): boolean {
@@ -102,7 +112,7 @@ export class CommandTransport implements Transport {
    * command like any worker. A relay that finds the worker gone exits with
    * its own code, and the channel's close says the worker ended.
    */
-  async reattach(index: number, address: string, events: TransportEvents): Promise<Channel> {
+  private async relay(index: number, address: string, events: TransportEvents): Promise<Channel> {
     if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
     const facts = this.facts ?? (await this.prepared())
     return this.channelOf(this.runner.spawn(relayCommand(facts, address)), index, events, undefined, true)
@@ -112,8 +122,17 @@ export class CommandTransport implements Transport {
   private channelOf(child: ChildProcess, index: number, events: TransportEvents, early: Launched | undefined, relay = false): Channel {
     const where = `${this.host}/${index}`
     const tail = new StderrTail(STDERR_TAIL)
+    // srun's words about its queue pause the start deadline; they are not the worker's log.
+    const queue = this.runner.queue((job) => {
+      if (job === undefined) this.queued.delete(child)
+      else this.queued.add(child)
+      events.queued?.(job)
+    })
     // A relay's stderr is its own (why it found no worker): kept for the error, not passed on as the worker's log.
-    const lines = new StderrLines((text) => relay || events.stderr(text))
+    const lines = new StderrLines((text) => {
+      const rest = queue ? queue.filter(text) : text
+      if (rest && !relay) events.stderr(rest)
+    })
     let heard = false
     let destroyed = false
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -142,6 +161,7 @@ export class CommandTransport implements Transport {
     }
     const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
       if (this.worker0 === child) this.worker0 = undefined
+      this.queued.delete(child)
       const how = spawnError
         ? `could not start ${this.runner.program}: ${spawnError.message}`
         : destroyed
@@ -178,7 +198,7 @@ export class CommandTransport implements Transport {
       end: () => child.stdin!.end(),
       destroy: () => {
         destroyed = true
-        kill(child)
+        this.runner.kill(child)
       },
       unref: () => {
         child.unref()
@@ -186,6 +206,8 @@ export class CommandTransport implements Transport {
       },
       kill: (pid) => {
         if (!Number.isSafeInteger(pid) || pid < 2) return
+        // srun: a kill would be a job of its own, on any node; srun stopped ends its job, the worker with it.
+        if (this.runner.srun) return this.runner.kill(child)
         // Killing the local command does not stop a worker stuck in a loop on the host: a kill run there does.
         this.runner.exec(`kill -KILL ${pid} 2>/dev/null`).catch(() => {})
       },
@@ -198,12 +220,14 @@ export class CommandTransport implements Transport {
       this.launched.child.stdin!.end()
       this.launched = undefined
     }
+    // Commands still waiting in a scheduler's queue have no worker to end: out of the queue at once.
+    for (const child of this.queued) this.runner.kill(child)
     // The workers were sent the end of their input: give them a moment to exit, then kill their commands.
     const waits = [...this.runner.children].map(
       (child) =>
         new Promise<void>((resolve) => {
           if (child.exitCode !== null || child.signalCode !== null) return resolve()
-          const t = setTimeout(() => kill(child), 5000)
+          const t = setTimeout(() => this.runner.kill(child), 5000)
           child.once('close', () => {
             clearTimeout(t)
             resolve()
@@ -265,7 +289,7 @@ export class CommandTransport implements Transport {
         child.off('close', onClose)
       },
     }
-    const watch = new LaunchWatch({ name: this.host, node: this.options.node }, hash, early, () => kill(child))
+    const watch = new LaunchWatch({ name: this.host, node: this.options.node }, hash, early, () => this.runner.kill(child))
     child.stdin!.on('error', () => {})
     child.on('error', () => {})
     child.stdout!.on('data', onData)
@@ -282,8 +306,9 @@ export class CommandTransport implements Transport {
       const bundle = await workerBundle()
       if (this.closing) throw new TransportError(`the pool of ${this.host} is closing`, { host: this.host, reason: 'closed' })
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
+      // srun too: its launcher would wait in the queue like a worker, with the probe's deadline on it.
       let known: Probe | undefined
-      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0 && !this.opened0) {
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0 && !this.opened0 && !this.runner.srun) {
         const { running, probe } = await this.launch(bundle.hash)
         if (running && this.closing) {
           // close() came while it started: it ends with its input, as the workers close() ended do.

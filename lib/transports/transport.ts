@@ -15,6 +15,12 @@ export interface TransportEvents extends ChannelEvents {
    * whole lines: what is left without a newline comes when the process ends.
    */
   stderr(text: string): void
+  /**
+   * The worker's process waits in a scheduler's queue (`job` names it), or
+   * no longer (undefined): a worker that waits is not late, and its start
+   * deadline is paused meanwhile (see lib/transports/slurm.ts).
+   */
+  queued?(job: string | undefined): void
 }
 
 /** Starts worker processes on one host. */
@@ -25,6 +31,8 @@ export interface Transport {
   readonly up: boolean
   /** The bundle cache directory on that host, sent to its workers; undefined for the pool's `cacheDir` (or the workers' default). */
   readonly cacheDir?: string
+  /** What to suggest when a worker sends nothing before its start deadline (a command host: a command that holds its output back). */
+  readonly silenceHint?: string
   /** Connects to the host and prepares it; resolves with how many workers to run there. Called again to reconnect. */
   connect(): Promise<number>
   /** Starts worker process `index` and returns its channel. Rejects with a clear error when it cannot. */
