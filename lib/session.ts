@@ -18,6 +18,7 @@ import type { Limits } from './options.ts'
 import { Kind, kindName, PROTOCOL_VERSION, type Frame } from './wire/frame.ts'
 import { payloads, type CallerHello, type ResumeAnswer, type WorkerHello } from './wire/payloads.ts'
 import { SessionResume } from './session-resume.ts'
+import { StartWatch } from './session-start.ts'
 
 /** What a call does with the frames of its id. */
 export interface SessionCall {
@@ -78,12 +79,6 @@ const RETIRE_KILL_MS = 1000
 /** How often a retired worker is asked whether it still answers, and how long it has to. */
 const RETIRED_PING_MS = 2000
 
-/** The largest hello frame a worker may send first (it is a small JSON object). */
-const MAX_HELLO_BYTES = 4096
-
-/** Bytes kept from before the worker's hello, to say what arrived instead. */
-const FIRST_BYTES = 80
-
 /** The caller's end of one worker process. */
 export class Session extends Link {
   readonly host: string
@@ -103,12 +98,9 @@ export class Session extends Link {
   private readonly onLog: (entry: LogEntry) => void
   /** What the worker printed, cut into lines (see log-lines.ts). */
   private readonly lines = new LogLines((fd, line, callId) => this.onLog({ where: this.where, fd, line, callId }))
-  private readonly startTimeout: number
-  private readonly silenceHint: string | undefined
-  private helloTimer: NodeJS.Timeout | undefined
+  private readonly startWatch: StartWatch
   private helloSeen = false
   /** The first bytes the worker sent, kept until its hello (to say what arrived instead). */
-  private firstBytes = Buffer.alloc(0)
   /** Set once the worker was retired: it takes no new calls and is ended when its calls are done. */
   retired = false
   /** Called once when the session is retired (the pool starts a fresh worker in its place). */
@@ -136,8 +128,8 @@ export class Session extends Link {
     this.host = options.host
     this.worker = options.worker
     this.onLog = options.onLog ?? printLog
-    this.startTimeout = options.startTimeout ?? 30_000
-    this.silenceHint = options.silenceHint
+    const startTimeout = options.startTimeout ?? 30_000
+    this.startWatch = new StartWatch(startTimeout, options.silenceHint, (why) => this.destroyWith(new TransportError(`worker ${this.where} did not say hello within ${startTimeout} ms; ${why}`)))
     this.counters = options.counters ?? { calls: 0, errors: 0, itemsIn: 0, bytesIn: 0, itemsOut: 0, bytesOut: 0, exits: 0 }
     this.ready = new Promise<WorkerHello>((resolve, reject) => {
       this.readyResolve = resolve
@@ -197,7 +189,7 @@ export class Session extends Link {
   /** Connects the channel and says hello. The worker must answer within `startTimeout`. */
   start(channel: Channel): void {
     this.attach(channel)
-    if (this.queuedJob === undefined) this.armHello()
+    this.startWatch.start()
     this.send(Kind.hello, 0, 0, payloads.json(this.hello))
     this.flush()
     this.resuming.started()
@@ -223,18 +215,16 @@ export class Session extends Link {
   /** Bytes from the worker. Until its hello, the first ones are kept and checked: a login script that prints to stdout is named at once. */
   override data(chunk: Uint8Array): void {
     if (!this.helloSeen && !this.dead) {
-      if (this.firstBytes.byteLength < FIRST_BYTES) this.firstBytes = Buffer.concat([this.firstBytes, chunk.subarray(0, FIRST_BYTES)])
-      const b = this.firstBytes
-      if (b.byteLength >= 5 && (b.readUInt32LE(0) > MAX_HELLO_BYTES || b[4] !== Kind.hello)) {
-        this.protocolFailure(new ProtocolError(`worker ${this.where} did not start with a hello frame; ${this.received()}`))
-        return
-      }
+      const wrong = this.startWatch.data(chunk)
+      if (wrong) return this.protocolFailure(new ProtocolError(`worker ${this.where} ${wrong}`))
     }
     super.data(chunk)
   }
 
   /** The scheduler's job this worker's process waits in, while it waits in the queue (see {@link queued}). */
-  queuedJob: string | undefined
+  get queuedJob(): string | undefined {
+    return this.startWatch.queuedJob
+  }
 
   /**
    * The worker's process waits in a scheduler's queue (`job`), or no longer
@@ -242,28 +232,7 @@ export class Session extends Link {
    * again from when it leaves the queue.
    */
   queued(job: string | undefined): void {
-    if (this.helloSeen || this.dead) return
-    this.queuedJob = job
-    clearTimeout(this.helloTimer)
-    if (job === undefined && this.channel) this.armHello()
-  }
-
-  private armHello(): void {
-    this.helloTimer = setTimeout(() => {
-      this.destroyWith(new TransportError(`worker ${this.where} did not say hello within ${this.startTimeout} ms; ${this.received()}`))
-    }, this.startTimeout)
-  }
-
-  /** What the worker sent before its hello, for messages. */
-  private received(): string {
-    const b = this.firstBytes
-    if (b.byteLength === 0) return `it sent nothing${this.silenceHint ? ` (${this.silenceHint})` : ''}`
-    const text = JSON.stringify(b.toString('latin1')).slice(1, -1)
-    // The start of a hello frame and no more: something between holds the rest back.
-    if (b.byteLength < 5 || (b.readUInt32LE(0) <= MAX_HELLO_BYTES && b[4] === Kind.hello)) {
-      return `it sent only the first ${b.byteLength} bytes of its hello${this.silenceHint ? ` (${this.silenceHint})` : ''}`
-    }
-    return `it sent ${b.byteLength >= FIRST_BYTES ? `at least ${b.byteLength}` : b.byteLength} bytes first: "${text}" (is something on the host printing to stdout, such as a login script?)`
+    if (!this.helloSeen && !this.dead) this.startWatch.queued(job, this.channel !== undefined)
   }
 
   /** Registers a call and returns its id; the caller then sends its call frame. */
@@ -365,8 +334,7 @@ export class Session extends Link {
         this.helloSeen = true
         this.pid = typeof h.pid === 'number' ? h.pid : undefined
         this.resuming.hello(h)
-        this.firstBytes = Buffer.alloc(0)
-        clearTimeout(this.helloTimer)
+        this.startWatch.end()
         this.readyResolve(h)
         return
       }
@@ -426,7 +394,7 @@ export class Session extends Link {
     const err = cause instanceof TransportError ? cause : new TransportError(`worker ${this.where} is gone${detail}`, { cause })
     this.dead = err
     this.closedWith = err
-    clearTimeout(this.helloTimer)
+    this.startWatch.end()
     clearTimeout(this.pingTimer)
     this.readyReject(err)
     this.lines.flushAll()
