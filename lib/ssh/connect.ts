@@ -29,6 +29,8 @@ export interface Connection {
   client: ClientType
   /** Resolves when the connection (or any hop under it) has closed, with why. */
   closed: Promise<Error>
+  /** True from the moment the connection (or a hop under it) closed. */
+  readonly dead: boolean
   /** Lets this process exit while the connection is idle. */
   unref(): void
   /** Ends the connection and every hop. */
@@ -65,9 +67,11 @@ export async function connect(target: ResolvedHost): Promise<Connection> {
   let closedResolve!: (e: Error) => void
   const closed = new Promise<Error>((r) => (closedResolve = r))
   let lastError: Error | undefined
+  let dead = false
   for (const [i, c] of clients.entries()) {
     c.on('error', (err: Error) => (lastError ??= err))
     c.once('close', () => {
+      dead = true
       const hop = hops[i]!
       // A host key refused at a re-key says more than ssh2's "Host denied".
       const cause = verifiers[i]!.error ?? lastError
@@ -81,6 +85,9 @@ export async function connect(target: ResolvedHost): Promise<Connection> {
   return {
     client,
     closed,
+    get dead() {
+      return dead
+    },
     unref: () => {
       // ssh2 has no unref; its TCP socket does. Idle pools must not hold the process.
       const s = (clients[0] as unknown as { _sock?: { unref?(): void } })._sock

@@ -109,10 +109,15 @@ export function packets(chunks: Uint8Array[], size: number): Uint8Array[] {
  * line, written here before anything else.
  */
 function execScript(client: Client, script: string, done: (err: Error | undefined, ch: ClientChannel) => void): void {
-  client.exec(REMOTE_COMMAND, { pty: false }, (err, ch) => {
-    if (!err) ch.write(scriptLine(script))
-    done(err, ch)
-  })
+  try {
+    client.exec(REMOTE_COMMAND, { pty: false }, (err, ch) => {
+      if (!err) ch.write(scriptLine(script))
+      done(err, ch)
+    })
+  } catch (err) {
+    // ssh2 throws at once on a connection that has just closed ("Not connected"): the same failure, reported the same way.
+    done(err as Error, undefined as unknown as ClientChannel)
+  }
 }
 
 /** Runs bootstrap's commands on exec channels of an ssh2 connection (no pty). */
@@ -274,8 +279,17 @@ export class SshTransport implements Transport {
     const conn = await this.connection(n)
     const where = `${this.host}/${index}`
     const ch = await new Promise<ClientChannel>((resolve, reject) => {
-      conn.client.openssh_forwardOutStreamLocal(address, (err, stream) => {
-        if (!err) return resolve(stream as ClientChannel)
+      const forward = (done: (err: Error | undefined, stream?: ClientChannel) => void) => {
+        try {
+          conn.client.openssh_forwardOutStreamLocal(address, (err, stream) => done(err, stream as ClientChannel))
+        } catch (err) {
+          done(err as Error)
+        }
+      }
+      forward((err, stream) => {
+        if (!err) return resolve(stream!)
+        // The connection dropped again meanwhile: no relay either; the pool reconnects and tries again.
+        if (conn.dead) return reject(new TransportError(`cannot reach worker ${where} again: ${err.message}`, { host: this.host, reason: 'closed', cause: err }))
         execScript(conn.client, relayCommand(this.facts!, address), (err2, relay) => {
           if (err2) reject(new TransportError(`cannot reach worker ${where} again: ${err.message}; its relay: ${err2.message}`, { host: this.host, reason: 'closed', cause: err2 }))
           else resolve(relay)

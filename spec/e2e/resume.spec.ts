@@ -330,6 +330,32 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
     assert.is(r.lines(starts), 1)
   })
 
+  s('a second drop while re-attaching, at every moment of the new connection\'s handshake, is resumed too (regression: a crash of the caller\'s process)', async () => {
+    const starts = markerPath()
+    const p = await open()
+    try {
+      const it = p.run(r.counted, starts, 1e9)[Symbol.asyncIterator]()
+      let expect = 0
+      const read = async (n: number) => {
+        for (let k = 0; k < n; k++) assert.is((await it.next()).value, expect++)
+      }
+      await read(1000)
+      // Before: ssh2 threw "Not connected" out of the stream-local forward's callback, 60-80 ms into the new connection.
+      for (let delay = 0; delay <= 150; delay += 10) {
+        const before = proxy.accepted
+        proxy.cut()
+        await until(() => proxy.accepted > before, 10_000, 'a new connection')
+        await sleep(delay)
+        proxy.cut()
+        await read(500)
+      }
+      await it.return!()
+      assert.is(r.lines(starts), 1)
+    } finally {
+      await p.close()
+    }
+  })
+
   s('a bad resumeWindow is refused with its name', async () => {
     for (const bad of [-1, 'soon', Infinity, Number.NaN]) {
       const err = await rejection(pool({ hosts: [ALIAS], resumeWindow: bad as number }))
