@@ -291,10 +291,14 @@ export class Session extends Link {
    */
   private ping(): void {
     if (this.dead || this.calls.size + this.lingering.size === 0) return
-    this.pongWanted = true
-    this.send(Kind.ping, 0, 0, undefined, true)
+    // No answer can come while the connection is down: it is asked again once it is back.
+    if (!this.detached) {
+      this.pongWanted = true
+      this.send(Kind.ping, 0, 0, undefined, true)
+    }
     this.pingTimer = setTimeout(() => {
-      if (this.pongWanted) this.destroy(`it stopped answering (no answer to a ping within ${RETIRED_PING_MS} ms) after a call on it did not stop`)
+      if (this.detached) this.ping()
+      else if (this.pongWanted) this.destroy(`it stopped answering (no answer to a ping within ${RETIRED_PING_MS} ms) after a call on it did not stop`)
     }, RETIRED_PING_MS).unref()
   }
 

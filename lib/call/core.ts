@@ -145,7 +145,8 @@ export class CallCore implements SessionCall {
       countIn: (items: number, bytes: number) => this.countIn(items, bytes),
       activity: () => this.deadlines.activity(),
       checkForget: () => this.settling.checkForget(),
-      waitingHere: () => !this.output.queue.ledger.owes || this.inputs.waitingHere(),
+      // A worker whose connection dropped waits to resume: nothing can move, and that is not the remote's silence.
+      waitingHere: () => !this.output.queue.ledger.owes || this.inputs.waitingHere() || this.session?.detached === true,
       fail: (error: unknown, drop?: boolean) => this.fail(error, drop),
       decided: (success: boolean) => {
         this.output.decided()

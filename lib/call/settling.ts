@@ -165,15 +165,19 @@ export class Settling {
    * computing) cannot reach its `finally` blocks; after the grace the call
    * is given up on this side, and its worker, which may still be running
    * it, is retired: it takes no new calls and is ended once its other calls
-   * are done (the pool starts a fresh one in its place).
+   * are done (the pool starts a fresh one in its place). Not while its
+   * connection is down: the call is given up on this side all the same.
    */
   private awaitConfirmation(session: Session): void {
     if (this.graceTimer) return
     this.graceTimer = setTimeout(() => {
       this.graceTimer = undefined
       if (this.final) return
+      const detached = session.detached
       this.finished()
-      session.stuck(`${this.owner.label} (call ${this.owner.callId}) did not confirm its cancellation within ${this.cancelGrace} ms`)
+      // The connection is down: the cancel waits to be sent again when the session resumes (the remote `finally`
+      // runs then); the worker is not stuck for all anyone knows, so it is not replaced, and this side goes on.
+      if (!detached) session.stuck(`${this.owner.label} (call ${this.owner.callId}) did not confirm its cancellation within ${this.cancelGrace} ms`)
     }, this.cancelGrace)
   }
 

@@ -182,6 +182,9 @@ export class Pool extends PoolEvents implements Runner, AsyncDisposable {
   async #close(): Promise<void> {
     const reason = new CancelError('the pool was closed')
     this.#hosts.stop()
+    // Calls on workers whose connection is down cannot finish within any grace, nor be told to stop: they fail
+    // now, and their workers end on their hosts when their windows pass.
+    for (const h of this.#hosts.all) for (const s of h.slots) if (s.session?.detached) s.session.end()
     // Calls in flight (and queued ones) get the grace to finish on their own.
     const graceMs = this.#options.closeGrace ?? CLOSE_GRACE_MS
     let grace: NodeJS.Timeout | undefined

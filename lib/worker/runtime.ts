@@ -63,6 +63,12 @@ export function publishRuntime(): void {
 }
 
 /** The worker end of a session. */
+/** Characters of log output kept to send while the connection is down; past them it is dropped (and counted). */
+const LOG_KEPT_DETACHED = 1024 * 1024
+
+/** How long calls have to settle once a session's resume window passed, before the worker exits regardless. */
+const WINDOW_EXIT_GRACE_MS = 3000
+
 export class WorkerRuntime extends Link implements CallRuntime {
   private hello: CallerHello | undefined
   private cacheDir = ''
@@ -105,8 +111,22 @@ export class WorkerRuntime extends Link implements CallRuntime {
   /** Sends a line the remote code printed. `fd` is 1 or 2. */
   log(fd: number, text: string): void {
     if (this.closedWith || !this.hello) return
+    if (this.waiting) {
+      // Log lines carry no credit: while the connection is down, what code prints would be kept without bound
+      // to be sent again. The first LOG_KEPT_DETACHED bytes are kept; the rest is counted, and said at the resume.
+      if (this.loggedDetached.bytes + text.length > LOG_KEPT_DETACHED) {
+        this.droppedDetached.lines++
+        this.droppedDetached.bytes += text.length
+        return
+      }
+      this.loggedDetached.bytes += text.length
+    }
     this.send(Kind.log, context().callId, 0, payloads.log(fd, text))
   }
+
+  /** Log text kept while detached, and what was dropped past {@link LOG_KEPT_DETACHED}. */
+  private loggedDetached = { bytes: 0 }
+  private droppedDetached = { lines: 0, bytes: 0 }
 
   protected frame(f: Frame): void {
     if (f.kind === Kind.hello) return this.onHello(payloads.readJson<CallerHello>(f.payload))
@@ -167,6 +187,9 @@ export class WorkerRuntime extends Link implements CallRuntime {
     const running = [...this.calls.values()]
     for (const c of running) c.close(this.closedWith)
     Promise.allSettled(running.map((c) => c.settled)).then(() => this.exitHook?.())
+    // Past its window no caller can come back: calls that do not settle on their cancel (code that never
+    // looks up) get the same grace as when the caller goes away, then the process goes regardless.
+    if (cause instanceof TransportError && cause.reason === 'resume') setTimeout(() => this.exitHook?.(), WINDOW_EXIT_GRACE_MS).unref()
   }
 
   private onHello(hello: CallerHello): void {
@@ -219,6 +242,10 @@ export class WorkerRuntime extends Link implements CallRuntime {
     const answer: ResumeAnswer = { received: this.replay!.received }
     this.sendOnChannel(channel, Kind.resumed, payloads.json(answer))
     this.resumeOn(channel, request.received)
+    const dropped = this.droppedDetached
+    this.loggedDetached = { bytes: 0 }
+    this.droppedDetached = { lines: 0, bytes: 0 }
+    if (dropped.lines > 0) this.log(2, `farpipe worker: ${dropped.lines} writes (${dropped.bytes} characters) of output were dropped while the connection was down (past ${LOG_KEPT_DETACHED} kept)\n`)
   }
 
   private onCall(f: Frame): void {
