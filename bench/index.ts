@@ -1,7 +1,7 @@
 // `npm run bench [filter ...]`: runs the benchmark files (one per question)
 // whose names match the filters, and writes bench/RESULTS.md with the
 // machine, the command and every table. A run of one of the benchmarks
-// that own a section (`user-code`, `reliability`, `faults`, `many-hosts`, `nested`, `resume`, `slurm`: they take minutes, the full
+// that own a section (`user-code`, `reliability`, `faults`, `many-hosts`, `nested`, `resume`, `slurm`, `cli-bytes`: they take minutes, the full
 // run most of an hour) alone replaces that one section of RESULTS.md, with
 // its own command and date under its heading.
 import { cpus, totalmem, release } from 'node:os'
@@ -12,9 +12,9 @@ import { stopAll } from './context.ts'
 import { renderSection, RUNS, type Section } from './lib.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm']
+const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'cli-bytes']
 /** Benchmarks whose section a run of them alone replaces in RESULTS.md (found by its heading, the section's title). */
-const ownSection = new Set(['user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm'])
+const ownSection = new Set(['user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'cli-bytes'])
 const filters = process.argv.slice(2)
 const chosen = all.filter((name) => filters.length === 0 || filters.some((f) => name.includes(f)))
 if (chosen.length === 0) {

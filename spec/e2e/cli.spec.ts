@@ -33,7 +33,7 @@ async function socketPair(): Promise<{ stdin: Socket; peer: Socket; close(): voi
 /** What works the same on local workers and over SSH (`hostArgs` picks which). */
 function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): void {
   const s = suite(`cli ${name}`)
-  const run = (args: string[], stdin?: string | number) => farpipe([...args, ...hostArgs], env, stdin)
+  const run = (args: string[], stdin?: string | Buffer | number) => farpipe([...args, ...hostArgs], env, stdin)
 
   s('run prints what the generator yields as JSON lines', async () => {
     const r = await run(['run', 'cli-tasks.ts#fibonacci', '10'])
@@ -214,6 +214,21 @@ function callSuite(name: string, hostArgs: string[], env: NodeJS.ProcessEnv): vo
     const counts = lines(r.stdout).map((l) => JSON.parse(l) as unknown)
     assert.ok(counts.length > 0 && counts.every((n) => typeof n === 'number' && n > 0), r.stdout.toString().slice(0, 200))
     assert.is((counts as number[]).reduce((a, b) => a + b, 0), data.length)
+  })
+
+  s('--in bytes from a file is read a MiB at a time (fewer items, frames and reads than 64 KiB chunks), from a pipe as it comes; the bytes are the same', async () => {
+    const file = path.join(tempDir(), 'in.bin')
+    const data = randomBytes(3 * (1 << 20) + 12345)
+    writeFileSync(file, data)
+    const fromFile = await run(['pipe', 'cli-tasks.ts#countBytes', '-', '--in', 'bytes', '--out', 'json'], openSync(file, 'r'))
+    assert.is(fromFile.code, 0, fromFile.stderr)
+    assert.equal(lines(fromFile.stdout).map(Number), [1 << 20, 1 << 20, 1 << 20, 12345])
+    const back = await run(['pipe', 'cli-tasks.ts#identity', '-', '--bytes'], openSync(file, 'r'))
+    assert.is(back.code, 0, back.stderr)
+    assert.ok(Buffer.compare(back.stdout, data) === 0, 'the same bytes')
+    const fromPipe = await run(['pipe', 'cli-tasks.ts#countBytes', '-', '--in', 'bytes', '--out', 'json'], data)
+    assert.is(fromPipe.code, 0, fromPipe.stderr)
+    assert.is(lines(fromPipe.stdout).map(Number).reduce((a, b) => a + b, 0), data.length)
   })
 
   s('--in json --out bytes: a JSON value a line in, the bytes of the yielded chunks out as they are', async () => {

@@ -17,14 +17,14 @@ export interface Done {
   stderr: string
 }
 
-/** Spawns the command; `stdin` is a string, a file descriptor, a socket, or nothing (closed). */
-export function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | number | Socket): ChildProcess {
+/** Spawns the command; `stdin` is a string or bytes (through a pipe), a file descriptor, a socket, or nothing (closed). */
+export function start(args: string[], env: NodeJS.ProcessEnv, stdin?: string | Buffer | number | Socket): ChildProcess {
   const child = spawn(process.execPath, [bin, ...args], {
     cwd: fixtures,
     env: { ...process.env, ...env },
-    stdio: [typeof stdin === 'number' || typeof stdin === 'object' ? stdin : 'pipe', 'pipe', 'pipe'],
+    stdio: [typeof stdin === 'number' || (typeof stdin === 'object' && !Buffer.isBuffer(stdin)) ? stdin : 'pipe', 'pipe', 'pipe'],
   })
-  if (typeof stdin === 'string') child.stdin!.end(stdin)
+  if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) child.stdin!.end(stdin)
   else if (stdin === undefined) child.stdin!.end()
   return child
 }
@@ -39,6 +39,6 @@ export function finish(child: ChildProcess): Promise<Done> {
 }
 
 /** Runs the command to its end. */
-export const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | number) => finish(start(args, env, stdin))
+export const farpipe = (args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | Buffer | number) => finish(start(args, env, stdin))
 /** The non-empty lines of an output. */
 export const lines = (b: Buffer) => b.toString().split('\n').filter((l) => l !== '')
