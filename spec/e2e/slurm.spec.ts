@@ -30,7 +30,7 @@ function specs(slurm: Slurm): void {
   const emptyQueue = () => until(async () => (await slurm.jobs()).length === 0, 20_000, 'the queue to be empty').catch(async (err) => {
     throw new Error(`${(err as Error).message}: ${JSON.stringify(await slurm.jobs())}\n${slurm.log()}`)
   })
-  const fill = async (cpus: number) => (await slurm.command('sbatch', ['--parsable', '-n', String(cpus), '-J', 'filler', '--wrap', 'sleep 600'])).trim()
+  const fill = async (cpus: number) => (await slurm.command('sbatch', ['--parsable', '-o', '/dev/null', '-n', String(cpus), '-J', 'filler', '--wrap', 'sleep 600'])).trim()
 
   const c = suite('slurm: srun as a command host')
   c.after(() => slurm.stop())
