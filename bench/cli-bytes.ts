@@ -24,7 +24,7 @@ function timed(program: string, args: string[], input: string, env: NodeJS.Proce
     const t0 = performance.now()
     const child = spawn(program, args, { stdio: [inFd, outFd, 'pipe'], env, cwd: root })
     let err = ''
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d))
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d))
     child.on('error', reject)
     child.on('close', (code) => {
       closeSync(inFd)
@@ -46,7 +46,7 @@ export async function run(): Promise<Section> {
   const empty = path.join(dir, 'empty')
   closeSync(openSync(empty, 'w'))
   const config = path.join(s.home, '.ssh', 'config')
-  const env = { ...process.env, HOME: s.home }
+  const env: NodeJS.ProcessEnv = { ...process.env, HOME: s.home }
   delete env.SSH_AUTH_SOCK
   const farpipe = (input: string) => timed(process.execPath, [cli, 'pipe', 'bench/tasks.ts#echo', '-', '--bytes', '--host', s.alias, '-F', config], input, env)
   const ssh = (input: string) => timed('ssh', ['-F', config, '-o', 'BatchMode=yes', s.alias, 'cat'], input, env)

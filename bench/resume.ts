@@ -170,7 +170,7 @@ export async function run(): Promise<Section> {
       rows,
       notes: [
         `The connection goes through a TCP proxy in the bench process. An outage cuts every connection and refuses new ones for ${OUTAGE_MS / 1000} s; while calls wait to resume the pool tries the host every second, so the first figure includes up to a second of waiting for the next attempt, then an SSH handshake, the stream-local channel and the resume handshake.`,
-        'A command host cannot tell a killed worker from a dropped connection by how `ssh` ended (255 for both): it runs a relay through the command (a new ssh), which finds the worker gone; the killed-worker figure is that cost. After an outage, a relay that finds the host unreachable makes the pool probe it before the next relay: the command host's resume figure includes a probe and a relay, two ssh handshakes and two node starts.',
+        'A command host cannot tell a killed worker from a dropped connection by how `ssh` ended (255 for both): it runs a relay through the command (a new ssh), which finds the worker gone; the killed-worker figure is that cost. After an outage, a relay that finds the host unreachable makes the pool probe it before the next relay: the command host’s resume figure includes a probe and a relay, two ssh handshakes and two node starts.',
         'Bytes kept: what the caller holds to send again (`stats().hosts[i].workers[j].resumeBytesPeak`), with the default windows; the worker keeps the same kind of bound for what it sends.',
       ],
     }

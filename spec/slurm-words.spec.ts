@@ -21,6 +21,10 @@ s('--unbuffered is added right after the program, before any program the user na
   assert.equal(srunCommand(['srun', '--unbuffered'], 'exec', {}), ['srun', '--unbuffered'])
 })
 
+s('-Q/--quiet is dropped: it would hide the lines that say a job waits in the queue', () => {
+  assert.equal(srunCommand(['srun', '-Q', '-N', '1', '--quiet'], 'worker', {}), ['srun', '--unbuffered', '-N', '1'])
+})
+
 s('inside an allocation: workers get --exact (steps side by side), the probe --overlap (never behind the workers), unless the user chose', () => {
   const env = { SLURM_JOB_ID: '42' }
   assert.equal(srunCommand(['srun', '-n1'], 'worker', env), ['srun', '--unbuffered', '--exact', '-n1'])

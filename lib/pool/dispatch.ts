@@ -46,6 +46,9 @@ export interface SessionSettings {
 }
 
 /** The calls waiting, and the worker slots they go to. */
+/** Why a call handed a slot goes back to be handed another: the slot's worker waits in a scheduler's queue. */
+const QUEUED = Symbol('queued')
+
 export class Dispatch {
   private readonly waiters: Waiter[] = []
   private turn = 0
@@ -116,10 +119,12 @@ export class Dispatch {
         slot = await this.queue(host, avoid, withdrawn)
       }
       try {
-        return await this.session(slot)
+        return await this.sessionUnlessQueued(slot)
       } catch (err) {
         slot.reserved--
         this.drain()
+        // Its worker waits in a scheduler's queue: the call goes back to be handed a worker that runs (or waits for one).
+        if (err === QUEUED) continue
         // That slot backs off now; another worker may take the call.
         if (this.owner.closed || withdrawn.aborted || tries >= this.owner.size) throw err
       }
@@ -244,6 +249,33 @@ export class Dispatch {
   }
 
   /** The slot's live session, starting a new worker when there is none. */
+  /**
+   * {@link session}, but rejects with {@link QUEUED} when the worker being
+   * started turns out to wait in a scheduler's queue (a call handed the slot
+   * before that was known need not wait minutes while another worker runs).
+   */
+  private sessionUnlessQueued(slot: Slot): Promise<Session> {
+    const starting = this.session(slot)
+    if (slot.session?.usable) return starting
+    return new Promise<Session>((resolve, reject) => {
+      const onQueued = () => {
+        slot.onQueued?.delete(onQueued)
+        reject(QUEUED)
+      }
+      ;(slot.onQueued ??= new Set()).add(onQueued)
+      starting.then(
+        (session) => {
+          slot.onQueued?.delete(onQueued)
+          resolve(session)
+        },
+        (err: unknown) => {
+          slot.onQueued?.delete(onQueued)
+          reject(err)
+        },
+      )
+    })
+  }
+
   session(slot: Slot): Promise<Session> {
     if (slot.session?.usable) return Promise.resolve(slot.session)
     if (this.owner.closed) return Promise.reject(new FarpipeError('this pool is closed'))
@@ -311,7 +343,10 @@ export class Dispatch {
       data: (chunk) => session.data(chunk),
       close: (err) => session.close(err),
       stderr: (text) => session.stderr(text),
-      queued: (job) => session.queued(job),
+      queued: (job) => {
+        session.queued(job)
+        if (job !== undefined) for (const tell of [...(slot.onQueued ?? [])]) tell()
+      },
     })
     if (this.owner.closed) {
       channel.destroy()

@@ -31,6 +31,8 @@ export interface Slot {
   error: Error | undefined
   /** Starts the slot again once its backoff has passed. */
   retryTimer: NodeJS.Timeout | undefined
+  /** Calls waiting for this slot's worker to start, told when it turns out to wait in a scheduler's queue. */
+  onQueued?: Set<() => void>
 }
 
 /** One host: its transport, and its worker slots once it has connected and said how many. */

@@ -50,6 +50,34 @@ function killNow(child: ChildProcess): void {
 /** How long srun has, once sent SIGTERM, to take its job out of the queue (or end it) before it is killed. */
 const SRUN_TERM_MS = 3000
 
+/** srun hosts with commands running: stopped when this process is ended by a signal (see {@link onEndingSignal}). */
+const srunRunners = new Set<CommandRunner>()
+const ENDING_SIGNALS = ['SIGTERM', 'SIGHUP', 'SIGINT'] as const
+
+/**
+ * This process is being ended by a signal nobody else handles (`kill`,
+ * `timeout`, systemd, a closed terminal): node would exit without its
+ * 'exit' hooks, leaving srun commands whose jobs wait in the queue to run
+ * later with nobody reading them. They are sent SIGTERM (srun takes its
+ * job out of the queue), then the signal is raised again to end this
+ * process as it would have. With a handler of the user's, nothing is done
+ * here: that handler decides (and the exit hook still stops them).
+ */
+function onEndingSignal(signal: NodeJS.Signals): void {
+  if (process.listeners(signal).some((l) => l !== onEndingSignal)) return
+  for (const runner of srunRunners) for (const child of runner.children) child.kill('SIGTERM')
+  for (const s of ENDING_SIGNALS) process.off(s, onEndingSignal)
+  process.kill(process.pid, signal)
+}
+
+function watchSignals(runner: CommandRunner, on: boolean): void {
+  const before = srunRunners.size
+  if (on) srunRunners.add(runner)
+  else srunRunners.delete(runner)
+  if (before === 0 && srunRunners.size === 1) for (const s of ENDING_SIGNALS) process.on(s, onEndingSignal)
+  if (before > 0 && srunRunners.size === 0) for (const s of ENDING_SIGNALS) process.off(s, onEndingSignal)
+}
+
 /** The command processes of one command host. */
 export class CommandRunner {
   /** The program that opens the channel (the command's first word), and its arguments. */
@@ -107,11 +135,17 @@ export class CommandRunner {
     const args = this.srun ? srunCommand(this.options.command, use).slice(1) : this.args
     const child = spawn(this.program, [...args, ...tail], { stdio: ['pipe', 'pipe', 'pipe'], windowsHide: true })
     child.stdin!.write(scriptLine(script))
-    if (this.children.size === 0) process.on('exit', this.onExit)
+    if (this.children.size === 0) {
+      process.on('exit', this.onExit)
+      if (this.srun) watchSignals(this, true)
+    }
     this.children.add(child)
     child.on('close', () => {
       this.children.delete(child)
-      if (this.children.size === 0) process.off('exit', this.onExit)
+      if (this.children.size === 0) {
+        process.off('exit', this.onExit)
+        if (this.srun) watchSignals(this, false)
+      }
     })
     return child
   }

@@ -61,7 +61,7 @@ export class CommandTransport implements Transport {
    * placed on any node, not in the worker's job.
    */
   readonly reattach?: (index: number, address: string, events: TransportEvents) => Promise<Channel>
-  readonly silenceHint = 'a command that holds its output back until a newline, as srun does without --unbuffered, looks like this: give it the option that passes output on at once'
+  readonly silenceHint: string
 
   /** Throws a TypeError naming the host when an option is not what it should be. */
   constructor(options: CommandTransportOptions) {
@@ -70,6 +70,11 @@ export class CommandTransport implements Transport {
     this.cacheDir = options.cacheDir
     this.runner = new CommandRunner(this.host, this.options)
     if (!this.runner.srun) this.reattach = (index, address, events) => this.relay(index, address, events)
+    this.silenceHint = this.runner.srun
+      ? process.env.SLURM_JOB_ID
+        ? `inside allocation ${process.env.SLURM_JOB_ID}, a job step that waits for room says nothing (srun 22.05): give at most as many workers as the allocation has tasks, or a longer startTimeout`
+        : 'srun said nothing of a queue: is its job held, or its output cut off?'
+      : 'a command that holds its output back until a newline, as srun does without --unbuffered, looks like this: give it the option that passes output on at once'
   }
 
   get up(): boolean {
@@ -182,7 +187,8 @@ export class CommandTransport implements Transport {
         cause: spawnError,
       })
       // Nothing came through: the channel to the host may be gone. The pool probes it again before it sends more calls there.
-      if (silent) this.failure = error
+      // Not for srun: its job ended before it started (cancelled while queued, refused); the slot backs off, the others go on.
+      if (silent && !this.runner.srun) this.failure = error
       lines.flush()
       events.close(destroyed ? workerEnded(error) : error)
     }

@@ -18,6 +18,7 @@
  * - srun killed with SIGKILL while its job waits leaves the job in the
  *   queue, to run later with nobody reading it: srun is stopped with
  *   SIGTERM, which revokes a pending job and ends a running one.
+ * - `-Q`/`--quiet` is dropped from the user's words: it hides the queue lines.
  *
  * @module
  */
@@ -38,7 +39,9 @@ export type CommandUse = 'worker' | 'exec'
  * already settle them.
  */
 export function srunCommand(command: readonly string[], use: CommandUse, env: NodeJS.ProcessEnv = process.env): string[] {
-  const [program, ...args] = command
+  const [program, ...given] = command
+  // srun's own words on stderr are how a job waiting in the queue is told from a dead one: --quiet would hide them.
+  const args = given.filter((a) => a !== '-Q' && a !== '--quiet')
   const has = (...names: string[]) => args.some((a) => names.some((n) => a === n || a.startsWith(`${n}=`)))
   const extra: string[] = []
   if (!has('-u', '--unbuffered')) extra.push('--unbuffered')

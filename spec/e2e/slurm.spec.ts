@@ -10,8 +10,8 @@ import { pool, TransportError, type CommandHost, type PoolOptions } from 'farpip
 import * as s from '../fixtures/slurm.ts'
 import * as t from '../fixtures/tasks.ts'
 import * as trust from '../fixtures/trust.ts'
-import { collect, markerPath, readMarker, rejection, sleep, tempDir, until } from '../helpers.ts'
-import { CPUS, noSlurm, startSlurm, type Slurm } from './slurm.ts'
+import { collect, markerPath, readMarker, rejection, tempDir, until } from '../helpers.ts'
+import { noSlurm, startSlurm, type Slurm } from './slurm.ts'
 
 const MiB = 2 ** 20
 const CLUSTER: CommandHost = { name: 'cluster', command: ['srun', '-N1', '-n1'] }
@@ -30,7 +30,6 @@ function specs(slurm: Slurm): void {
   const emptyQueue = () => until(async () => (await slurm.jobs()).length === 0, 20_000, 'the queue to be empty').catch(async (err) => {
     throw new Error(`${(err as Error).message}: ${JSON.stringify(await slurm.jobs())}\n${slurm.log()}`)
   })
-  const fill = async (cpus: number) => (await slurm.command('sbatch', ['--parsable', '-o', '/dev/null', '-n', String(cpus), '-J', 'filler', '--wrap', 'sleep 600'])).trim()
 
   const c = suite('slurm: srun as a command host')
   c.after(() => slurm.stop())
@@ -129,65 +128,6 @@ function specs(slurm: Slurm): void {
       assert.ok(p.stats().hosts[0]!.workers.reduce((n, w) => n + w.exits, 0) >= 1)
     } finally {
       await p.close()
-    }
-    await emptyQueue()
-  })
-
-  c('a worker waiting in the queue is not a dead one: the pool runs on the workers up, says "queued by the scheduler", and uses the others once room frees', async () => {
-    // One CPU left: the probe, then worker 0, run; workers 1 and 2 wait, past their startTimeout.
-    const filler = await fill(CPUS - 1)
-    await until(async () => (await slurm.jobs()).some((j) => j.id === filler && j.state === 'R'), 20_000, 'the filler to run')
-    const p = await open({ workers: 3, startTimeout: 1500 })
-    try {
-      assert.is(await p.run(t.add, 2, 3), 5)
-      const queued = await until(() => {
-        const w = p.stats().hosts[0]!.workers
-        return w.filter((x) => x.queued).length === 2 && w
-      }, 20_000, 'two workers queued')
-      for (const w of queued.filter((x) => x.queued)) assert.match(w.queued!, /^queued by the scheduler \(job \d+\)$/)
-      assert.is(queued.filter((x) => x.up).length, 1)
-      await sleep(3000) // past startTimeout: the queued workers are not killed for it
-      assert.is((await slurm.jobs()).filter((j) => j.state === 'PD').length, 2)
-      assert.equal(await Promise.all([1, 2, 3].map((i) => p.run(t.add, i, i))), [2, 4, 6])
-      await slurm.command('scancel', [filler])
-      await until(() => p.stats().hosts[0]!.workers.every((w) => w.up && !w.queued), 30_000, 'the queued workers to start')
-      const jobs = new Set((await Promise.all(Array.from({ length: 9 }, () => p.run(s.pauseJob, 200)))).map((j) => j.job))
-      assert.is(jobs.size, 3, 'calls go to all three workers')
-    } finally {
-      await p.close()
-    }
-    await emptyQueue()
-  })
-
-  c('close() while workers wait in the queue takes their jobs out of it', async () => {
-    const filler = await fill(CPUS - 1)
-    await until(async () => (await slurm.jobs()).some((j) => j.id === filler && j.state === 'R'), 20_000, 'the filler to run')
-    const p = await open({ workers: 3 })
-    await until(() => p.stats().hosts[0]!.workers.filter((w) => w.queued).length === 2, 20_000, 'two workers queued')
-    await p.close()
-    await slurm.command('scancel', [filler])
-    await emptyQueue()
-  })
-
-  c('inside an allocation (SLURM_JOB_ID set, as salloc does): the workers are steps of it, side by side, and close() ends them', async () => {
-    const alloc = (await slurm.command('salloc', ['--no-shell', '-n', '2', '-J', 'alloc'])).trim()
-    const id = (await slurm.jobs()).find((j) => j.name === 'alloc')!.id
-    process.env.SLURM_JOB_ID = id
-    try {
-      const p = await open({ workers: 2 })
-      try {
-        await until(() => p.stats().hosts[0]!.workers.every((w) => w.up), 20_000, `both workers (${alloc})`)
-        const where = await Promise.all([p.run(s.pauseJob, 300), p.run(s.pauseJob, 300)])
-        assert.ok(where.every((w) => w.job === id), JSON.stringify(where))
-        assert.is(new Set(where.map((w) => w.step)).size, 2, 'two steps')
-        assert.equal((await slurm.jobs()).map((j) => j.id), [id], 'no job of their own')
-      } finally {
-        await p.close()
-      }
-      await until(async () => (await slurm.command('squeue', ['-h', '-s', '-j', id, '-o', '%i'])).split('\n').filter((l) => l.trim() && !l.includes('.extern')).length === 0, 20_000, 'no step left')
-    } finally {
-      delete process.env.SLURM_JOB_ID
-      await slurm.command('scancel', [id])
     }
     await emptyQueue()
   })

@@ -93,6 +93,8 @@ export async function startSlurm(): Promise<Slurm> {
   const socket = path.join(dir, 'munge.sock')
   const [ctldPort, slurmdPort] = [await freePort(), await freePort()]
   const me = hostname().split('.')[0]!
+  // Its own node name: two clusters of specs may run at once.
+  const node = `fp-${randomBytes(3).toString('hex')}`
   const conf = path.join(dir, 'slurm.conf')
   writeFileSync(
     conf,
@@ -127,12 +129,12 @@ export async function startSlurm(): Promise<Slurm> {
       'InactiveLimit=0',
       'KillWait=2',
       'MinJobAge=2',
-      `NodeName=fp1 NodeHostname=${me} NodeAddr=127.0.0.1 CPUs=${CPUS} State=UNKNOWN`,
-      'PartitionName=spec Nodes=fp1 Default=YES MaxTime=INFINITE State=UP',
+      `NodeName=${node} NodeHostname=${me} NodeAddr=127.0.0.1 CPUs=${CPUS} State=UNKNOWN`,
+      `PartitionName=spec Nodes=${node} Default=YES MaxTime=INFINITE State=UP`,
       '',
     ].join('\n'),
   )
-  const env = { ...process.env, SLURM_CONF: conf }
+  const env: NodeJS.ProcessEnv = { ...process.env, SLURM_CONF: conf }
   delete env.SLURM_JOB_ID
   const daemons: ChildProcess[] = []
   const daemon = (program: string, args: string[]) => {
@@ -147,7 +149,7 @@ export async function startSlurm(): Promise<Slurm> {
   daemon('munged', ['-F', '-S', socket, `--key-file=${key}`, `--pid-file=${dir}/munged.pid`, `--log-file=${dir}/log/munged.log`, `--seed-file=${dir}/munge.seed`, '--force'])
   await waitFor(async () => (await run(find('munge')!, ['-n', '-S', socket])).stdout.length > 0, 'munged')
   daemon('slurmctld', ['-D', '-i', '-f', conf])
-  daemon('slurmd', ['-D', '-f', conf, '-N', 'fp1'])
+  daemon('slurmd', ['-D', '-f', conf, '-N', node])
   const command = async (program: string, args: string[]) => (await run(find(program)!, args, { env })).stdout
   await waitFor(async () => /idle/.test(await command('sinfo', ['-h', '-o', '%T'])), 'the node to be idle')
   const log = () =>
