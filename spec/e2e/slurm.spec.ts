@@ -132,22 +132,6 @@ function specs(slurm: Slurm): void {
     await emptyQueue()
   })
 
-  c('a time limit reached mid-call: the call fails with a TransportError that quotes srun (DUE TO TIME LIMIT), and the next call runs in a new job', async () => {
-    // Slurm counts time limits in minutes and checks them every half minute: this one takes 60 to 90 s.
-    const p = await open({ workers: 1 }, { ...CLUSTER, command: [...CLUSTER.command, '--time=1'] })
-    try {
-      const first = (await p.run(s.job)).job
-      const err = await rejection(collect(p.run(t.slowItems, 100_000, 100)))
-      assert.instance(err, TransportError)
-      assert.is(err.reason, 'lost')
-      assert.match(err.message, /DUE TO TIME LIMIT/)
-      assert.is.not((await p.run(s.job)).job, first)
-    } finally {
-      await p.close()
-    }
-    await emptyQueue()
-  })
-
   c('a command that holds its output back fails the start with a hint, not a bare timeout', async () => {
     // Passes its output on by whole lines (as srun does without --unbuffered): the probe ends, so its output comes; a worker's frames stay held.
     const byLine = 'import sys\nfor line in sys.stdin.buffer:\n  sys.stdout.buffer.write(line); sys.stdout.buffer.flush()'
