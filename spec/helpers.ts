@@ -1,3 +1,4 @@
+import { createServer } from 'node:net'
 // Shared by the specs: a guard that turns stray rejections into failures
 // (uvu would otherwise let them pass), temp dirs, and small waits.
 import { mkdtempSync, readdirSync, readFileSync, existsSync } from 'node:fs'
@@ -115,4 +116,13 @@ export function allocations(fn: () => void): number[] {
     Object.assign(Buffer, { alloc, allocUnsafe, concat, from })
   }
   return sizes
+}
+
+/** A loopback port that was free a moment ago (nothing listens on it now). */
+export async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
+  const port = (server.address() as { port: number }).port
+  await new Promise((r) => server.close(r))
+  return port
 }

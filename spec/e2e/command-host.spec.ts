@@ -7,7 +7,6 @@
 // worker's command line (separate words, or one word for a remote shell).
 import { randomBytes } from 'node:crypto'
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs'
-import { createServer } from 'node:net'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
@@ -15,7 +14,7 @@ import * as assert from 'uvu/assert'
 import { CommandTransport, pool, TimeoutError, TransportError, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
 import * as trust from '../fixtures/trust.ts'
-import { collect, markerPath, readMarker, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
+import { collect, freePort, markerPath, readMarker, rejection, running, sleep, tempDir, thrown, until, workerChildren } from '../helpers.ts'
 import { coreSuites } from './core.ts'
 import { findSshd, startSshd, type Sshd } from './sshd.ts'
 
@@ -41,15 +40,6 @@ function hostile(marker: string): string[] {
 const dyingLauncher = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'dies-after-facts.cjs')
 /** Runs a command and cuts its stdout after CUT_BYTES bytes, its stdin left open. */
 const cutStdout = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'cut-stdout.mjs')
-
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const port = (server.address() as { port: number }).port
-  await new Promise((r) => server.close(r))
-  return port
-}
 
 /** Files in `dir` named like a bundle (`<sha256>.mjs`) or the worker. */
 const cached = (dir: string) => readdirSync(dir).filter((f) => /^([0-9a-f]{64}|worker-[0-9a-f]{64})\.mjs$/.test(f))
@@ -206,7 +196,7 @@ function sshSuite(sshd: Sshd): void {
   })
 
   s('a refused connection fails pool() with reason refused and what ssh printed', async () => {
-    const port = await closedPort()
+    const port = await freePort()
     const host = viaSsh(sshd)
     // ssh takes -p over the config's Port.
     const err = await rejection(pool({ hosts: [{ ...host, command: [...host.command.slice(0, -1), '-p', String(port), sshd.alias] }], workers: 1 }))

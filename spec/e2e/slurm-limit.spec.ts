@@ -4,29 +4,17 @@
 // one-node cluster of its own.
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { pool, TransportError, type CommandHost, type PoolOptions } from 'farpipe'
+import { TransportError } from 'farpipe'
 import * as s from '../fixtures/slurm.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, rejection, tempDir, until } from '../helpers.ts'
-import { noSlurm, startSlurm, type Slurm } from './slurm.ts'
+import { collect, rejection } from '../helpers.ts'
+import { CLUSTER, slurmSpec, type SlurmSpec } from './slurm.ts'
 
-const CLUSTER: CommandHost = { name: 'cluster', command: ['srun', '-N1', '-n1'] }
 
-if (!noSlurm('slurm: a time limit')) {
-  const slurm = await startSlurm()
-  // srun, like squeue, finds the cluster through SLURM_CONF in its environment: this process's.
-  process.env.SLURM_CONF = slurm.conf
-  delete process.env.SLURM_JOB_ID
-  specs(slurm)
-}
+const spec = await slurmSpec('slurm: a time limit')
+if (spec) specs(spec)
 
-function specs(slurm: Slurm): void {
-  const open = (options: PoolOptions = {}, host: CommandHost = CLUSTER) => pool({ hosts: [host], workers: 2, cacheDir: tempDir(), onLog: () => {}, ...options })
-  /** Until the queue is empty (a job that ended stays a moment as CG). */
-  const emptyQueue = () => until(async () => (await slurm.jobs()).length === 0, 20_000, 'the queue to be empty').catch(async (err) => {
-    throw new Error(`${(err as Error).message}: ${JSON.stringify(await slurm.jobs())}\n${slurm.log()}`)
-  })
-
+function specs({ slurm, open, emptyQueue, fill }: SlurmSpec): void {
   const c = suite('slurm: a time limit')
   c.after(() => slurm.stop())
   c.after.each(async () => {

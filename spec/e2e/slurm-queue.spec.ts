@@ -9,32 +9,18 @@ import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { pool, type CommandHost, type PoolOptions } from 'farpipe'
 import * as s from '../fixtures/slurm.ts'
 import * as t from '../fixtures/tasks.ts'
-import { collect, sleep, tempDir, until } from '../helpers.ts'
-import { CPUS, noSlurm, startSlurm, type Slurm } from './slurm.ts'
+import { collect, sleep, until } from '../helpers.ts'
+import { CPUS, slurmSpec, type SlurmSpec } from './slurm.ts'
 
-const CLUSTER: CommandHost = { name: 'cluster', command: ['srun', '-N1', '-n1'] }
 /** A caller of its own, for the spec that ends one with a signal. */
 const callerScript = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'fixtures', 'slurm-caller.ts')
 
-if (!noSlurm('slurm: the queue')) {
-  const slurm = await startSlurm()
-  // srun, like squeue, finds the cluster through SLURM_CONF in its environment: this process's.
-  process.env.SLURM_CONF = slurm.conf
-  delete process.env.SLURM_JOB_ID
-  specs(slurm)
-}
+const spec = await slurmSpec('slurm: the queue')
+if (spec) specs(spec)
 
-function specs(slurm: Slurm): void {
-  const open = (options: PoolOptions = {}, host: CommandHost = CLUSTER) => pool({ hosts: [host], workers: 2, cacheDir: tempDir(), onLog: () => {}, ...options })
-  /** Until the queue is empty (a job that ended stays a moment as CG). */
-  const emptyQueue = () => until(async () => (await slurm.jobs()).length === 0, 20_000, 'the queue to be empty').catch(async (err) => {
-    throw new Error(`${(err as Error).message}: ${JSON.stringify(await slurm.jobs())}\n${slurm.log()}`)
-  })
-  const fill = async (cpus: number) => (await slurm.command('sbatch', ['--parsable', '-o', '/dev/null', '-n', String(cpus), '-J', 'filler', '--wrap', 'sleep 600'])).trim()
-
+function specs({ slurm, open, emptyQueue, fill }: SlurmSpec): void {
   const c = suite('slurm: the scheduler\'s queue, allocations, signals')
   c.after(() => slurm.stop())
   c.after.each(async () => {

@@ -12,12 +12,12 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { accessSync, chmodSync, constants, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { hostname } from 'node:os'
 import * as path from 'node:path'
 import { promisify } from 'node:util'
 import { suite } from 'uvu'
-import { sleep, tempDir } from '../helpers.ts'
+import { pool, type CommandHost, type Pool, type PoolOptions } from 'farpipe'
+import { freePort, sleep, tempDir, until } from '../helpers.ts'
 
 const run = promisify(execFile)
 
@@ -73,14 +73,6 @@ export interface Slurm {
   /** The daemons' logs, for a failing spec's message. */
   log(): string
   stop(): Promise<void>
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const port = (server.address() as { port: number }).port
-  await new Promise((r) => server.close(r))
-  return port
 }
 
 /** Starts the cluster and waits until its node takes jobs. */
@@ -199,4 +191,43 @@ async function waitFor(check: () => Promise<boolean>, what: string, ms = 30_000)
     await sleep(100)
   }
   throw new Error(`the spec Slurm cluster: ${what} did not come up within ${ms} ms${last ? `: ${(last as Error).message}` : ''}`)
+}
+
+/** The host of the Slurm specs: `srun` as users write it. */
+export const CLUSTER: CommandHost = { name: 'cluster', command: ['srun', '-N1', '-n1'] }
+
+/** What a Slurm spec file works with: its cluster, and helpers on it. */
+export interface SlurmSpec {
+  slurm: Slurm
+  /** A pool of `host` (2 workers unless told), its own cache, logs dropped. */
+  open(options?: PoolOptions, host?: CommandHost): Promise<Pool>
+  /** Waits until the queue is empty (a job that ended stays a moment as CG); fails with the queue and the daemons' logs. */
+  emptyQueue(): Promise<void>
+  /** A job named `filler` that holds `cpus` CPUs (its output nowhere); resolves with its id. */
+  fill(cpus: number): Promise<string>
+}
+
+/**
+ * For a Slurm spec file: starts a cluster of its own (or registers one
+ * skipped suite named `name` and resolves undefined when none can start),
+ * points this process's SLURM_CONF at it (srun, like squeue, finds the
+ * cluster there), and gives the helpers. Stop it with `slurm.stop()`.
+ */
+export async function slurmSpec(name: string): Promise<SlurmSpec | undefined> {
+  if (noSlurm(name)) return undefined
+  const slurm = await startSlurm()
+  process.env.SLURM_CONF = slurm.conf
+  delete process.env.SLURM_JOB_ID
+  return {
+    slurm,
+    open: (options = {}, host = CLUSTER) => pool({ hosts: [host], workers: 2, cacheDir: tempDir(), onLog: () => {}, ...options }),
+    emptyQueue: () =>
+      until(async () => (await slurm.jobs()).length === 0, 20_000, 'the queue to be empty').then(
+        () => undefined,
+        async (err) => {
+          throw new Error(`${(err as Error).message}: ${JSON.stringify(await slurm.jobs())}\n${slurm.log()}`)
+        },
+      ),
+    fill: async (cpus) => (await slurm.command('sbatch', ['--parsable', '-o', '/dev/null', '-n', String(cpus), '-J', 'filler', '--wrap', 'sleep 600'])).trim(),
+  }
 }

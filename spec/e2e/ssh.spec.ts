@@ -1,12 +1,12 @@
 // farpipe over SSH against a real OpenSSH sshd on loopback: the whole core
 // suite again, then what only SSH has (host keys, logins, jump hosts, dropped
 // and silent connections, bootstrap).
-import { chmodSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import * as path from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { collect, rejection, tempDir, until } from '../helpers.ts'
+import { collect, freePort, rejection, tempDir, until } from '../helpers.ts'
 import { HostKeyError, pool, TransportError, type Pool, type PoolOptions } from 'farpipe'
 import * as t from '../fixtures/tasks.ts'
 import { coreSuites } from './core.ts'
@@ -19,15 +19,6 @@ if (!noSshd('ssh')) {
   const open = (options: PoolOptions = {}) => pool({ hosts: [sshd.alias], ...options })
   coreSuites({ name: 'ssh', host: sshd.alias, open })
   sshSuites(sshd, open)
-}
-
-/** A loopback port nothing listens on. */
-async function closedPort(): Promise<number> {
-  const server = createServer()
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-  const port = (server.address() as { port: number }).port
-  await new Promise((r) => server.close(r))
-  return port
 }
 
 function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): void {
@@ -133,7 +124,7 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
   })
 
   s('a refused port, an unknown host name and a missing node are distinct, clear errors', async () => {
-    const port = await closedPort()
+    const port = await freePort()
     const refused = await rejection(pool({ hosts: [`ssh://127.0.0.1:${port}`] }))
     assert.instance(refused, TransportError)
     assert.is(refused.reason, 'refused')
@@ -171,7 +162,7 @@ function sshSuites(sshd: Sshd, open: (options?: PoolOptions) => Promise<Pool>): 
   })
 
   s('a pool with an unreachable host stays usable on the others', async () => {
-    const port = await closedPort()
+    const port = await freePort()
     const logs: string[] = []
     const p = await pool({ hosts: [sshd.alias, `ssh://127.0.0.1:${port}`], workers: 1, cacheDir: tempDir(), onLog: (e) => void logs.push(e.line) })
     try {
