@@ -10,7 +10,7 @@ import { connect } from 'node:net'
 import * as path from 'node:path'
 import { suite } from 'uvu'
 import * as assert from 'uvu/assert'
-import { pool, TransportError, type LogEntry, type PoolOptions } from 'farpipe'
+import { pool, TransportError, type LogEntry, type Pool, type PoolOptions } from 'farpipe'
 import * as n from '../fixtures/nested.ts'
 import * as r from '../fixtures/resume.ts'
 import * as t from '../fixtures/tasks.ts'
@@ -35,6 +35,21 @@ function failure(it: AsyncIterator<unknown>): Promise<any> {
   return rejection((async () => {
     for (;;) if ((await it.next()).done) throw new Error('the call ended without failing')
   })())
+}
+
+/**
+ * Starts an endless stream on `p` and reads its first 100 items, then takes
+ * the network down for good (cut, new connections refused): the call's
+ * iterator, the worker's pid, and the marker its `finally` writes.
+ */
+async function streamThenOutage(p: Pool, proxy: TcpProxy) {
+  const marker = markerPath()
+  const pid = await p.run(r.pid)
+  const it = p.run(r.endless, markerPath(), marker)[Symbol.asyncIterator]()
+  for (let i = 0; i < 100; i++) await it.next()
+  proxy.refuse()
+  proxy.cut()
+  return { it, pid, marker }
 }
 
 /** Reads a call to its end, calling `drop` once the `at`-th item was read; returns the items. */
@@ -219,16 +234,9 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
   })
 
   s('an outage longer than the window: the call fails with TransportError (resume); on the host the worker cancels it (its finally runs) and exits', async () => {
-    const made = markerPath()
-    const marker = markerPath()
     const p = await open({ resumeWindow: 1500 })
     try {
-      const pid = await p.run(r.pid)
-      const call = p.run(r.endless, made, marker)
-      const it = call[Symbol.asyncIterator]()
-      for (let i = 0; i < 100; i++) await it.next()
-      proxy.refuse()
-      proxy.cut()
+      const { it, pid, marker } = await streamThenOutage(p, proxy)
       const err = await failure(it)
       assert.instance(err, TransportError)
       assert.is(err.reason, 'resume')
@@ -308,14 +316,8 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
   })
 
   s('close() during an outage resolves; the worker ends on its own when its window passes', async () => {
-    const marker = markerPath()
     const p = await open({ resumeWindow: 2000 })
-    const pid = await p.run(r.pid)
-    const call = p.run(r.endless, markerPath(), marker)
-    const it = call[Symbol.asyncIterator]()
-    for (let i = 0; i < 100; i++) await it.next()
-    proxy.refuse()
-    proxy.cut()
+    const { it, pid, marker } = await streamThenOutage(p, proxy)
     await until(() => p.stats().hosts[0]!.up === false, 10_000, 'the host to be down')
     await p.close()
     // Failed by close() at once, not after the pool's grace and a cancel that could not be sent.
@@ -486,15 +488,9 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
   })
 
   c('an outage longer than the window: TransportError (resume), the finally runs on the host, the worker exits; close() leaves no command running', async () => {
-    const made = markerPath()
-    const marker = markerPath()
     const p = await openVia({ resumeWindow: 1500 })
     try {
-      const pid = await p.run(r.pid)
-      const it = p.run(r.endless, made, marker)[Symbol.asyncIterator]()
-      for (let i = 0; i < 100; i++) await it.next()
-      proxy.refuse()
-      proxy.cut()
+      const { it, pid, marker } = await streamThenOutage(p, proxy)
       const err = await failure(it)
       assert.instance(err, TransportError)
       assert.is(err.reason, 'resume')
@@ -509,13 +505,8 @@ function specs(sshd: Sshd, proxy: TcpProxy): void {
   })
 
   c('close() during an outage resolves, leaves no command running, and the worker ends at its window', async () => {
-    const marker = markerPath()
     const p = await openVia({ resumeWindow: 2000 })
-    const pid = await p.run(r.pid)
-    const it = p.run(r.endless, markerPath(), marker)[Symbol.asyncIterator]()
-    for (let i = 0; i < 100; i++) await it.next()
-    proxy.refuse()
-    proxy.cut()
+    const { it, pid, marker } = await streamThenOutage(p, proxy)
     await until(() => p.stats().hosts[0]!.up === false, 10_000, 'the host to be down')
     await p.close()
     assert.instance(await failure(it), Error)
