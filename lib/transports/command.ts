@@ -104,10 +104,7 @@ export class CommandTransport implements Transport {
       early.detach()
     }
     const child = early?.child ?? this.runner.spawn(workerCommand(facts, this.options.env, this.options.nodeArgs ?? []))
-    if (index === 0) {
-      this.worker0 = child
-      this.opened0 = true
-    }
+    if (index === 0) this.opened0 = true
     return this.channelOf(child, index, events, early)
   }
 
@@ -165,7 +162,6 @@ export class CommandTransport implements Transport {
       }
     }
     const onClose = (code: number | null, signal: NodeJS.Signals | null) => {
-      if (this.worker0 === child) this.worker0 = undefined
       this.queued.delete(child)
       const how = spawnError
         ? `could not start ${this.runner.program}: ${spawnError.message}`
@@ -259,15 +255,11 @@ export class CommandTransport implements Transport {
   /** Worker 0, started together with the probe, until the pool opens it. */
   private launched: Launched | undefined
   /**
-   * Worker 0's command once the pool opened it, while it runs. A probe of
-   * the host meanwhile (the pool reconnects a host that failed) goes the
-   * long way: a launcher would start a second worker 0 that nobody opens.
-   */
-  private worker0: ChildProcess | undefined
-  /**
-   * Worker 0 was opened once: a later probe goes the long way too, since
-   * worker 0 may still run on the host, its command ended with a dropped
-   * connection, waiting to be re-attached.
+   * Worker 0 was opened once: a later probe of the host (the pool
+   * reconnects a host that failed) goes the long way, since worker 0 may
+   * still run there (its command running, or ended with a dropped
+   * connection and waiting to be re-attached): a launcher would start a
+   * second worker 0 that nobody opens.
    */
   private opened0 = false
 
@@ -314,7 +306,7 @@ export class CommandTransport implements Transport {
       // Extra node arguments may name a script of their own (a loader, say) that would not run the launcher: then the long way.
       // srun too: its launcher would wait in the queue like a worker, with the probe's deadline on it.
       let known: Probe | undefined
-      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.worker0 && !this.opened0 && !this.runner.srun) {
+      if (this.options.node !== 'upload' && (this.options.nodeArgs ?? []).length === 0 && !this.launched && !this.opened0 && !this.runner.srun) {
         const { running, probe } = await this.launch(bundle.hash)
         if (running && this.closing) {
           // close() came while it started: it ends with its input, as the workers close() ended do.
