@@ -10,31 +10,34 @@ import * as b from './tasks.ts'
 const BYTES = Number(process.env.FARPIPE_BENCH_BYTES ?? 1 << 30)
 const CHUNK = 64 * 1024
 
-function* chunks(): Generator<Uint8Array> {
+function* chunks(total: number): Generator<Uint8Array> {
   const chunk = new Uint8Array(CHUNK)
-  for (let sent = 0; sent < BYTES; sent += CHUNK) yield chunk
+  for (let sent = 0; sent < total; sent += CHUNK) yield chunk
 }
 
-async function down(p: Pool): Promise<number> {
+/** MiB/s of `total` bytes yielded by the remote in 64 KiB chunks. */
+export async function down(p: Pool, total = BYTES): Promise<number> {
   const t0 = performance.now()
   let n = 0
-  for await (const c of p.run(b.bytes, BYTES, CHUNK)) n += c.byteLength
-  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  for await (const c of p.run(b.bytes, total, CHUNK)) n += c.byteLength
+  if (n !== total) throw new Error(`expected ${total} bytes, got ${n}`)
   return mibps(n, t0)
 }
 
-async function up(p: Pool): Promise<number> {
+/** MiB/s of `total` bytes sent as a streamed argument in 64 KiB chunks. */
+export async function up(p: Pool, total = BYTES): Promise<number> {
   const t0 = performance.now()
-  const n = await p.run(b.sink, chunks())
-  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  const n = await p.run(b.sink, chunks(total))
+  if (n !== total) throw new Error(`expected ${total} bytes, got ${n}`)
   return mibps(n, t0)
 }
 
-async function echo(p: Pool): Promise<number> {
+/** MiB/s (one way) of `total` bytes sent in 64 KiB chunks and yielded back. */
+export async function echo(p: Pool, total = BYTES): Promise<number> {
   const t0 = performance.now()
   let n = 0
-  for await (const c of p.run(b.echo, chunks())) n += (c as Uint8Array).byteLength
-  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  for await (const c of p.run(b.echo, chunks(total))) n += (c as Uint8Array).byteLength
+  if (n !== total) throw new Error(`expected ${total} bytes, got ${n}`)
   return mibps(n, t0)
 }
 

@@ -1,4 +1,4 @@
-// The command line's bytes path, as a Unix user compares it first: the
+// The command line's bytes path (rows of the bytes section, bench/bytes.ts), as a Unix user compares it first: the
 // whole command `farpipe pipe echo - --bytes --host h < file > /dev/null`
 // against `ssh h cat < file > /dev/null` on the same sshd and file,
 // alternated; and the command's start-up apart (the same command on an
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sshd } from './context.ts'
-import { measure, median, pair, repeat, RUNS, type Row, type Section } from './lib.ts'
+import { measure, median, pair, repeat, RUNS, type Row } from './lib.ts'
 
 const MiB = 2 ** 20
 const TOTAL = 256 * MiB
@@ -35,7 +35,8 @@ function timed(program: string, args: string[], input: string, env: NodeJS.Proce
   })
 }
 
-export async function run(): Promise<Section> {
+/** The command line's rows: the whole command against `ssh h cat` (alternated), the start-up apart, and `--help`. */
+export async function cliRows(): Promise<{ rows: Row[]; alias: string }> {
   const s = await sshd()
   const dir = mkdtempSync(path.join(tmpdir(), 'farpipe-bench-cli-'))
   const file = path.join(dir, 'data')
@@ -71,11 +72,11 @@ export async function run(): Promise<Section> {
     return performance.now() - t0
   })
   rows.push({ figure: '`farpipe --help`', farpipe: measure(help, 'ms', false), anchor: { name: '`node -e 0`', measure: measure(bare, 'ms', false) } })
-  return {
-    title: 'Bytes through the command line',
-    rows,
-    notes: [
-      `Whole commands, alternated, on the bench sshd (loopback): \`node dist/cli/main.js pipe bench/tasks.ts#echo - --bytes --host ${s.alias}\` and \`ssh ${s.alias} cat\`, stdin a ${TOTAL / MiB} MiB file, stdout /dev/null. The bundle and the worker are cached on the host after the first, unmeasured run.`,
-    ],
-  }
+  return { rows, alias: s.alias }
 }
+
+/** The command line's words for a note under its rows. */
+export function cliNote(alias: string): string {
+  return `Whole commands, alternated, on the bench sshd (loopback): \`node dist/cli/main.js pipe bench/tasks.ts#echo - --bytes --host ${alias}\` and \`ssh ${alias} cat\`, stdin a ${TOTAL / MiB} MiB file, stdout /dev/null. The bundle and the worker are cached on the host after the first, unmeasured run.`
+}
+

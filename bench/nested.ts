@@ -5,28 +5,20 @@ import type { Pool } from 'farpipe'
 import { localPool, sshPool } from './context.ts'
 import { measure, mibps, pair, type Row, type Section } from './lib.ts'
 import * as b from './tasks.ts'
+import { down as topLevel } from './bulk-bytes.ts'
 
 const BYTES = Number(process.env.FARPIPE_BENCH_NESTED_BYTES ?? 512 * 2 ** 20)
 const CHUNK = 64 * 1024
 const FILES = 16
 
-/** Every file's body read in turn, after its item arrived. */
-async function nested(p: Pool, files = FILES): Promise<number> {
+/** Every file's body read in turn, after its item arrived: MiB/s of `total` bytes in `files` bodies. */
+export async function nested(p: Pool, files = FILES, total = BYTES): Promise<number> {
   const t0 = performance.now()
   let n = 0
-  for await (const f of p.run(b.bodies, files, BYTES / files, CHUNK)) {
+  for await (const f of p.run(b.bodies, files, total / files, CHUNK)) {
     for await (const c of f.body) n += c.byteLength
   }
-  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
-  return mibps(n, t0)
-}
-
-/** The same bytes as the items of one call. */
-async function topLevel(p: Pool): Promise<number> {
-  const t0 = performance.now()
-  let n = 0
-  for await (const c of p.run(b.bytes, BYTES, CHUNK)) n += c.byteLength
-  if (n !== BYTES) throw new Error(`expected ${BYTES} bytes, got ${n}`)
+  if (n !== total) throw new Error(`expected ${total} bytes, got ${n}`)
   return mibps(n, t0)
 }
 
@@ -35,9 +27,9 @@ export async function run(): Promise<Section> {
   const mib = `${(BYTES / 2 ** 20).toFixed(0)} MiB`
   for (const [where, open] of [['SSH', sshPool], ['local pool', localPool]] as const) {
     const p = await open()
-    const [fp, top] = await pair(() => nested(p), () => topLevel(p))
+    const [fp, top] = await pair(() => nested(p), () => topLevel(p, BYTES))
     rows.push({ figure: `${mib} as ${FILES} nested bodies, ${where}`, farpipe: measure(fp, 'MiB/s'), anchor: { name: 'the same bytes as top-level yields', measure: measure(top, 'MiB/s') } })
-    const [many, top2] = await pair(() => nested(p, 512), () => topLevel(p))
+    const [many, top2] = await pair(() => nested(p, 512), () => topLevel(p, BYTES))
     rows.push({ figure: `${mib} as 512 nested bodies of 1 MiB, ${where}`, farpipe: measure(many, 'MiB/s'), anchor: { name: 'the same bytes as top-level yields', measure: measure(top2, 'MiB/s') } })
   }
   return {
