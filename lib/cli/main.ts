@@ -8,6 +8,8 @@
  * @module
  */
 import { createReadStream, fstatSync } from 'node:fs'
+import { pathToFileURL } from 'node:url'
+import { bundleModule } from '../bundle.ts'
 import type { Readable } from 'node:stream'
 import { coreOf, type RemoteCall } from '../call/remote-call.ts'
 import type { AnyFunction } from '../call/types.ts'
@@ -17,7 +19,7 @@ import type { PoolOptions } from '../pool/options.ts'
 import { pool, type Pool } from '../pool/pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
-import { checkSshConfig, loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
+import { checkSshConfig, loadRemote, locateRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
 import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
 import { hostInfo, type HostInfo } from './probe.ts'
@@ -80,8 +82,22 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   try {
     // Whether or not there are hosts: a typo in -F is a usage error, not a silent run on local workers.
     if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
-    const { fn } = await loadRemote(cmd.target)
-    p = await pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
+    const { file } = locateRemote(cmd.target)
+    // The pool connects and starts its workers (a few hundred ms, mostly waiting on the hosts) while the
+    // module is imported here and bundled (esbuild runs in a process of its own): none needs the others.
+    // The bundle is the one the first call would make (by the module's URL); a failure there is the call's to report.
+    bundleModule(pathToFileURL(file).href).catch(() => {})
+    const opening = pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
+    opening.catch(() => {}) // awaited below, once the module is loaded; a failure meanwhile is not unhandled
+    let fn: Remote<AnyFunction>
+    try {
+      ;({ fn } = await loadRemote(cmd.target))
+    } catch (err) {
+      // The module does not load: that is the error, whatever the pool does; its workers are let go properly.
+      await opening.then((q) => q.close(), () => {})
+      throw err
+    }
+    p = await opening
     // A dropped connection pauses the call while the pool reconnects (resumeWindow): say so, and when it goes on.
     p.addEventListener('hostdown', (e) => stderr.print(`farpipe: ${e.detail.host}: connection lost, reconnecting…\n`))
     p.addEventListener('hostup', (e) => {

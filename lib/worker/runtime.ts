@@ -26,8 +26,9 @@ import { Link, type Channel } from '../link.ts'
 import { RunningCall } from './call.ts'
 import type { CallRuntime } from './call-runtime.ts'
 import type { Limits } from '../options.ts'
-import { remote, remoteInfo } from '../remote.ts'
-import { needsContext, RUNTIME_GLOBAL } from '../bundle.ts'
+import { remoteInfo } from '../remote.ts'
+import { publishRuntime } from '../runtime-exports.ts'
+import { needsContext } from '../bundle.ts'
 import { asBuffer, Kind, kindName, PROTOCOL_VERSION, type Frame } from '../wire/frame.ts'
 import { payloads, type CallerHello, type CallHeader, type ResumeAnswer, type ResumeRequest, type WorkerHello } from '../wire/payloads.ts'
 import { ReplayLog } from '../replay.ts'
@@ -36,30 +37,6 @@ import { ReplayLog } from '../replay.ts'
 export function defaultCacheDir(): string {
   const base = process.env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache')
   return path.join(base, 'farpipe')
-}
-
-/**
- * What `import ... from 'farpipe'` gives a bundle on the worker. `pool()`
- * is refused there: a module of remote functions that opens a pool at its
- * top level would open one on every worker.
- */
-export const runtimeExports = {
-  ...errors,
-  remote,
-  context,
-  input,
-  pool(): never {
-    throw new FarpipeError(
-      'pool() was called while a worker was loading the module of a remote function. That module is bundled and ' +
-        'evaluated on every worker, so it must not open a pool at its top level: keep the remote functions in a module ' +
-        'of their own (for example tasks.ts) and open the pool in the module that imports them (for example main.ts).',
-    )
-  },
-}
-
-/** Publishes the runtime for bundles to import (see bundle.ts). */
-export function publishRuntime(): void {
-  ;(globalThis as Record<symbol, unknown>)[Symbol.for(RUNTIME_GLOBAL)] = runtimeExports
 }
 
 /** The worker end of a session. */

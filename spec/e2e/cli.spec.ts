@@ -3,7 +3,7 @@
 // on local workers and over the test sshd. Needs `npm run build` first.
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -304,6 +304,34 @@ function localOnly(): void {
     const noHash = await farpipe(['run', 'cli-tasks.ts'])
     assert.is(noHash.code, 2)
     assert.match(noHash.stderr, 'module#export')
+  })
+
+  s('a TypeScript module is loaded as its bundle, as the workers run it: relative imports, and its faults exit 2 with their cause', async () => {
+    // Outside the package: its `farpipe` import is the bundle's shim, and nothing else needs resolving.
+    const dir = tempDir()
+    const tmp = tempDir()
+    writeFileSync(path.join(dir, 'base.ts'), 'export const base: number = 10\n')
+    writeFileSync(path.join(dir, 'tasks.ts'), "import { remote } from 'farpipe'\nimport { base } from './base.ts'\nexport const add = remote((a: number): number => a + base)\n")
+    writeFileSync(path.join(dir, 'throws.ts'), "import { remote } from 'farpipe'\nexport const f = remote(() => 1)\nthrow new Error('top-level boom')\n")
+    writeFileSync(path.join(dir, 'broken.ts'), "import { remote } from 'farpipe'\nexport const f = remote((a: number => a)\n")
+    writeFileSync(path.join(dir, 'pools.ts'), "import { pool, remote } from 'farpipe'\nawait pool()\nexport const f = remote(() => 1)\n")
+    const env = { TMPDIR: tmp }
+    const ok = await farpipe(['run', path.join(dir, 'tasks.ts#add'), '5'], env)
+    assert.is(ok.code, 0, ok.stderr)
+    assert.equal(lines(ok.stdout), ['15'])
+    const throws = await farpipe(['run', path.join(dir, 'throws.ts#f')], env)
+    assert.is(throws.code, 2, throws.stderr)
+    assert.match(throws.stderr, 'cannot import')
+    assert.match(throws.stderr, 'top-level boom')
+    const broken = await farpipe(['run', path.join(dir, 'broken.ts#f')], env)
+    assert.is(broken.code, 2, broken.stderr)
+    assert.match(broken.stderr, 'cannot import')
+    assert.match(broken.stderr, 'broken.ts:2')
+    const pools = await farpipe(['run', path.join(dir, 'pools.ts#f')], env)
+    assert.is(pools.code, 2, pools.stderr)
+    assert.match(pools.stderr, 'pool() was called while')
+    // The bundle is imported from a private temporary file, removed once imported.
+    assert.equal(readdirSync(tmp).filter((n) => n.startsWith('farpipe-cli-')), [])
   })
 
   s('a bad option or a missing - exits 2', async () => {
