@@ -9,20 +9,19 @@
  */
 import { createReadStream, fstatSync } from 'node:fs'
 import { pathToFileURL } from 'node:url'
-import { bundleModule } from '../bundle.ts'
 import type { Readable } from 'node:stream'
-import { coreOf, type RemoteCall } from '../call/remote-call.ts'
+import type { RemoteCall } from '../call/remote-call.ts'
 import type { AnyFunction } from '../call/types.ts'
 import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
 import type { PoolOptions } from '../pool/options.ts'
-import { pool, type Pool } from '../pool/pool.ts'
+import type { Pool } from '../pool/pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
 import { checkSshConfig, loadRemote, locateRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
 import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
-import { hostInfo, type HostInfo } from './probe.ts'
+import type { HostInfo } from './probe.ts'
 import { EXIT, messageOf, report } from './report.ts'
 
 /**
@@ -83,6 +82,8 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     // Whether or not there are hosts: a typo in -F is a usage error, not a silent run on local workers.
     if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
     const { file } = locateRemote(cmd.target)
+    // Loaded here, not at the top: `farpipe --help` and usage errors do not need them (about a third of the start-up).
+    const [{ pool }, { coreOf }, { bundleModule }] = await Promise.all([import('../pool/pool.ts'), import('../call/remote-call.ts'), import('../bundle.ts')])
     // The pool connects and starts its workers (a few hundred ms, mostly waiting on the hosts) while the
     // module is imported here and bundled (esbuild runs in a process of its own): none needs the others.
     // The bundle is the one the first call would make (by the module's URL); a failure there is the call's to report.
@@ -230,6 +231,7 @@ function poolHosts(cmd: HostsOptions, hosts = cmd.hosts): Pick<PoolOptions, 'hos
 type Outcome = { host: string; info: HostInfo; workers: number } | { host: string; unreachable: string } | { host: string; failed: string }
 
 async function probe(host: string, cmd: HostsCommand): Promise<Outcome> {
+  const [{ pool }, { hostInfo }] = await Promise.all([import('../pool/pool.ts'), import('./probe.ts')])
   let p: Pool
   try {
     p = await pool({ ...poolHosts(cmd, [host]), ...(cmd.workers !== undefined ? { workers: cmd.workers } : {}), onLog: (e) => stderr.print(`[${e.where}] ${e.line}\n`) })
