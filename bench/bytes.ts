@@ -3,7 +3,7 @@
 // bodies read one after another against the same bytes as top-level yields;
 // 1 GiB up, echoed and down against a bare ssh2 channel and OpenSSH.
 import { sshAnchors, localPool, sshPool } from './context.ts'
-import { measure, pair, type Row, type Section } from './lib.ts'
+import { cpuByRole, measure, pair, underSshd, type Row, type Section } from './lib.ts'
 import { down, echo, up } from './bulk-bytes.ts'
 import { nested } from './nested.ts'
 import { cliNote, cliRows } from './cli-bytes.ts'
@@ -35,12 +35,29 @@ export async function run(): Promise<Section> {
   rows.push({ figure: `${size} down, 64 KiB chunks, SSH`, farpipe: mibs(fpDown), anchor: { name: 'bare ssh2 channel', measure: mibs(bareDown) }, target: atLeast(0.9) })
   const [fpDown2, head] = await pair(() => down(p, GiB), async () => (await a.opensshDown(GiB)).mibps)
   rows.push({ figure: `${size} down, 64 KiB chunks, SSH`, farpipe: mibs(fpDown2), anchor: { name: 'OpenSSH `ssh host head -c`', measure: mibs(head) }, target: atLeast(1.0) })
+  // Who spends the cycles, per MiB moved: one more run of each, farpipe and its anchor, watched from /proc.
+  const role = (q: Parameters<typeof underSshd>[0], seen: Parameters<typeof underSshd>[1]) =>
+    q.pid === process.pid ? 'caller' : q.comm.startsWith('sshd') ? 'sshd' : underSshd(q, seen) ? 'far end' : undefined
+  const perMiB = async (run: () => Promise<number>) => {
+    const { cpu } = await cpuByRole(role, run)
+    const mib = GiB / 2 ** 20
+    return ['caller', 'sshd', 'far end'].map((r) => `${r} ${(((cpu[r] ?? 0) / mib) * 1000).toFixed(2)}`).join(', ')
+  }
+  const cycles: string[] = []
+  for (const [dir, mine, bare] of [
+    ['up', () => up(p, GiB), () => a.ssh2Up(GiB)],
+    ['echo', () => echo(p, GiB), () => a.ssh2Echo(GiB)],
+    ['down', () => down(p, GiB), () => a.ssh2Down(GiB)],
+  ] as const) {
+    cycles.push(`${dir}: farpipe ${await perMiB(mine)}; bare ssh2 ${await perMiB(bare)}`)
+  }
   return {
     title: 'Bytes at the speed of the pipe',
     rows,
     notes: [
-      cliNote(cli.alias),
+      cliNote(cli.alias, cli.cpu),
       'File bodies: a remote `async function*` yields `{ name, body }` items, each body a ReadableStream of 64 KiB chunks, read to its end before the next item is taken; the anchor yields the same chunks as the items of one call. Up, echo and down: one call on one warm SSH worker, 64 KiB `Uint8Array` chunks; the bare ssh2 channel runs `cat`/`head -c` at its far end on the same sshd. OpenSSH figures are its data phase (first byte to last).',
+      `CPU milliseconds per MiB moved, by process (from /proc, one more run of each; the far end is farpipe's worker, or the bare channel's \`cat\`/\`head\`): ${cycles.join('; ')}.`,
     ],
   }
 }

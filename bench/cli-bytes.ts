@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sshd } from './context.ts'
-import { measure, median, pair, repeat, RUNS, type Row } from './lib.ts'
+import { cpuByRole, measure, median, pair, repeat, RUNS, underSshd, type Row } from './lib.ts'
 
 const MiB = 2 ** 20
 const TOTAL = 256 * MiB
@@ -17,12 +17,13 @@ const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const cli = path.join(root, 'dist', 'cli', 'main.js')
 
 /** Seconds `program args < input > /dev/null` takes, from spawn to exit. */
-function timed(program: string, args: string[], input: string, env: NodeJS.ProcessEnv): Promise<number> {
+function timed(program: string, args: string[], input: string, env: NodeJS.ProcessEnv, spawned?: (pid: number) => void): Promise<number> {
   return new Promise((resolve, reject) => {
     const inFd = openSync(input, 'r')
     const outFd = openSync('/dev/null', 'w')
     const t0 = performance.now()
     const child = spawn(program, args, { stdio: [inFd, outFd, 'pipe'], env, cwd: root })
+    spawned?.(child.pid!)
     let err = ''
     child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d))
     child.on('error', reject)
@@ -36,7 +37,7 @@ function timed(program: string, args: string[], input: string, env: NodeJS.Proce
 }
 
 /** The command line's rows: the whole command against `ssh h cat` (alternated), the start-up apart, and `--help`. */
-export async function cliRows(): Promise<{ rows: Row[]; alias: string }> {
+export async function cliRows(): Promise<{ rows: Row[]; alias: string; cpu: { farpipe: string; ssh: string } }> {
   const s = await sshd()
   const dir = mkdtempSync(path.join(tmpdir(), 'farpipe-bench-cli-'))
   const file = path.join(dir, 'data')
@@ -49,8 +50,8 @@ export async function cliRows(): Promise<{ rows: Row[]; alias: string }> {
   const config = path.join(s.home, '.ssh', 'config')
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: s.home }
   delete env.SSH_AUTH_SOCK
-  const farpipe = (input: string) => timed(process.execPath, [cli, 'pipe', 'bench/tasks.ts#echo', '-', '--bytes', '--host', s.alias, '-F', config], input, env)
-  const ssh = (input: string) => timed('ssh', ['-F', config, '-o', 'BatchMode=yes', s.alias, 'cat'], input, env)
+  const farpipe = (input: string, spawned?: (pid: number) => void) => timed(process.execPath, [cli, 'pipe', 'bench/tasks.ts#echo', '-', '--bytes', '--host', s.alias, '-F', config], input, env, spawned)
+  const ssh = (input: string, spawned?: (pid: number) => void) => timed('ssh', ['-F', config, '-o', 'BatchMode=yes', s.alias, 'cat'], input, env, spawned)
   const rate = (secs: number[]) => secs.map((t) => TOTAL / MiB / t)
   // Once each unmeasured: the bundle of the module and the worker land in the cache.
   const [fp, an] = await pair(() => farpipe(file), () => ssh(file), RUNS)
@@ -72,11 +73,20 @@ export async function cliRows(): Promise<{ rows: Row[]; alias: string }> {
     return performance.now() - t0
   })
   rows.push({ figure: '`farpipe --help`', farpipe: measure(help, 'ms', false), anchor: { name: '`node -e 0`', measure: measure(bare, 'ms', false) } })
-  return { rows, alias: s.alias }
+  // Who used the CPU during one whole command of each (the machine has two cores).
+  const cpuOf = async (command: (input: string, spawned: (pid: number) => void) => Promise<number>) => {
+    let pid = -1
+    const role = (p: { pid: number; comm: string }, seen: Parameters<typeof underSshd>[1]) =>
+      p.pid === pid ? 'command' : p.comm.startsWith('sshd') ? 'sshd' : underSshd(p as Parameters<typeof underSshd>[0], seen) ? 'far end' : undefined
+    const { result: secs, cpu } = await cpuByRole(role, () => command(file, (p) => (pid = p)))
+    return `${secs.toFixed(2)} s: ${['command', 'sshd', 'far end'].map((r) => `${r} ${(cpu[r] ?? 0).toFixed(2)}`).join(', ')}`
+  }
+  const cpu = { farpipe: await cpuOf(farpipe), ssh: await cpuOf(ssh) }
+  return { rows, alias: s.alias, cpu }
 }
 
 /** The command line's words for a note under its rows. */
-export function cliNote(alias: string): string {
-  return `Whole commands, alternated, on the bench sshd (loopback): \`node dist/cli/main.js pipe bench/tasks.ts#echo - --bytes --host ${alias}\` and \`ssh ${alias} cat\`, stdin a ${TOTAL / MiB} MiB file, stdout /dev/null. The bundle and the worker are cached on the host after the first, unmeasured run.`
+export function cliNote(alias: string, cpu: { farpipe: string; ssh: string }): string {
+  return `CPU seconds in use during one whole command of each, by process (from /proc, sampled every 20 ms): farpipe ${cpu.farpipe} (the far end is the worker); \`ssh h cat\` ${cpu.ssh} (the far end is \`cat\`). Whole commands, alternated, on the bench sshd (loopback): \`node dist/cli/main.js pipe bench/tasks.ts#echo - --bytes --host ${alias}\` and \`ssh ${alias} cat\`, stdin a ${TOTAL / MiB} MiB file, stdout /dev/null. The bundle and the worker are cached on the host after the first, unmeasured run.`
 }
 

@@ -173,3 +173,69 @@ export async function coldStart(options: PoolOptions, one: Parameters<Pool['run'
   await p.close()
   return ms
 }
+
+interface ProcStat {
+  pid: number
+  ppid: number
+  comm: string
+  cpu: number
+}
+
+function procStats(): Map<number, ProcStat> {
+  const out = new Map<number, ProcStat>()
+  for (const name of require('node:fs').readdirSync('/proc') as string[]) {
+    if (!/^\d+$/.test(name)) continue
+    try {
+      const st = readFileSync(`/proc/${name}/stat`, 'utf8')
+      const close = st.lastIndexOf(')')
+      const f = st.slice(close + 2).split(' ')
+      out.set(Number(name), { pid: Number(name), ppid: Number(f[1]), comm: st.slice(st.indexOf('(') + 1, close), cpu: (Number(f[11]) + Number(f[12])) / 100 })
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out
+}
+
+/**
+ * CPU seconds (user + system) each role of processes used while `fn` ran,
+ * processes that start and end meanwhile included: /proc is read every
+ * 20 ms, and each process is given a role when first seen (`role` sees it
+ * and every process seen so far, for its ancestry; undefined: not counted).
+ * What a process used in the last 20 ms before it ended is missed.
+ */
+export async function cpuByRole<T>(role: (p: ProcStat, seen: Map<number, ProcStat>) => string | undefined, fn: () => Promise<T>): Promise<{ result: T; cpu: Record<string, number> }> {
+  const before = procStats()
+  const seen = new Map(before)
+  const used = new Map<number, { role: string; from: number; to: number }>()
+  const sample = () => {
+    for (const p of procStats().values()) {
+      if (!seen.has(p.pid)) seen.set(p.pid, p)
+      let u = used.get(p.pid)
+      if (!u) {
+        const r = role(p, seen)
+        if (r === undefined) continue
+        u = { role: r, from: before.get(p.pid)?.cpu ?? 0, to: 0 }
+        used.set(p.pid, u)
+      }
+      u.to = p.cpu
+    }
+  }
+  sample()
+  const timer = setInterval(sample, 20)
+  try {
+    const result = await fn()
+    sample()
+    const cpu: Record<string, number> = {}
+    for (const u of used.values()) cpu[u.role] = (cpu[u.role] ?? 0) + Math.max(0, u.to - u.from)
+    return { result, cpu }
+  } finally {
+    clearInterval(timer)
+  }
+}
+
+/** True when `p` runs under a process whose name starts with `sshd` (a session's command). */
+export function underSshd(p: ProcStat, seen: Map<number, ProcStat>): boolean {
+  for (let q = seen.get(p.ppid), hops = 0; q && hops < 20; q = seen.get(q.ppid), hops++) if (q.comm.startsWith('sshd')) return true
+  return false
+}
