@@ -93,6 +93,9 @@ export function bundleModule(moduleUrl: string): Promise<Bundle> {
   return p
 }
 
+/** The first line of every bundle: CommonJS dependencies call require(); the bundle gets a real one, anchored where it is loaded from. */
+export const REQUIRE_BANNER = "import { createRequire as __farpipeCreateRequire } from 'node:module'; const require = __farpipeCreateRequire(import.meta.url);"
+
 /** Builds any entry file into one ESM bundle for Node (used for modules and for the worker itself). */
 export async function buildFile(entry: string, options: { shimFarpipe: boolean; sourcemap?: boolean }): Promise<Uint8Array> {
   const esbuild = await import('esbuild')
@@ -125,7 +128,7 @@ export async function buildFile(entry: string, options: { shimFarpipe: boolean; 
     sourcesContent: false,
     plugins,
     // CommonJS dependencies call require(); give the bundle a real one.
-    banner: { js: "import { createRequire as __farpipeCreateRequire } from 'node:module'; const require = __farpipeCreateRequire(import.meta.url);" },
+    banner: { js: REQUIRE_BANNER },
   })
   const js = result.outputFiles.find((f) => f.path.endsWith('.mjs'))
   if (!js) throw new FarpipeError(`esbuild produced no output for ${entry}`)
@@ -149,9 +152,9 @@ async function build(moduleUrl: string): Promise<Bundle> {
   try {
     code = await buildFile(file, { shimFarpipe: true, sourcemap: true })
   } catch (err) {
-    const errors = (err as { errors?: { text: string; location?: { file: string; line: number } | null }[] }).errors
+    const errors = (err as { errors?: { text: string; location?: { file: string; line: number; column: number } | null }[] }).errors
     const detail = errors?.length
-      ? errors.map((e) => (e.location ? `${e.location.file}:${e.location.line}: ${e.text}` : e.text)).join('; ')
+      ? errors.map((e) => (e.location ? `${e.location.file}:${e.location.line}:${e.location.column + 1}: ${e.text}` : e.text)).join('; ')
       : (err as Error).message
     throw new FarpipeError(`bundling ${name} failed: ${detail}`, { cause: err })
   }

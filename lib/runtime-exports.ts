@@ -26,7 +26,7 @@ export const runtimeExports = {
   input,
   pool(): never {
     throw new FarpipeError(
-      'pool() was called while a worker was loading the module of a remote function. That module is bundled and ' +
+      'pool() was called while a worker (or the farpipe command) was loading the module of a remote function. That module is bundled and ' +
         'evaluated on every worker, so it must not open a pool at its top level: keep the remote functions in a module ' +
         'of their own (for example tasks.ts) and open the pool in the module that imports them (for example main.ts).',
     )

@@ -7,8 +7,7 @@
  *
  * @module
  */
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { closeSync, existsSync, openSync, statSync } from 'node:fs'
 import * as path from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { AnyFunction } from '../call/types.ts'
@@ -292,25 +291,20 @@ const TS_MODULE = /\.[mc]?tsx?$/
 /**
  * Imports a TypeScript module as the workers run it: the bundle esbuild makes
  * of it to ship (bundle.ts, built once per process: the first call sends
- * this one), with farpipe's runtime published for its `farpipe` import,
- * from a private temporary file. Node cannot import TypeScript by itself
- * before 22.18; a loader (tsx) would add ~150 ms of this process's time to
- * every command, for a module whose bundle is built anyway.
+ * this one), with farpipe's runtime published for its `farpipe` import. It
+ * is imported from a `data:` URL, with its `require` anchored at the file:
+ * no temporary file to leave behind or to need a writable $TMPDIR for.
+ * Node cannot import TypeScript by itself before 22.18; a loader (tsx)
+ * would add ~150 ms of this process's time to every command, for a module
+ * whose bundle is built anyway.
  */
 async function importBundled(file: string): Promise<Record<string, unknown>> {
-  const [{ bundleModule }, { publishRuntime }] = await Promise.all([import('../bundle.ts'), import('../runtime-exports.ts')])
+  const [{ bundleModule, REQUIRE_BANNER }, { publishRuntime }] = await Promise.all([import('../bundle.ts'), import('../runtime-exports.ts')])
   const bundle = await bundleModule(pathToFileURL(file).href)
   publishRuntime()
-  // Errors and remote() sites name the .ts file's lines (the bundle carries its source map).
-  process.setSourceMapsEnabled(true)
-  const dir = mkdtempSync(path.join(tmpdir(), 'farpipe-cli-'))
-  const out = path.join(dir, `${path.basename(file).replace(/\.[^.]*$/, '')}.mjs`)
-  try {
-    writeFileSync(out, bundle.code)
-    return (await import(pathToFileURL(out).href)) as Record<string, unknown>
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
-  }
+  let code = Buffer.from(bundle.code).toString('utf8')
+  if (code.startsWith(REQUIRE_BANNER)) code = REQUIRE_BANNER.replace('import.meta.url', JSON.stringify(pathToFileURL(file).href)) + code.slice(REQUIRE_BANNER.length)
+  return (await import(`data:text/javascript;base64,${Buffer.from(code).toString('base64')}`)) as Record<string, unknown>
 }
 
 /**
@@ -357,6 +351,7 @@ export async function loadRemote(target: string, cwd = process.cwd()): Promise<{
     // Loaded from its bundle: the module to ship is the file itself, and the export is the one named.
     info.module = pathToFileURL(file).href
     info.exportName = name
+    info.site = file
   }
   return { fn: fn as Remote<AnyFunction>, generator: info.generator, file, name }
 }

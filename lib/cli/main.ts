@@ -8,7 +8,6 @@
  * @module
  */
 import { createReadStream, fstatSync } from 'node:fs'
-import { pathToFileURL } from 'node:url'
 import type { Readable } from 'node:stream'
 import type { RemoteCall } from '../call/remote-call.ts'
 import type { AnyFunction } from '../call/types.ts'
@@ -18,7 +17,7 @@ import type { PoolOptions } from '../pool/options.ts'
 import type { Pool } from '../pool/pool.ts'
 import type { Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
-import { checkSshConfig, loadRemote, locateRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
+import { checkSshConfig, loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
 import { ClosedOutput, feed, Output, Stderr, StdinError, type Counts } from './io.ts'
 import type { HostInfo } from './probe.ts'
@@ -81,24 +80,19 @@ async function callCommand(cmd: CallCommand): Promise<number> {
   try {
     // Whether or not there are hosts: a typo in -F is a usage error, not a silent run on local workers.
     if (cmd.sshConfig !== undefined) checkSshConfig(cmd.sshConfig)
-    const { file } = locateRemote(cmd.target)
+    // The module first: a module that does not load is the error, and no host is connected to, nor worker started, for it.
+    const { fn } = await loadRemote(cmd.target)
     // Loaded here, not at the top: `farpipe --help` and usage errors do not need them (about a third of the start-up).
-    const [{ pool }, { coreOf }, { bundleModule }] = await Promise.all([import('../pool/pool.ts'), import('../call/remote-call.ts'), import('../bundle.ts')])
-    // The pool connects and starts its workers (a few hundred ms, mostly waiting on the hosts) while the
-    // module is imported here and bundled (esbuild runs in a process of its own): none needs the others.
-    // The bundle is the one the first call would make (by the module's URL); a failure there is the call's to report.
-    bundleModule(pathToFileURL(file).href).catch(() => {})
-    const opening = pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
-    opening.catch(() => {}) // awaited below, once the module is loaded; a failure meanwhile is not unhandled
-    let fn: Remote<AnyFunction>
-    try {
-      ;({ fn } = await loadRemote(cmd.target))
-    } catch (err) {
-      // The module does not load: that is the error, whatever the pool does; its workers are let go properly.
-      await opening.then((q) => q.close(), () => {})
-      throw err
-    }
-    p = await opening
+    const [{ pool }, { coreOf }, { bundleModule }, { remoteInfo }] = await Promise.all([
+      import('../pool/pool.ts'),
+      import('../call/remote-call.ts'),
+      import('../bundle.ts'),
+      import('../remote.ts'),
+    ])
+    // The bundle the first call ships (built already for a .ts module, which is imported as it) is made while the pool starts;
+    // a failure there is the call's to report.
+    bundleModule(remoteInfo(fn)!.module).catch(() => {})
+    p = await pool({ ...poolHosts(cmd), workers: cmd.workers ?? 1, onLog })
     // A dropped connection pauses the call while the pool reconnects (resumeWindow): say so, and when it goes on.
     p.addEventListener('hostdown', (e) => stderr.print(`farpipe: ${e.detail.host}: connection lost, reconnecting…\n`))
     p.addEventListener('hostup', (e) => {

@@ -3,7 +3,7 @@
 // on local workers and over the test sshd. Needs `npm run build` first.
 import { spawn } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
-import { existsSync, openSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs'
 import { connect, createServer, type Socket } from 'node:net'
 import * as path from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -315,7 +315,8 @@ function localOnly(): void {
     writeFileSync(path.join(dir, 'throws.ts'), "import { remote } from 'farpipe'\nexport const f = remote(() => 1)\nthrow new Error('top-level boom')\n")
     writeFileSync(path.join(dir, 'broken.ts'), "import { remote } from 'farpipe'\nexport const f = remote((a: number => a)\n")
     writeFileSync(path.join(dir, 'pools.ts'), "import { pool, remote } from 'farpipe'\nawait pool()\nexport const f = remote(() => 1)\n")
-    const env = { TMPDIR: tmp }
+    // The bundle is imported from a data: URL: no temporary file, so a $TMPDIR that cannot be written is no matter.
+    const env = { TMPDIR: path.join(tmp, 'missing') }
     const ok = await farpipe(['run', path.join(dir, 'tasks.ts#add'), '5'], env)
     assert.is(ok.code, 0, ok.stderr)
     assert.equal(lines(ok.stdout), ['15'])
@@ -326,12 +327,26 @@ function localOnly(): void {
     const broken = await farpipe(['run', path.join(dir, 'broken.ts#f')], env)
     assert.is(broken.code, 2, broken.stderr)
     assert.match(broken.stderr, 'cannot import')
-    assert.match(broken.stderr, 'broken.ts:2')
+    assert.match(broken.stderr, /broken\.ts:2:\d+: Expected/)
     const pools = await farpipe(['run', path.join(dir, 'pools.ts#f')], env)
     assert.is(pools.code, 2, pools.stderr)
     assert.match(pools.stderr, 'pool() was called while')
-    // The bundle is imported from a private temporary file, removed once imported.
-    assert.equal(readdirSync(tmp).filter((n) => n.startsWith('farpipe-cli-')), [])
+    // A module that does not load is the error before any host is connected to: here one that would never answer.
+    let connections = 0
+    const silent = createServer((socket) => {
+      connections++
+      socket.on('error', () => {})
+    })
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve))
+    const port = (silent.address() as { port: number }).port
+    try {
+      const typo = await farpipe(['run', path.join(dir, 'tasks.ts#ad'), '--host', `127.0.0.1:${port}`, '-F', '/dev/null'], env)
+      assert.is(typo.code, 2, typo.stderr)
+      assert.match(typo.stderr, 'no export named ad')
+      assert.is(connections, 0)
+    } finally {
+      silent.close()
+    }
   })
 
   s('a bad option or a missing - exits 2', async () => {
