@@ -1,7 +1,7 @@
 // `npm run bench [filter ...]`: runs the benchmark files (one per question)
 // whose names match the filters, and writes bench/RESULTS.md with the
 // machine, the command and every table. A run of one of the benchmarks
-// that own a section (`user-code`, `reliability`, `faults`, `many-hosts`, `nested`, `resume`, `slurm`, `bytes`: they take minutes, the full
+// that own a section (`user-code`, `reliability`, `faults`, `many-hosts`, `nested`, `resume`, `slurm`, `bytes`, `profile-bytes`: they take minutes, the full
 // run most of an hour) alone replaces that one section of RESULTS.md, with
 // its own command and date under its heading.
 import { cpus, totalmem, release } from 'node:os'
@@ -12,9 +12,9 @@ import { stopAll } from './context.ts'
 import { renderSection, RUNS, type Section } from './lib.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'bytes']
+const all = ['small-items', 'input-bidi', 'bulk-bytes', 'latency', 'memory', 'user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'bytes', 'profile-bytes']
 /** Benchmarks whose section a run of them alone replaces in RESULTS.md (found by its heading, the section's title). */
-const ownSection = new Set(['user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'bytes'])
+const ownSection = new Set(['user-code', 'reliability', 'faults', 'many-hosts', 'nested', 'resume', 'slurm', 'bytes', 'profile-bytes'])
 const filters = process.argv.slice(2)
 // A filter that names a benchmark exactly picks that one (`bytes` is not also `bulk-bytes`); otherwise a part of a name picks every match.
 const chosen = all.filter((name) => filters.length === 0 || filters.some((f) => (all.includes(f) ? name === f : name.includes(f))))
