@@ -55,40 +55,6 @@ items('the items of every frame count for exactly its payload bytes', () => {
   }
 })
 
-items('consecutive large byte items of a stream share one frame, their bodies not copied; another item or stream starts another', () => {
-  const w = new FrameWriter()
-  const iw = new ItemWriter(w, limits)
-  const chunks = Array.from({ length: 6 }, (_, i) => new Uint8Array(64 * 1024).fill(i + 1))
-  const sizes: number[] = []
-  const put = (v: unknown) => sizes.push(iw.write(v, () => 'item'))
-  const frame = (stream: number, values: unknown[]) => {
-    w.begin(Kind.data, 1, stream)
-    for (const v of values) put(v)
-    iw.close()
-    if (w.frameBytes > HEADER_BYTES) w.end()
-    else w.abandon()
-  }
-  frame(0, [chunks[0], chunks[1], chunks[2], 'x', chunks[3]])
-  frame(1, [chunks[4]])
-  frame(0, [chunks[5]])
-  const parts = w.takeParts()
-  // The bodies leave from their own buffers, and a run's header is one short piece before them.
-  for (const c of chunks) assert.ok(parts.some((p) => p.buffer === c.buffer && p.byteLength === c.byteLength))
-  assert.is(parts[0]!.byteLength, HEADER_BYTES + 5 + 4 * 3)
-  const frames = new FrameDecoder().decode(Buffer.concat(parts))
-  assert.equal(frames.map((f) => [f.stream, readItems(f.payload).length]), [[0, 3], [0, 1], [0, 1], [1, 1], [0, 1]])
-  deepStrictEqual(frames.flatMap((f) => readItems(f.payload)), [chunks[0], chunks[1], chunks[2], 'x', chunks[3], chunks[4], chunks[5]])
-  assert.is(sizes.reduce((a, b) => a + b, 0), frames.reduce((n, f) => n + f.payload.byteLength, 0))
-})
-
-items('a run of byte items stays within maxFrameBytes', () => {
-  const max = 200 * 1024
-  const { back, frames, sizes, payloadBytes } = roundTripItems(Array.from({ length: 7 }, () => new Uint8Array(64 * 1024)), { softFrameBytes: 8 * 1024, maxFrameBytes: max })
-  assert.is(back.length, 7)
-  assert.is(frames, 3) // 3 + 3 + 1: a fourth 64 KiB body would take a frame past 200 KiB
-  assert.is(sizes.reduce((a, b) => a + b, 0), payloadBytes)
-})
-
 items('packs runs: numbers as floats, JSON-safe values as one array', () => {
   const values = [1, 2, 3, 'a', { b: [true, null] }, 4, Uint8Array.of(9), 'z']
   const { back, frames } = roundTripItems(values)
@@ -223,16 +189,6 @@ hostile('a JSON run with __proto__ keys leaves Object.prototype alone', () => {
   const [item] = readItems(p) as [Record<string, unknown>]
   assert.is(({} as { polluted?: unknown }).polluted, undefined)
   assert.is(Object.getPrototypeOf(item), Object.prototype)
-})
-
-hostile('a run of byte items that is empty or overruns its frame is a protocol error', () => {
-  const run = (...parts: Buffer[]) => Buffer.concat([Buffer.from([9]), ...parts])
-  throwsA(ProtocolError, () => readItems(run(u32(0))))
-  throwsA(ProtocolError, () => readItems(run(u32(3), u32(1))))
-  throwsA(ProtocolError, () => readItems(run(u32(1), u32(100), Buffer.alloc(10))))
-  throwsA(ProtocolError, () => readItems(run(u32(0xffffffff))))
-  throwsA(ProtocolError, () => streamsInItems(run(u32(2), u32(5), u32(5), Buffer.alloc(9)), () => undefined))
-  deepStrictEqual(readItems(run(u32(2), u32(2), u32(1), Buffer.from([7, 8, 9]))), [Uint8Array.of(7, 8), Uint8Array.of(9)])
 })
 
 hostile('regression: a malformed JSON run is a protocol error (escaped as a SyntaxError)', () => {

@@ -9,16 +9,14 @@
  */
 import { ProtocolError, SerializeError } from '../errors.ts'
 import { asBuffer, HEADER_BYTES } from '../wire/frame.ts'
-import { BYTES_RUN_TAG, type FrameWriter } from '../wire/frame-writer.ts'
+import type { FrameWriter } from '../wire/frame-writer.ts'
 import { encodeValue, readValueAt, writeValue, type EncodedValue, type StreamHooks } from './values.ts'
 
 /**
- * How items are encoded inside a data frame. Runs: `u8 numbers | u32 count | f64 × count`,
- * `u8 json | u32 count | u32 length | JSON array text`, and large byte items in a frame of
- * their own, `u8 bytesRun | u32 count | u32 length × count | the bytes of each` (see
- * FrameWriter.appendBody). Single items: `u8 tag | u32 length | bytes`.
+ * How items are encoded inside a data frame. Runs: `u8 numbers | u32 count | f64 × count` and
+ * `u8 json | u32 count | u32 length | JSON array text`. Single items: `u8 tag | u32 length | bytes`.
  */
-const Tag = { bytes: 3, arrayBuffer: 4, value: 6, numbers: 7, json: 8, bytesRun: BYTES_RUN_TAG } as const
+const Tag = { bytes: 3, arrayBuffer: 4, value: 6, numbers: 7, json: 8 } as const
 
 /** Bytes of an item's own header (tag and length). */
 const ITEM_HEADER = 5
@@ -154,13 +152,6 @@ export class ItemWriter {
       return header + 1 + w.utf8(text)
     }
     this.close()
-    if (tag === Tag.bytes && bytes!.byteLength >= OWN_FRAME_BYTES) {
-      // A large chunk is not copied: yielding it hands it over, as enqueueing a chunk in any stream does.
-      // Consecutive ones share a frame (one header for several, so their bodies leave in full packets).
-      let added = 0
-      w.splitAround((kind, call, stream) => (added = w.appendBody(kind, call, stream, bytes!, this.limits.maxFrameBytes - HEADER_BYTES)))
-      return added
-    }
     if (bytes && bytes.byteLength >= OWN_FRAME_BYTES) {
       // A large chunk gets a frame of its own and is not copied: yielding it
       // hands it over, as enqueueing a chunk in any stream does.
@@ -272,26 +263,6 @@ function walkItems(payload: Uint8Array, owned: boolean, fromId: ((id: number, it
       if (!out && o === end) return run
       out ??= []
       for (const x of run) out.push(x)
-      continue
-    }
-    if (tag === Tag.bytesRun) {
-      if (n === 0 || o + n * 4 > end) throw new ProtocolError(`run of ${n} byte items: ${n === 0 ? 'empty' : `its lengths overrun its frame (${end - o} bytes left)`}`)
-      let at = o + n * 4
-      out ??= []
-      for (let k = 0; k < n; k++) {
-        const len = b.readUInt32LE(o + 4 * k)
-        if (at + len > end) throw new ProtocolError(`byte item ${k} of a run, of ${len} bytes, overruns its frame (${end - at} left)`)
-        if (!skip) {
-          if (owned) out.push(new Uint8Array(b.buffer, b.byteOffset + at, len))
-          else {
-            const copy = new Uint8Array(len)
-            copy.set(b.subarray(at, at + len))
-            out.push(copy)
-          }
-        }
-        at += len
-      }
-      o = at
       continue
     }
     if (o + n > end) throw new ProtocolError(`item of ${n} bytes overruns its frame (${end - o} left)`)

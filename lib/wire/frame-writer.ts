@@ -10,27 +10,6 @@ import { HEADER_BYTES, writeHeader } from './frame.ts'
 /** The size of a fresh write buffer: several batches of 64 KiB items fit in one, so batches rarely straddle two. */
 const SEGMENT_BYTES = 1024 * 1024
 
-/** The item tag of a run of byte items in one frame (see {@link FrameWriter.appendBody}; read in codec/items.ts). */
-export const BYTES_RUN_TAG = 9
-
-/** Byte items one run holds at most (its header carries a length each). */
-const MAX_RUN_ITEMS = 1024
-
-const NO_BYTES = Buffer.alloc(0)
-
-/** A run of byte items gathered into one frame, its header written when it closes. */
-interface BytesRun {
-  kind: number
-  call: number
-  stream: number
-  /** Where its header goes in `parts`, and where its bodies end (nothing may come between). */
-  at: number
-  end: number
-  lengths: number[]
-  /** Its payload so far: tag, count, then a length and a body per item. */
-  bytes: number
-}
-
 /**
  * Builds frames straight into one growing buffer, so a batch of frames from
  * many calls leaves as a single write. A frame is opened with
@@ -52,8 +31,6 @@ export class FrameWriter {
   private partsBytes = 0
   /** The open frame's offset in `buf`, or -1. */
   private frameAt = -1
-  /** The run of byte items being gathered, if any (see {@link appendBody}). */
-  private run: BytesRun | undefined
 
   /** Bytes written and not yet taken, including an open frame. */
   get pending(): number {
@@ -138,59 +115,6 @@ export class FrameWriter {
     this.start = this.pos
   }
 
-  /**
-   * Adds a large byte item to a frame of byte items alone, whose bodies go
-   * out from their own buffers, as {@link frameWithBody}'s: consecutive
-   * items of the same stream share one frame, one header written before
-   * their bodies when the run closes (at the next item of another kind or
-   * stream, at {@link takeParts}). A header per 64 KiB chunk would leave in
-   * an SSH packet of its own between the chunk's two full ones; a header per
-   * run, once for several. Payload: `u8 9 | u32 count | u32 length × count |
-   * the bodies`. `limit` bounds the payload. Returns the bytes the item adds
-   * to it (the first also counts for the tag and the count).
-   */
-  appendBody(kind: number, call: number, stream: number, body: Uint8Array, limit: number): number {
-    if (this.frameAt >= 0) throw new Error('FrameWriter.appendBody: a frame is open')
-    let r = this.run
-    let added = 4 + body.byteLength
-    const extends_ =
-      r !== undefined && r.kind === kind && r.call === call && r.stream === stream && r.end === this.parts.length && this.pos === this.start &&
-      r.lengths.length < MAX_RUN_ITEMS && r.bytes + added <= limit
-    if (!extends_) {
-      this.closeRun()
-      // What was written before goes before the run.
-      if (this.pos > this.start) {
-        this.parts.push(this.buf.subarray(this.start, this.pos))
-        this.partsBytes += this.pos - this.start
-        this.start = this.pos
-      }
-      r = this.run = { kind, call, stream, at: this.parts.length, end: 0, lengths: [], bytes: 5 }
-      this.parts.push(NO_BYTES)
-      added += 5
-    }
-    r!.lengths.push(body.byteLength)
-    r!.bytes += 4 + body.byteLength
-    this.parts.push(Buffer.from(body.buffer, body.byteOffset, body.byteLength))
-    this.partsBytes += body.byteLength
-    r!.end = this.parts.length
-    return added
-  }
-
-  /** Writes the header of the run being gathered into its place: the run is whole. */
-  private closeRun(): void {
-    const r = this.run
-    if (!r) return
-    this.run = undefined
-    const n = r.lengths.length
-    const head = Buffer.allocUnsafe(HEADER_BYTES + 5 + 4 * n)
-    writeHeader(head, 0, r.kind, r.call, r.stream, r.bytes)
-    head[HEADER_BYTES] = BYTES_RUN_TAG
-    head.writeUInt32LE(n, HEADER_BYTES + 1)
-    for (let i = 0; i < n; i++) head.writeUInt32LE(r.lengths[i]!, HEADER_BYTES + 5 + 4 * i)
-    this.parts[r.at] = head
-    this.partsBytes += head.byteLength
-  }
-
   /** Writes a whole frame with the given payload. */
   frame(kind: number, call: number, stream: number, payload?: Uint8Array): void {
     this.begin(kind, call, stream)
@@ -270,7 +194,6 @@ export class FrameWriter {
    */
   takeParts(): Buffer[] {
     if (this.frameAt >= 0) throw new Error('FrameWriter.take: a frame is still open')
-    this.closeRun()
     if (this.pending === 0) return []
     const tail = this.buf.subarray(this.start, this.pos)
     this.start = this.pos

@@ -19,7 +19,7 @@
 import { ProtocolError } from '../errors.ts'
 
 /** The protocol version both sides announce in their hello frames. */
-export const PROTOCOL_VERSION = 7
+export const PROTOCOL_VERSION = 6
 
 /** Bytes before a frame's payload. */
 export const HEADER_BYTES = 11
