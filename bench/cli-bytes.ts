@@ -13,6 +13,7 @@ import { cpuByRole, measure, median, pair, repeat, RUNS, underSshd, type Row } f
 
 const MiB = 2 ** 20
 const TOTAL = 256 * MiB
+const FEW = 4 * MiB
 const root = path.dirname(path.dirname(fileURLToPath(import.meta.url)))
 const cli = path.join(root, 'dist', 'cli', 'main.js')
 
@@ -47,6 +48,11 @@ export async function cliRows(): Promise<{ rows: Row[]; alias: string; cpu: { fa
   closeSync(fd)
   const empty = path.join(dir, 'empty')
   closeSync(openSync(empty, 'w'))
+  // A few MiB: what the first bytes of a new connection cost beyond the start-up (TCP's start on this loopback).
+  const few = path.join(dir, 'few')
+  const fewFd = openSync(few, 'w')
+  for (let i = 0; i < FEW / MiB; i++) writeSync(fewFd, block)
+  closeSync(fewFd)
   const config = path.join(s.home, '.ssh', 'config')
   const env: NodeJS.ProcessEnv = { ...process.env, HOME: s.home }
   delete env.SSH_AUTH_SOCK
@@ -57,9 +63,15 @@ export async function cliRows(): Promise<{ rows: Row[]; alias: string; cpu: { fa
   const [fp, an] = await pair(() => farpipe(file), () => ssh(file), RUNS)
   const [fpStart, anStart] = await pair(() => farpipe(empty), () => ssh(empty), RUNS)
   const startup = median(fpStart)
+  const [fpFew, anFew] = await pair(() => farpipe(few), () => ssh(few), RUNS)
   const rows: Row[] = [
     { figure: `\`farpipe pipe echo - --bytes --host h\`, ${TOTAL / MiB} MiB, whole command`, farpipe: measure(rate(fp), 'MiB/s'), anchor: { name: '`ssh h cat`', measure: measure(rate(an), 'MiB/s') }, target: { text: '≥ 0.85×', holds: (r) => r >= 0.85 } },
     { figure: 'the same command on an empty stdin (start-up, pool, teardown)', farpipe: measure(fpStart.map((t) => t * 1000), 'ms', false), anchor: { name: '`ssh h cat` on an empty stdin', measure: measure(anStart.map((t) => t * 1000), 'ms', false) } },
+    {
+      figure: `the first ${FEW / MiB} MiB on a new connection, beyond the start-up (the same command on ${FEW / MiB} MiB minus the empty-stdin median)`,
+      farpipe: measure(fpFew.map((t) => (t - startup) * 1000), 'ms', false),
+      anchor: { name: '`ssh h cat`, the same way', measure: measure(anFew.map((t) => (t - median(anStart)) * 1000), 'ms', false) },
+    },
     { figure: `${TOTAL / MiB} MiB without the start-up (whole command minus the empty-stdin median)`, farpipe: measure(fp.map((t) => TOTAL / MiB / Math.max(1e-3, t - startup)), 'MiB/s'), anchor: { name: '`ssh h cat`, the same way', measure: measure(an.map((t) => TOTAL / MiB / Math.max(1e-3, t - median(anStart))), 'MiB/s') } },
   ]
   const help = await repeat(async () => {

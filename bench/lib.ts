@@ -200,25 +200,21 @@ function procStats(): Map<number, ProcStat> {
 /**
  * CPU seconds (user + system) each role of processes used while `fn` ran,
  * processes that start and end meanwhile included: /proc is read every
- * 20 ms, and each process is given a role when first seen (`role` sees it
- * and every process seen so far, for its ancestry; undefined: not counted).
- * What a process used in the last 20 ms before it ended is missed.
+ * 20 ms, and each process is given its role at the end, from what it was
+ * when last seen (a child forked by sshd is named `sshd` until it execs;
+ * `role` sees every process seen, for its ancestry; undefined: not
+ * counted). What a process used in the last 20 ms before it ended is missed.
  */
 export async function cpuByRole<T>(role: (p: ProcStat, seen: Map<number, ProcStat>) => string | undefined, fn: () => Promise<T>): Promise<{ result: T; cpu: Record<string, number> }> {
   const before = procStats()
   const seen = new Map(before)
-  const used = new Map<number, { role: string; from: number; to: number }>()
+  const used = new Map<number, { from: number; to: number }>()
   const sample = () => {
     for (const p of procStats().values()) {
-      if (!seen.has(p.pid)) seen.set(p.pid, p)
-      let u = used.get(p.pid)
-      if (!u) {
-        const r = role(p, seen)
-        if (r === undefined) continue
-        u = { role: r, from: before.get(p.pid)?.cpu ?? 0, to: 0 }
-        used.set(p.pid, u)
-      }
-      u.to = p.cpu
+      seen.set(p.pid, p)
+      const u = used.get(p.pid)
+      if (u) u.to = p.cpu
+      else used.set(p.pid, { from: before.get(p.pid)?.cpu ?? 0, to: p.cpu })
     }
   }
   sample()
@@ -227,7 +223,10 @@ export async function cpuByRole<T>(role: (p: ProcStat, seen: Map<number, ProcSta
     const result = await fn()
     sample()
     const cpu: Record<string, number> = {}
-    for (const u of used.values()) cpu[u.role] = (cpu[u.role] ?? 0) + Math.max(0, u.to - u.from)
+    for (const [pid, u] of used) {
+      const r = role(seen.get(pid)!, seen)
+      if (r !== undefined) cpu[r] = (cpu[r] ?? 0) + Math.max(0, u.to - u.from)
+    }
     return { result, cpu }
   } finally {
     clearInterval(timer)
