@@ -15,7 +15,7 @@ import { CancelError } from '../errors.ts'
 import { input } from '../input.ts'
 import type { PoolOptions } from '../pool/options.ts'
 import type { Pool } from '../pool/pool.ts'
-import type { Remote } from '../remote.ts'
+import { remoteInfo, type Remote } from '../remote.ts'
 import type { LogEntry } from '../session.ts'
 import { checkSshConfig, loadRemote, parseArgs, UsageError, type CallCommand, type HostsCommand, type HostsOptions } from './args.ts'
 import { encodeItem, FormatError } from './format.ts'
@@ -83,12 +83,7 @@ async function callCommand(cmd: CallCommand): Promise<number> {
     // The module first: a module that does not load is the error, and no host is connected to, nor worker started, for it.
     const { fn } = await loadRemote(cmd.target)
     // Loaded here, not at the top: `farpipe --help` and usage errors do not need them (about a third of the start-up).
-    const [{ pool }, { coreOf }, { bundleModule }, { remoteInfo }] = await Promise.all([
-      import('../pool/pool.ts'),
-      import('../call/remote-call.ts'),
-      import('../bundle.ts'),
-      import('../remote.ts'),
-    ])
+    const [{ pool }, { coreOf }, { bundleModule }] = await Promise.all([import('../pool/pool.ts'), import('../call/remote-call.ts'), import('../bundle.ts')])
     // The bundle the first call ships (built already for a .ts module, which is imported as it) is made while the pool starts;
     // a failure there is the call's to report.
     bundleModule(remoteInfo(fn)!.module).catch(() => {})
