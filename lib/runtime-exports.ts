@@ -37,4 +37,3 @@ export const runtimeExports = {
 export function publishRuntime(): void {
   ;(globalThis as Record<symbol, unknown>)[Symbol.for(RUNTIME_GLOBAL)] = runtimeExports
 }
-

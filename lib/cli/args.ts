@@ -298,12 +298,12 @@ const TS_MODULE = /\.[mc]?tsx?$/
  * would add ~150 ms of this process's time to every command, for a module
  * whose bundle is built anyway.
  */
-async function importBundled(file: string): Promise<Record<string, unknown>> {
+async function importBundled(url: string): Promise<Record<string, unknown>> {
   const [{ bundleModule, REQUIRE_BANNER }, { publishRuntime }] = await Promise.all([import('../bundle.ts'), import('../runtime-exports.ts')])
-  const bundle = await bundleModule(pathToFileURL(file).href)
+  const bundle = await bundleModule(url)
   publishRuntime()
   let code = Buffer.from(bundle.code).toString('utf8')
-  if (code.startsWith(REQUIRE_BANNER)) code = REQUIRE_BANNER.replace('import.meta.url', JSON.stringify(pathToFileURL(file).href)) + code.slice(REQUIRE_BANNER.length)
+  if (code.startsWith(REQUIRE_BANNER)) code = REQUIRE_BANNER.replace('import.meta.url', JSON.stringify(url)) + code.slice(REQUIRE_BANNER.length)
   return (await import(`data:text/javascript;base64,${Buffer.from(code).toString('base64')}`)) as Record<string, unknown>
 }
 
@@ -312,7 +312,7 @@ async function importBundled(file: string): Promise<Record<string, unknown>> {
  * resolved from `cwd`, without importing anything: throws a UsageError for a
  * malformed target or a file that is not there.
  */
-export function locateRemote(target: string, cwd = process.cwd()): { spec: string; file: string; name: string } {
+function locateRemote(target: string, cwd = process.cwd()): { spec: string; file: string; name: string } {
   const hash = target.lastIndexOf('#')
   if (hash <= 0 || hash === target.length - 1) {
     throw new UsageError(`expected module#export (e.g. tasks.ts#fibonacci), got '${target}'`)
@@ -330,9 +330,10 @@ export function locateRemote(target: string, cwd = process.cwd()): { spec: strin
 export async function loadRemote(target: string, cwd = process.cwd()): Promise<{ fn: Remote<AnyFunction>; generator: boolean; file: string; name: string }> {
   const { spec, file, name } = locateRemote(target, cwd)
   const ts = TS_MODULE.test(file)
+  const url = pathToFileURL(file).href
   let ns: Record<string, unknown>
   try {
-    ns = ts ? await importBundled(file) : ((await import(pathToFileURL(file).href)) as Record<string, unknown>)
+    ns = ts ? await importBundled(url) : ((await import(url)) as Record<string, unknown>)
   } catch (err) {
     throw new UsageError(`cannot import ${spec}: ${(err as Error)?.message ?? String(err)}`, { cause: err })
   }
@@ -349,7 +350,7 @@ export async function loadRemote(target: string, cwd = process.cwd()): Promise<{
   }
   if (ts) {
     // Loaded from its bundle: the module to ship is the file itself, and the export is the one named.
-    info.module = pathToFileURL(file).href
+    info.module = url
     info.exportName = name
     info.site = file
   }
