@@ -5,7 +5,7 @@
 import { pool } from 'farpipe'
 import { cacheDir, sshAnchors, localPool, sshd, sshPool } from './context.ts'
 import * as b from './tasks.ts'
-import { cpuByRole, measure, pair, RUNS, underSshd, type Row, type Section } from './lib.ts'
+import { cpuByRole, measure, pair, RUNS, sshRoles, type Row, type Section } from './lib.ts'
 import { down, echo, up } from './bulk-bytes.ts'
 import { nested } from './nested.ts'
 import { cliNote, cliRows } from './cli-bytes.ts'
@@ -49,10 +49,8 @@ export async function run(): Promise<Section> {
   const [fpDown2, head] = await pair(() => down(p, GiB), async () => (await a.opensshDown(GiB)).mibps)
   rows.push({ figure: `${size} down, 64 KiB chunks, SSH`, farpipe: mibs(fpDown2), anchor: { name: 'OpenSSH `ssh host head -c`', measure: mibs(head) }, target: atLeast(1.0) })
   // Who spends the cycles, per MiB moved: one more run of each, farpipe and its anchor, watched from /proc.
-  const role = (q: Parameters<typeof underSshd>[0], seen: Parameters<typeof underSshd>[1]) =>
-    q.pid === process.pid ? 'caller' : q.comm.startsWith('sshd') ? 'sshd' : underSshd(q, seen) ? 'far end' : undefined
   const perMiB = async (run: () => Promise<number>) => {
-    const { cpu } = await cpuByRole(role, run)
+    const { cpu } = await cpuByRole(sshRoles(() => process.pid, 'caller'), run)
     const mib = GiB / 2 ** 20
     return ['caller', 'sshd', 'far end'].map((r) => `${r} ${(((cpu[r] ?? 0) / mib) * 1000).toFixed(2)}`).join(', ')
   }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import * as path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { sshd } from './context.ts'
-import { cpuByRole, measure, median, pair, repeat, RUNS, underSshd, type Row } from './lib.ts'
+import { cpuByRole, measure, median, pair, repeat, RUNS, sshRoles, type Row } from './lib.ts'
 
 const MiB = 2 ** 20
 const TOTAL = 256 * MiB
@@ -88,9 +88,7 @@ export async function cliRows(): Promise<{ rows: Row[]; alias: string; cpu: { fa
   // Who used the CPU during one whole command of each (the machine has two cores).
   const cpuOf = async (command: (input: string, spawned: (pid: number) => void) => Promise<number>) => {
     let pid = -1
-    const role = (p: { pid: number; comm: string }, seen: Parameters<typeof underSshd>[1]) =>
-      p.pid === pid ? 'command' : p.comm.startsWith('sshd') ? 'sshd' : underSshd(p as Parameters<typeof underSshd>[0], seen) ? 'far end' : undefined
-    const { result: secs, cpu } = await cpuByRole(role, () => command(file, (p) => (pid = p)))
+    const { result: secs, cpu } = await cpuByRole(sshRoles(() => pid, 'command'), () => command(file, (p) => (pid = p)))
     return `${secs.toFixed(2)} s: ${['command', 'sshd', 'far end'].map((r) => `${r} ${(cpu[r] ?? 0).toFixed(2)}`).join(', ')}`
   }
   const cpu = { farpipe: await cpuOf(farpipe), ssh: await cpuOf(ssh) }

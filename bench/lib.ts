@@ -135,13 +135,7 @@ const require = (await import('node:module')).createRequire(import.meta.url)
 
 /** CPU seconds (user + system) a process has used so far, from /proc (0 if it is gone). */
 export function cpuSeconds(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ')
-    // After the command name: state is field 3, utime 14, stime 15 (1-based), in clock ticks (100 Hz).
-    return (Number(fields[11]) + Number(fields[12])) / 100
-  } catch {
-    return 0
-  }
+  return procStat(pid)?.cpu ?? 0
 }
 
 /** Runs `fn` and reports how busy each process was meanwhile (CPU seconds per wall second, 1 = one core). */
@@ -181,18 +175,24 @@ interface ProcStat {
   cpu: number
 }
 
+/** A process as /proc/<pid>/stat has it now, or undefined once it has exited. */
+function procStat(pid: number): ProcStat | undefined {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    // comm may hold spaces and parens: it ends at the last ')'. After it, ppid is field 4, utime 14, stime 15 (1-based), in clock ticks (100 Hz).
+    const close = st.lastIndexOf(')')
+    const f = st.slice(close + 2).split(' ')
+    return { pid, ppid: Number(f[1]), comm: st.slice(st.indexOf('(') + 1, close), cpu: (Number(f[11]) + Number(f[12])) / 100 }
+  } catch {
+    return undefined
+  }
+}
+
 function procStats(): Map<number, ProcStat> {
   const out = new Map<number, ProcStat>()
   for (const name of require('node:fs').readdirSync('/proc') as string[]) {
-    if (!/^\d+$/.test(name)) continue
-    try {
-      const st = readFileSync(`/proc/${name}/stat`, 'utf8')
-      const close = st.lastIndexOf(')')
-      const f = st.slice(close + 2).split(' ')
-      out.set(Number(name), { pid: Number(name), ppid: Number(f[1]), comm: st.slice(st.indexOf('(') + 1, close), cpu: (Number(f[11]) + Number(f[12])) / 100 })
-    } catch {
-      // exited meanwhile
-    }
+    const p = /^\d+$/.test(name) ? procStat(Number(name)) : undefined
+    if (p) out.set(p.pid, p)
   }
   return out
 }
@@ -234,7 +234,16 @@ export async function cpuByRole<T>(role: (p: ProcStat, seen: Map<number, ProcSta
 }
 
 /** True when `p` runs under a process whose name starts with `sshd` (a session's command). */
-export function underSshd(p: ProcStat, seen: Map<number, ProcStat>): boolean {
+function underSshd(p: ProcStat, seen: Map<number, ProcStat>): boolean {
   for (let q = seen.get(p.ppid), hops = 0; q && hops < 20; q = seen.get(q.ppid), hops++) if (q.comm.startsWith('sshd')) return true
   return false
+}
+
+/**
+ * The roles of an SSH transfer for {@link cpuByRole}: the local end (the
+ * process `own()` names, as `name`), `sshd`, and the `far end` (what runs
+ * under sshd: farpipe's worker, or `cat`).
+ */
+export function sshRoles(own: () => number, name: string): (p: ProcStat, seen: Map<number, ProcStat>) => string | undefined {
+  return (p, seen) => (p.pid === own() ? name : p.comm.startsWith('sshd') ? 'sshd' : underSshd(p, seen) ? 'far end' : undefined)
 }
